@@ -1,0 +1,2 @@
+"""imgbuild: make for AI-generated images."""
+__version__ = "0.1.0"

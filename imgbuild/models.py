@@ -1,0 +1,309 @@
+"""The DashScope text-to-image model table: one record per model, the only place that knows
+what each model accepts (endpoints, sizes, n, prompt length) and what it costs.
+
+Source: ../shared/dashscope-api.md §4, §6, §8, §9 (docs as of 2026-02…06). Where the docs
+disagree we always *send* the value explicitly (size, n, seed, prompt_extend, watermark), so
+the server-side default never decides what is generated or billed.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+# Endpoints (§2). The provider maps these to URLs; the emulator serves them.
+SYNC = "multimodal-generation"  # A: POST /services/aigc/multimodal-generation/generation
+ASYNC = "image-generation"  # B: POST /services/aigc/image-generation/generation (+ async header)
+LEGACY = "text2image"  # C: POST /services/aigc/text2image/image-synthesis (+ async header)
+
+ENDPOINT_PATHS = {
+    SYNC: "/services/aigc/multimodal-generation/generation",
+    ASYNC: "/services/aigc/image-generation/generation",
+    LEGACY: "/services/aigc/text2image/image-synthesis",
+}
+
+SEED_MAX = 2147483647
+NEGATIVE_PROMPT_MAX = 500
+
+# Aspect-ratio names users may write instead of "W*H".
+RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
+
+_QWEN_FIXED = {
+    "16:9": "1664*928",
+    "4:3": "1472*1104",
+    "1:1": "1328*1328",
+    "3:4": "1104*1472",
+    "9:16": "928*1664",
+}
+_QWEN2_RECOMMENDED = {
+    "16:9": "2688*1536",
+    "9:16": "1536*2688",
+    "1:1": "2048*2048",
+    "4:3": "2368*1728",
+    "3:4": "1728*2368",
+}
+_WAN_PIXELS_RECOMMENDED = {
+    "1:1": "1280*1280",
+    "3:4": "1104*1472",
+    "4:3": "1472*1104",
+    "9:16": "960*1696",
+    "16:9": "1696*960",
+}
+_WAN_SIDE_RECOMMENDED = {
+    "1:1": "1024*1024",
+    "16:9": "1440*810",
+    "9:16": "810*1440",
+    "4:3": "1440*1080",
+    "3:4": "1080*1440",
+}
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """How a model constrains `size`.
+
+    kind "fixed": one of `allowed`; "pixels": width*height within [min_pixels, max_pixels]
+    and, when given, aspect ratio within [1/max_aspect, max_aspect]; "side": each side
+    within [min_side, max_side].
+    """
+
+    kind: str
+    allowed: tuple[str, ...] = ()
+    min_pixels: int = 0
+    max_pixels: int = 0
+    max_aspect: float = 0.0
+    min_side: int = 0
+    max_side: int = 0
+
+    def check(self, width: int, height: int) -> str | None:
+        """None when legal, else a sentence saying what is legal."""
+        size = f"{width}*{height}"
+        if self.kind == "fixed":
+            if size in self.allowed:
+                return None
+            return f"must be one of {', '.join(self.allowed)}"
+        if self.kind == "pixels":
+            px = width * height
+            if not self.min_pixels <= px <= self.max_pixels:
+                return (
+                    f"width*height must be between {self.min_pixels:,} and {self.max_pixels:,} "
+                    f"pixels ({_square(self.min_pixels)} to {_square(self.max_pixels)}); "
+                    f"{size} has {px:,}"
+                )
+            if self.max_aspect and max(width / height, height / width) > self.max_aspect:
+                return f"aspect ratio must be between 1:{self.max_aspect:g} and {self.max_aspect:g}:1"
+            return None
+        if not (self.min_side <= width <= self.max_side and self.min_side <= height <= self.max_side):
+            return f"each side must be between {self.min_side} and {self.max_side} pixels"
+        return None
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return "one of " + ", ".join(self.allowed)
+        if self.kind == "pixels":
+            text = f"any W*H with {_square(self.min_pixels)} to {_square(self.max_pixels)} pixels"
+            if self.max_aspect:
+                text += f" and aspect ratio within 1:{self.max_aspect:g}..{self.max_aspect:g}:1"
+            return text
+        return f"any W*H with each side in [{self.min_side}, {self.max_side}]"
+
+
+def _square(px: int) -> str:
+    side = math.isqrt(px)
+    return f"{side}*{side}" if side * side == px else f"{px:,}"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    family: str  # "qwen-image" | "wan"
+    endpoints: tuple[str, ...]  # the first is the default call mode
+    size_rule: SizeRule
+    default_size: str
+    recommended: dict[str, str]  # aspect ratio -> recommended size
+    n_max: int
+    prompt_max: int
+    price: dict[str, float]  # region -> CNY per successfully generated image (§9)
+    n_default_server: int = 1  # what the server bills when n is omitted (we always send n)
+    regions: tuple[str, ...] = ("beijing", "singapore")
+    rps: float = 2.0  # documented submissions per second (§8)
+    concurrency: int = 0  # documented concurrent tasks; 0 = not limited for sync calls
+    snapshot_of: str | None = None
+    notes: str = ""
+
+    @property
+    def default_call(self) -> str:
+        return "async" if self.endpoints[0] in (ASYNC, LEGACY) else "sync"
+
+    def endpoint_for(self, call: str | None) -> str | None:
+        """The endpoint used for call mode "sync"/"async" (None = default); None if unsupported."""
+        if call is None:
+            return self.endpoints[0]
+        for ep in self.endpoints:
+            if (ep == SYNC) == (call == "sync"):
+                return ep
+        return None
+
+    def calls(self) -> tuple[str, ...]:
+        return tuple(sorted({"sync" if ep == SYNC else "async" for ep in self.endpoints}))
+
+
+_FIXED = SizeRule("fixed", allowed=tuple(_QWEN_FIXED.values()))
+_QWEN2 = SizeRule("pixels", min_pixels=512 * 512, max_pixels=2048 * 2048)
+_WAN_PX = SizeRule("pixels", min_pixels=1280 * 1280, max_pixels=1440 * 1440, max_aspect=4.0)
+_WAN_SIDE = SizeRule("side", min_side=512, max_side=1440)
+
+
+def _qwen2(name: str, price_bj: float, price_sg: float, snapshot_of: str | None = None) -> Model:
+    return Model(
+        name, "qwen-image", (SYNC,), _QWEN2, "2048*2048", _QWEN2_RECOMMENDED,
+        n_max=6, prompt_max=800, price={"beijing": price_bj, "singapore": price_sg},
+        rps=2 / 60, snapshot_of=snapshot_of,
+        notes="2.0 series: rate limit undocumented; ~2 requests/minute observed",
+    )
+
+
+def _qwen_fixed(name: str, endpoints: tuple[str, ...], price_bj: float, price_sg: float,
+                rps: float, concurrency: int = 0, snapshot_of: str | None = None) -> Model:
+    return Model(
+        name, "qwen-image", endpoints, _FIXED, "1664*928", _QWEN_FIXED,
+        n_max=1, prompt_max=800, price={"beijing": price_bj, "singapore": price_sg},
+        rps=rps, concurrency=concurrency, snapshot_of=snapshot_of,
+    )
+
+
+def _wan(name: str, endpoints: tuple[str, ...], rule: SizeRule, prompt_max: int,
+         price: dict[str, float], rps: float, concurrency: int,
+         regions: tuple[str, ...] = ("beijing", "singapore"), snapshot_of: str | None = None) -> Model:
+    pixels = rule.kind == "pixels"
+    return Model(
+        name, "wan", endpoints, rule, "1280*1280" if pixels else "1024*1024",
+        _WAN_PIXELS_RECOMMENDED if pixels else _WAN_SIDE_RECOMMENDED,
+        n_max=4, n_default_server=4, prompt_max=prompt_max, price=price,
+        regions=regions, rps=rps, concurrency=concurrency, snapshot_of=snapshot_of,
+    )
+
+
+_ALL = (
+    _qwen2("qwen-image-2.0-pro", 0.50, 0.550443),
+    _qwen2("qwen-image-2.0-pro-2026-04-22", 0.50, 0.550443, "qwen-image-2.0-pro"),
+    _qwen2("qwen-image-2.0-pro-2026-03-03", 0.50, 0.550443, "qwen-image-2.0-pro"),
+    _qwen2("qwen-image-2.0", 0.20, 0.256873),
+    _qwen2("qwen-image-2.0-2026-03-03", 0.20, 0.256873, "qwen-image-2.0"),
+    _qwen_fixed("qwen-image-max", (SYNC,), 0.50, 0.550443, rps=2 / 60),
+    _qwen_fixed("qwen-image-max-2025-12-30", (SYNC,), 0.50, 0.550443, rps=2 / 60,
+                snapshot_of="qwen-image-max"),
+    _qwen_fixed("qwen-image-plus", (SYNC, LEGACY), 0.20, 0.220177, rps=2, concurrency=2),
+    _qwen_fixed("qwen-image-plus-2026-01-09", (SYNC,), 0.20, 0.220177, rps=2,
+                snapshot_of="qwen-image-plus"),
+    _qwen_fixed("qwen-image", (SYNC, LEGACY), 0.25, 0.256873, rps=2, concurrency=2),
+    _wan("wan2.6-t2i", (ASYNC, SYNC), _WAN_PX, 2100,
+         {"beijing": 0.20, "singapore": 0.220177, "virginia": 0.20}, rps=1, concurrency=5,
+         regions=("beijing", "singapore", "virginia")),
+    _wan("wan2.5-t2i-preview", (LEGACY,), _WAN_PX, 2000,
+         {"beijing": 0.20, "singapore": 0.220177}, rps=5, concurrency=5),
+    _wan("wan2.2-t2i-plus", (LEGACY,), _WAN_SIDE, 500,
+         {"beijing": 0.20, "singapore": 0.366962}, rps=2, concurrency=2),
+    _wan("wan2.2-t2i-flash", (LEGACY,), _WAN_SIDE, 500,
+         {"beijing": 0.14, "singapore": 0.183481}, rps=2, concurrency=2),
+    _wan("wanx2.1-t2i-plus", (LEGACY,), _WAN_SIDE, 500, {"beijing": 0.20}, rps=2, concurrency=2,
+         regions=("beijing",)),
+    _wan("wanx2.1-t2i-turbo", (LEGACY,), _WAN_SIDE, 500, {"beijing": 0.14}, rps=2, concurrency=2,
+         regions=("beijing",)),
+    _wan("wan2.1-t2i-plus", (LEGACY,), _WAN_SIDE, 500, {"singapore": 0.366962}, rps=2,
+         concurrency=2, regions=("singapore",)),
+    _wan("wan2.1-t2i-turbo", (LEGACY,), _WAN_SIDE, 500, {"singapore": 0.183481}, rps=2,
+         concurrency=2, regions=("singapore",)),
+    _wan("wanx2.0-t2i-turbo", (LEGACY,), _WAN_SIDE, 800, {"beijing": 0.04}, rps=2, concurrency=2,
+         regions=("beijing",)),
+)
+
+MODELS: dict[str, Model] = {m.name: m for m in _ALL}
+DEFAULT_MODEL = "qwen-image-plus"
+CURRENCY = "CNY"
+
+
+def get(name: str) -> Model | None:
+    return MODELS.get(name)
+
+
+def suggest(name: str) -> str | None:
+    close = difflib.get_close_matches(name, MODELS, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """'1328*1328' -> (1328, 1328); also accepts 'x' as separator. None if not W*H."""
+    for sep in ("*", "x", "X", "×"):
+        if sep in text:
+            w, _, h = text.partition(sep)
+            if w.strip().isdigit() and h.strip().isdigit():
+                return int(w), int(h)
+            return None
+    return None
+
+
+def resolve_size(model: Model, text: str | None) -> tuple[str | None, str | None]:
+    """Turn a spec `size` (None, 'W*H' or 'A:B') into a legal 'W*H' for `model`.
+
+    Returns (size, None) or (None, error message naming the legal values).
+    """
+    if text is None:
+        return model.default_size, None
+    text = str(text).strip()
+    if ":" in text:
+        if text in model.recommended:
+            return model.recommended[text], None
+        ratio = _parse_ratio(text)
+        if ratio is None:
+            return None, f"'{text}' is not an aspect ratio like 16:9"
+        if model.size_rule.kind == "fixed":
+            legal = ", ".join(f"{k} ({v})" for k, v in model.recommended.items())
+            return None, f"{model.name} has no size for aspect ratio {text}; use one of {legal}"
+        size = _fit_ratio(model, *ratio)
+        if size is None:
+            return None, f"aspect ratio {text} is outside what {model.name} allows ({model.size_rule.describe()})"
+        return size, None
+    parsed = parse_size(text)
+    if parsed is None:
+        return None, f"'{text}' is not a size: write W*H (e.g. {model.default_size}) or an aspect ratio (e.g. 16:9)"
+    w, h = parsed
+    problem = model.size_rule.check(w, h)
+    if problem:
+        return None, f"{w}*{h} is not a legal size for {model.name}: {problem}"
+    return f"{w}*{h}", None
+
+
+def _parse_ratio(text: str) -> tuple[int, int] | None:
+    a, _, b = text.partition(":")
+    if a.strip().isdigit() and b.strip().isdigit() and int(a) > 0 and int(b) > 0:
+        return int(a), int(b)
+    return None
+
+
+def _fit_ratio(model: Model, a: int, b: int) -> str | None:
+    """The largest size with aspect a:b (sides multiples of 16) that the model accepts."""
+    rule = model.size_rule
+    if rule.kind == "pixels":
+        target = rule.max_pixels
+    else:
+        target = rule.max_side * rule.max_side
+    scale = math.sqrt(target / (a * b))
+    w, h = int(a * scale) // 16 * 16, int(b * scale) // 16 * 16
+    if rule.kind == "side":
+        f = min(1.0, rule.max_side / max(w, h))
+        w, h = int(w * f) // 16 * 16, int(h * f) // 16 * 16
+    if w <= 0 or h <= 0 or rule.check(w, h):
+        return None
+    return f"{w}*{h}"
+
+
+def price(model: Model, region: str) -> float | None:
+    return model.price.get(region)
+
+
+__all__ = [
+    "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "LEGACY", "MODELS", "Model",
+    "NEGATIVE_PROMPT_MAX", "RATIOS", "SEED_MAX", "SYNC", "SizeRule", "get", "parse_size",
+    "price", "resolve_size", "suggest",
+]

@@ -1,0 +1,86 @@
+"""What every provider speaks: a rendered `Request` in, a `Generation` (image bytes) out.
+
+Providers are the only code that knows wire formats. The executor calls `generate` for each
+target; everything else (cache, outputs, lock) happens after, in the caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Request:
+    """One concrete generation request, after templates, defaults and size resolution."""
+
+    model: str
+    prompt: str
+    negative_prompt: str
+    size: str  # "W*H", already legal for the model
+    n: int
+    seed: int
+    prompt_extend: bool
+    watermark: bool
+    call: str | None = None  # "sync" | "async" | None (model default); never changes pixels
+
+    @property
+    def width(self) -> int:
+        return int(self.size.split("*")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.size.split("*")[1])
+
+    def pixel_fields(self) -> dict[str, object]:
+        """Everything that changes the pixels: this is what the generation key hashes."""
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "size": self.size,
+            "n": self.n,
+            "seed": self.seed,
+            "prompt_extend": self.prompt_extend,
+            "watermark": self.watermark,
+        }
+
+
+@dataclass
+class Generation:
+    """What a provider returns. `images` may hold fewer than `n` items (partial success)."""
+
+    images: list[bytes]
+    request_id: str | None = None
+    task_id: str | None = None
+    actual_prompt: str | None = None  # set when prompt_extend rewrote the prompt
+    failures: list[str] = field(default_factory=list)  # one message per image that failed
+
+
+class ProviderError(Exception):
+    """A generation failed. Carries data only; reporters format it.
+
+    `fatal` means no further request can succeed (bad key, arrears): stop submitting.
+    """
+
+    def __init__(self, code: str, message: str, *, request_id: str | None = None,
+                 fatal: bool = False, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.fatal = fatal
+        self.status = status
+
+
+class Provider(Protocol):
+    #: identity that goes into the generation key ("placeholder", "dashscope", ...)
+    name: str
+    #: True for providers whose images are stand-ins, marked as drafts in the lock
+    draft: bool
+
+    async def generate(self, request: Request, key: str) -> Generation:
+        """Generate the images of `request`; `key` is its generation key (for journals)."""
+        ...
+
+    async def close(self) -> None:
+        ...
