@@ -1,0 +1,299 @@
+"""The DashScope wire protocol: request validation and the exact response shapes (§4, §5).
+
+Pure functions over dicts; no I/O. Model facts (endpoints, size rules, n, prompt limits)
+come from imgbuild.models so the emulator and the client can never disagree about them.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from imgbuild import models
+from imgbuild.models import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
+
+from .faults import ERRORS, Fault
+
+URL_ERROR = "url error, please check url!"
+ASYNC_UNSUPPORTED = "current user api does not support asynchronous calls"
+SYNC_UNSUPPORTED = "current user api does not support synchronous calls"
+PROMPT_EXTENSION = ", highly detailed, sharp focus, professional lighting"
+SLOT_TIMEOUT = Fault(500, "InternalError.Timeout", ERRORS["InternalError.Timeout"][1])
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status + DashScope {request_id, code, message} envelope."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    @classmethod
+    def from_fault(cls, fault: Fault) -> ApiError:
+        return cls(fault.status, fault.code, fault.message)
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, "InvalidParameter", message)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class GenRequest:
+    """A validated generation request, normalised across the three endpoints."""
+
+    model: Model
+    endpoint: str
+    prompt: str  # after truncation to the model's limit
+    actual_prompt: str | None  # the "rewritten" prompt when prompt_extend is on
+    negative_prompt: str
+    width: int
+    height: int
+    n: int
+    seed: int
+    prompt_extend: bool
+    watermark: bool
+
+    @property
+    def image_prompt(self) -> str:
+        return self.actual_prompt or self.prompt
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}*{self.height}"
+
+
+@dataclass
+class Slot:
+    """One requested image: a URL, or the error that replaced it (partial failure)."""
+
+    index: int
+    url: str | None = None
+    fault: Fault | None = None
+
+
+# ---- validation ---------------------------------------------------------------------
+
+
+def resolve_model(endpoint: str, body: Any) -> Model:
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.")
+    name = body.get("model")
+    if not name:
+        raise ApiError(400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.')
+    model = models.get(str(name)) if isinstance(name, str) else None
+    if model is None:
+        # Chosen over 404 ModelNotFound: the live service answers unknown image models this way.
+        raise bad("Model not exist.")
+    if endpoint not in model.endpoints:
+        raise bad(URL_ERROR)
+    return model
+
+
+def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRequest:
+    inp = body.get("input")
+    if not isinstance(inp, dict) or not inp:
+        raise ApiError(400, "BadRequest.EmptyInput", 'Required parameter "input" missing from request.')
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise bad("parameters must be a JSON object.")
+    if endpoint == LEGACY:
+        prompt = _legacy_prompt(inp)
+        negative = inp.get("negative_prompt", "")
+    else:
+        prompt = _message_prompt(inp)
+        negative = params.get("negative_prompt", "")
+    if negative is None:
+        negative = ""
+    if not isinstance(negative, str):
+        raise bad("negative_prompt must be a string.")
+    width, height = _size(model, params.get("size"))
+    n = _int_param(params, "n", model.n_default_server)
+    if model.n_max == 1 and n != 1:
+        raise bad(f"n must be 1 for model {model.name}.")
+    if not 1 <= n <= model.n_max:
+        raise bad(f"n must be between 1 and {model.n_max} for model {model.name}.")
+    seed = _int_param(params, "seed", None)
+    if seed is None:
+        seed = random.randint(0, SEED_MAX - model.n_max)
+    elif not 0 <= seed <= SEED_MAX:
+        raise bad(f"seed must be an integer in [0, {SEED_MAX}].")
+    prompt_extend = _bool_param(params, "prompt_extend", True)
+    watermark = _bool_param(params, "watermark", False)
+    prompt = prompt[: model.prompt_max]  # documented: excess is truncated, not an error
+    return GenRequest(
+        model=model,
+        endpoint=endpoint,
+        prompt=prompt,
+        actual_prompt=prompt + PROMPT_EXTENSION if prompt_extend else None,
+        negative_prompt=negative[:NEGATIVE_PROMPT_MAX],
+        width=width,
+        height=height,
+        n=n,
+        seed=seed,
+        prompt_extend=prompt_extend,
+        watermark=watermark,
+    )
+
+
+def _legacy_prompt(inp: dict[str, Any]) -> str:
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise bad("input.prompt must be a non-empty string.")
+    return prompt
+
+
+def _message_prompt(inp: dict[str, Any]) -> str:
+    messages = inp.get("messages")
+    if not isinstance(messages, list) or len(messages) != 1:
+        raise bad("input.messages must contain exactly one message.")
+    message = messages[0]
+    if not isinstance(message, dict) or message.get("role") != "user":
+        raise bad('The message role must be "user".')
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise bad("message content must be an array of {\"text\": ...} items.")
+    texts = [item for item in content if isinstance(item, dict) and "text" in item]
+    if len(texts) != 1 or len(content) != 1:
+        raise bad("message content must contain exactly one text item.")
+    text = texts[0]["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise bad("The text prompt must be a non-empty string.")
+    return text
+
+
+def _size(model: Model, value: Any) -> tuple[int, int]:
+    text = model.default_size if value is None else value
+    if not isinstance(text, str):
+        raise bad("size must be a string like '1024*1024'.")
+    w, sep, h = text.partition("*")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) <= 0 or int(h) <= 0:
+        raise bad(f"size '{text}' is invalid: write width*height, e.g. '{model.default_size}'.")
+    problem = model.size_rule.check(int(w), int(h))
+    if problem:
+        raise bad(f"size {text} is not supported by model {model.name}: {problem}.")
+    return int(w), int(h)
+
+
+def _int_param(params: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(f"{name} must be an integer.")
+    return value
+
+
+def _bool_param(params: dict[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad(f"{name} must be a boolean.")
+    return value
+
+
+def moderation_hit(req: GenRequest, words: list[str]) -> bool:
+    text = f"{req.prompt}\n{req.negative_prompt}".lower()
+    return any(word and word.lower() in text for word in words)
+
+
+# ---- response shapes ----------------------------------------------------------------
+
+
+def _successes(slots: list[Slot]) -> list[Slot]:
+    return [s for s in slots if s.url]
+
+
+def _metrics(slots: list[Slot]) -> dict[str, int]:
+    ok = len(_successes(slots))
+    return {"TOTAL": len(slots), "SUCCEEDED": ok, "FAILED": len(slots) - ok}
+
+
+def _wan_choices(slots: list[Slot]) -> list[dict[str, Any]]:
+    # wan2.6: one choice per image, content items carry "type": "image" (§5.2).
+    return [
+        {
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": [{"image": s.url, "type": "image"}]},
+        }
+        for s in _successes(slots)
+    ]
+
+
+def _wan_usage(req: GenRequest, slots: list[Slot]) -> dict[str, Any]:
+    return {
+        "image_count": len(_successes(slots)),
+        "size": req.size,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+    }
+
+
+def sync_body(req: GenRequest, slots: list[Slot], request_id: str) -> dict[str, Any]:
+    if req.model.family == "wan":
+        return {
+            "output": {"choices": _wan_choices(slots), "finished": True},
+            "usage": _wan_usage(req, slots),
+            "request_id": request_id,
+        }
+    # Qwen: one choice, all images as {"image": url} items of its content (§5.1).
+    output: dict[str, Any] = {
+        "choices": [
+            {
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": [{"image": s.url} for s in _successes(slots)]},
+            }
+        ]
+    }
+    if req.model.size_rule.kind == "fixed":  # max/plus/qwen-image carry task_metric (singular)
+        output["task_metric"] = _metrics(slots)
+    return {
+        "output": output,
+        "usage": {"width": req.width, "height": req.height, "image_count": len(_successes(slots))},
+        "request_id": request_id,
+    }
+
+
+def submit_body(task_id: str, request_id: str) -> dict[str, Any]:
+    return {"output": {"task_id": task_id, "task_status": "PENDING"}, "request_id": request_id}
+
+
+def legacy_results(req: GenRequest, slots: list[Slot]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for slot in slots:
+        if slot.url is None:
+            fault = slot.fault or SLOT_TIMEOUT
+            results.append({"code": fault.code, "message": fault.message})
+            continue
+        item: dict[str, Any] = {"orig_prompt": req.prompt}
+        if req.actual_prompt is not None:
+            item["actual_prompt"] = req.actual_prompt
+        item["url"] = slot.url
+        results.append(item)
+    return results
+
+
+def succeeded_output(req: GenRequest, slots: list[Slot]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(output additions, usage) of a SUCCEEDED task, per endpoint family (§5.4)."""
+    if req.endpoint == ASYNC:
+        return {"finished": True, "choices": _wan_choices(slots)}, _wan_usage(req, slots)
+    extra: dict[str, Any] = {"results": legacy_results(req, slots)}
+    if req.model.family == "wan":  # qwen-image(-plus) task examples omit task_metrics
+        extra["task_metrics"] = _metrics(slots)
+    return extra, {"image_count": len(_successes(slots))}
+
+
+__all__ = [
+    "ASYNC", "ASYNC_UNSUPPORTED", "ApiError", "GenRequest", "LEGACY", "SYNC", "SYNC_UNSUPPORTED",
+    "Slot", "URL_ERROR", "bad", "moderation_hit", "new_request_id", "parse_generation",
+    "resolve_model", "submit_body", "succeeded_output", "sync_body",
+]
