@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -26,6 +27,26 @@ API_PREFIX = "/api/v1"
 STATE_KEY = web.AppKey("state", State)
 TASKS_KEY = web.AppKey("tasks", TaskManager)
 API_KEY_KEY = web.AppKey("api_key", str)
+
+
+
+@dataclass
+class RequestContext:
+    """What the middleware and handlers share about one request (body, outcome)."""
+
+    json: Any = None
+    bad_json: bool = False
+    task_id: str | None = None
+    error_code: str | None = None
+
+
+# aiohttp >= 3.14 warns on plain string keys for request storage; older versions lack RequestKey.
+_CTX: Any = web.RequestKey("emulator_ctx", RequestContext) if hasattr(web, "RequestKey") else "emulator_ctx"
+
+
+def ctx(request: web.Request) -> RequestContext:
+    return request[_CTX]
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ENDPOINT_BY_PATH = {API_PREFIX + path: ep for ep, path in ENDPOINT_PATHS.items()}
@@ -74,15 +95,15 @@ async def _log_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     if request.path.startswith("/__emulator__"):
         return await handler(request)
     state = request.app[STATE_KEY]
-    body: Any = None
+    context = RequestContext()
+    request[_CTX] = context
     if request.can_read_body:
         raw = await request.read()
         try:
-            body = json.loads(raw) if raw else None
+            context.json = json.loads(raw) if raw else None
         except ValueError:
-            body = None
-            request["bad_json"] = True
-    request["json"] = body
+            context.bad_json = True
+    body = context.json
     endpoint = _endpoint_name(request)
     state.count_endpoint(endpoint)
     entry: dict[str, Any] = {
@@ -143,8 +164,8 @@ def _log_submission(state: State, request: web.Request, endpoint: str, body: Any
         "n": params.get("n"),
         "size": params.get("size"),
         "status": response.status,
-        "code": request.get("error_code"),
-        "task_id": request.get("task_id"),
+        "code": ctx(request).error_code,
+        "task_id": ctx(request).task_id,
     })
 
 
@@ -172,7 +193,7 @@ def _generation_handler(endpoint: str) -> Handler:
         try:
             return await _generate(request, endpoint)
         except ApiError as err:
-            request["error_code"] = err.code
+            ctx(request).error_code = err.code
             raise
 
     return handler
@@ -183,9 +204,9 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     fault = state.pop_fault("fail_next")
     if fault is not None:
         raise ApiError.from_fault(fault)
-    if request.get("bad_json"):
+    if ctx(request).bad_json:
         raise protocol.bad("The request body is not valid JSON.")
-    body = request["json"]
+    body = ctx(request).json
     model = protocol.resolve_model(endpoint, body)
     is_async = request.headers.get("X-DashScope-Async", "").strip().lower() == "enable"
     if endpoint == SYNC and is_async:
@@ -203,7 +224,7 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if endpoint == SYNC:
         return await _run_sync(state, req, origin)
     task = request.app[TASKS_KEY].submit(req, origin)
-    request["task_id"] = task.task_id
+    ctx(request).task_id = task.task_id
     return web.json_response(protocol.submit_body(task.task_id, new_request_id()))
 
 
