@@ -346,6 +346,46 @@ def test_every_slot_failed(emu: Emulator) -> None:
     assert error.code == "InternalError.Timeout"
 
 
+def test_canceled_task_raises_and_leaves_no_journal_entry(emu: Emulator,
+                                                          tmp_path: Path) -> None:
+    emu.configure(pending_time=0.5)  # cancellable only while PENDING
+    journal = Journal(tmp_path)
+
+    async def cancel_midway() -> None:
+        provider = make_provider(emu, journal=journal)
+        task = asyncio.create_task(provider.generate(make_request("wan2.6-t2i", "1280*1280"),
+                                                     "key-1"))
+        while journal.get("key-1") is None:
+            await asyncio.sleep(0.005)
+        task_id = journal.get("key-1")["task_id"]  # type: ignore[index]
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{emu.base_url}/tasks/{task_id}/cancel",
+                                    headers={"Authorization": f"Bearer {KEY}"}) as resp:
+                assert resp.status == 200
+        try:
+            with pytest.raises(ProviderError) as info:
+                await task
+        finally:
+            await provider.close()
+        assert info.value.code == "TaskCanceled" and task_id in info.value.message
+
+    asyncio.run(cancel_midway())
+    assert journal.entries() == {}
+    assert emu.billed == 0
+
+
+def test_polls_follow_the_schedule(emu: Emulator) -> None:
+    emu.configure(task_duration=0.8)
+    schedule = PollSchedule(first=0.05, early=0.1, early_for=0.3, late=0.25)
+    generate(emu, make_request("wan2.2-t2i-flash", "512*512"), poll_schedule=schedule)
+    times = [r["time"] for r in api_calls(emu)]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 0.05 <= gaps[0] < 0.25  # first poll soon
+    assert all(g >= 0.1 for g in gaps[1:])
+    assert gaps[-1] >= 0.25  # slower once the early window has passed
+    assert 4 <= len(gaps) <= 7
+
+
 def test_poll_timeout_keeps_the_journal_entry(emu: Emulator, tmp_path: Path) -> None:
     emu.configure(task_duration=5.0)
     journal = Journal(tmp_path)

@@ -122,7 +122,7 @@ class DashScopeProvider:
         endpoint = _endpoint(request)
         if not wire.is_async(endpoint):
             return await self._generate_sync(request, endpoint)
-        task_id = self._journaled_task(key)
+        task_id = self._journaled_task(key, request.model)
         if task_id is not None:
             try:
                 return await self._finish_task(task_id, request, key, resumed=True)
@@ -150,10 +150,10 @@ class DashScopeProvider:
 
     # --- async tasks --------------------------------------------------------------------
 
-    def _journaled_task(self, key: str) -> str | None:
+    def _journaled_task(self, key: str, model: str) -> str | None:
         """The task id of a journal entry this provider may resume, if any."""
         entry = self._journal.get(key) if self._journal else None
-        if not entry or entry.get("base_host") != self.host:
+        if not entry or entry.get("base_host") != self.host or entry.get("model") != model:
             return None
         age = time.time() - float(entry.get("submitted_at") or 0)  # type: ignore[arg-type]
         if not 0 <= age < TASK_TTL:
@@ -170,18 +170,23 @@ class DashScopeProvider:
                                 request_id=_str_or_none(body.get("request_id")))
         if self._journal is not None:
             # Written before we wait: from here on the task is paid for and must not be lost.
-            self._journal.record(key, task_id=task_id, endpoint=endpoint, model=request.model,
-                                 base_host=self.host)
+            try:
+                self._journal.record(key, task_id=task_id, endpoint=endpoint,
+                                     model=request.model, base_host=self.host)
+            except OSError as exc:
+                # The images can still arrive in this run; only crash-resume is lost.
+                log.warning("could not journal task %s: %s", task_id, exc)
         log.debug("submitted task %s for %s", task_id, request.model)
         return task_id
 
     async def _finish_task(self, task_id: str, request: Request, key: str, *,
                            resumed: bool) -> Generation:
         status, body = await self._wait(task_id)
-        if status != wire.SUCCEEDED:
-            self._forget(key)
+        if status in (wire.FAILED, wire.CANCELED, wire.UNKNOWN):
+            self._forget(key)  # this task will never give images
             if status == wire.UNKNOWN and resumed:
                 raise _TaskGone(task_id)
+        if status != wire.SUCCEEDED:
             raise _task_error(task_id, status, body)
         try:
             return await self._collect(task_id, request, body)
