@@ -140,13 +140,7 @@ class DashScopeProvider:
 
     async def _generate_sync(self, request: Request, endpoint: str) -> Generation:
         body = await self._submit(request.model, endpoint, wire.build_body(request, endpoint))
-        output = body.get("output") if isinstance(body.get("output"), dict) else {}
-        results = wire.parse_results(output, request)  # type: ignore[arg-type]
-        request_id = _str_or_none(body.get("request_id"))
-        _require_images(results, request_id)
-        images = await self._downloader().fetch_all(results.urls, request.width, request.height)
-        return Generation(images=images, request_id=request_id, task_id=None,
-                          actual_prompt=results.actual_prompt, failures=results.messages())
+        return await self._collect(None, request, body)
 
     # --- async tasks --------------------------------------------------------------------
 
@@ -199,11 +193,14 @@ class DashScopeProvider:
         # Signed result URLs expire; the task hands out fresh ones while it lives (24 h).
         log.info("result URLs of task %s expired; asking the task again", task_id)
         body = await self._query(task_id)
-        if wire.task_state(body)[0] != wire.SUCCEEDED:
-            raise _task_error(task_id, wire.task_state(body)[0], body)
+        status, _ = wire.task_state(body)
+        if status != wire.SUCCEEDED:
+            raise _task_error(task_id, status, body)
         return await self._collect(task_id, request, body)
 
-    async def _collect(self, task_id: str, request: Request, body: dict[str, Any]) -> Generation:
+    async def _collect(self, task_id: str | None, request: Request,
+                       body: dict[str, Any]) -> Generation:
+        """Download the images a successful response (sync call or task query) points to."""
         _, output = wire.task_state(body)
         results = wire.parse_results(output, request)
         request_id = _str_or_none(body.get("request_id"))
@@ -222,8 +219,9 @@ class DashScopeProvider:
             elapsed = loop.time() - start
             delay = self._poll.delay(polls, elapsed)
             if elapsed + delay > self.poll_timeout:
-                raise ProviderError("WaitTaskTimeout", f"task {task_id} still {status} after "
-                                    f"{elapsed:.0f}s; the journal keeps it for the next run")
+                kept = "; the journal keeps it for the next run" if self._journal else ""
+                raise ProviderError("WaitTaskTimeout",
+                                    f"task {task_id} still {status} after {elapsed:.0f}s{kept}")
             await asyncio.sleep(delay)
             body = await self._query(task_id)
             polls += 1
@@ -260,7 +258,8 @@ class DashScopeProvider:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # Resets and timeouts are retried; on a POST the service may have billed the
                 # first attempt already, which no client can know (no idempotency keys).
-                error = wire.ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}", None)
+                code = "Timeout" if isinstance(exc, asyncio.TimeoutError) else "ConnectionError"
+                error = wire.ApiError(0, code, f"{type(exc).__name__}: {exc}", None)
                 retry_after = None
             else:
                 if status == 200:

@@ -1,0 +1,85 @@
+"""The local store of every paid original: content-addressed blobs plus one record per
+generation key, in a diskcache directory shared by all projects on the machine.
+
+Nothing is ever evicted by size: an original cost money. Blobs are written before the record
+that names them, so a record always points at complete blobs; blobs are verified on read.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from imgbuild.errors import ImgbuildError
+
+CACHE_ENV = "IMGBUILD_CACHE_DIR"
+
+
+def default_dir(project_cache_dir: Path | None = None) -> Path:
+    """$IMGBUILD_CACHE_DIR > the project's `cache_dir` > $XDG_CACHE_HOME/imgbuild > ~/.cache/imgbuild."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if project_cache_dir is not None:
+        return project_cache_dir
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "imgbuild"
+
+
+class Cache:
+    def __init__(self, directory: Path) -> None:
+        import diskcache
+
+        self.directory = directory
+        try:
+            self._store = diskcache.Cache(
+                str(directory),
+                eviction_policy="none",  # originals are paid for: never drop them silently
+                size_limit=2**62,
+                cull_limit=0,
+                statistics=False,
+            )
+        except OSError as e:
+            raise ImgbuildError(f"cannot open the image cache at {directory}: {e.strerror}") from None
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def complete(self, key: str, n: int) -> bool:
+        """True when all `n` images of `key` are stored (a partial result does not count)."""
+        record = self._store.get(f"gen:{key}")
+        return record is not None and len(record["images"]) >= n
+
+    def put(self, key: str, images: list[bytes], meta: dict[str, Any]) -> list[str]:
+        digests = []
+        for data in images:
+            digest = hashlib.sha256(data).hexdigest()
+            blob = f"blob:{digest}"
+            if blob not in self._store:
+                self._store.set(blob, data)
+            digests.append(digest)
+        self._store.set(f"gen:{key}", {**meta, "images": digests})
+        return digests
+
+    def get(self, key: str) -> tuple[list[bytes], dict[str, Any]] | None:
+        """The images and metadata of `key`, or None if absent or damaged."""
+        record = self._store.get(f"gen:{key}")
+        if record is None:
+            return None
+        images = []
+        for digest in record["images"]:
+            data = self._store.get(f"blob:{digest}")
+            if data is None or hashlib.sha256(data).hexdigest() != digest:
+                return None  # a damaged blob is treated as a miss, never copied into outputs
+            images.append(data)
+        return images, record
+
+    def keys(self) -> list[str]:
+        return sorted(k[4:] for k in self._store.iterkeys() if isinstance(k, str) and k.startswith("gen:"))

@@ -1,0 +1,216 @@
+"""Command line: parse options, call one function of `commands`, map errors to exit codes.
+
+Only click is imported at start-up; every heavier module is imported by the command that uses
+it, so `imgbuild --version` and `imgbuild check` start fast.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from imgbuild import __version__
+
+EXIT_CODES = """\b
+Exit codes:
+  0    success; nothing stale
+  1    some targets failed (build) or are stale/missing/modified/drafts (check)
+  2    usage error or invalid spec (every problem is listed as file:line:col)
+  3    internal error (the traceback is written to a log file, whose path is printed)
+  130  interrupted (Ctrl-C); finished images are kept and recorded in the lock"""
+
+
+def _project_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-f", "--file", "project_file", metavar="FILE",
+                     help="Project file to use instead of imgbuild.yaml.")(f)
+    f = click.option("-C", "--directory", metavar="DIR",
+                     help="Run as if started in DIR.")(f)
+    return f
+
+
+def _output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-q", "--quiet", count=True, help="Print less (only failures).")(f)
+    f = click.option("-v", "--verbose", count=True, help="Print more (reasons, debug logging with -vv).")(f)
+    f = click.option("--json", "json_mode", is_flag=True,
+                     help="Print one JSON object (the last line of stdout) for scripts.")(f)
+    return f
+
+
+def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
+    from imgbuild.report import Reporter
+
+    if verbose > 1:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    return Reporter(json_mode=json_mode, verbosity=verbose - quiet)
+
+
+def _where(directory: str | None, project_file: str | None) -> Any:
+    from imgbuild.commands import Where
+
+    return Where(directory, project_file)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="imgbuild")
+def cli() -> None:
+    """make for AI-generated images: build the images declared in imgbuild.yaml, generating
+    only what is new or changed, through Alibaba Cloud Model Studio (Qwen-Image, Wan) or an
+    offline placeholder."""
+
+
+def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--force", is_flag=True,
+                     help="Rewrite selected outputs even if up to date (from the cache when possible).")(f)
+    f = click.option("--provider", type=click.Choice(["auto", "dashscope", "placeholder"]),
+                     help="Who makes the pixels (default: IMGBUILD_PROVIDER, the project's provider, else auto).")(f)
+    f = click.option("-k", "--keep-going", is_flag=True, help="Go on with other targets after a failure.")(f)
+    f = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=4, show_default=True,
+                     help="Targets worked on at once.")(f)
+    f = click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...")(f)
+    return f
+
+
+@cli.command(epilog=EXIT_CODES)
+@_build_options
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
+@_project_options
+@_output_options
+def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
+          dry_run: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          verbose: int, quiet: int) -> int:
+    """Generate every image that is new or changed; restore from the cache what was paid for.
+
+    TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
+    from imgbuild import commands
+
+    return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                          patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
+                          provider=provider, force=force)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_build_options
+@_project_options
+@_output_options
+def plan(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
+         directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         quiet: int) -> int:
+    """Show each target's state and why (= build --dry-run). -v also lists up-to-date ones."""
+    from imgbuild import commands
+
+    return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                          patterns=targets, jobs=jobs, dry_run=True, keep_going=keep_going,
+                          provider=provider, force=force)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("--allow-drafts", is_flag=True, help="Accept placeholder drafts as up to date.")
+@_project_options
+@_output_options
+def check(allow_drafts: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          verbose: int, quiet: int) -> int:
+    """Exit 1 if any output is stale, missing, modified or a draft. Offline; needs no API key."""
+    from imgbuild import commands
+
+    return commands.check(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                          allow_drafts=allow_drafts)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_project_options
+@_output_options
+def validate(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+             quiet: int) -> int:
+    """Check the specs against the schema and the model rules; generate nothing."""
+    from imgbuild import commands
+
+    return commands.validate(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("--yes", is_flag=True, help="Really delete (default: only list).")
+@_project_options
+@_output_options
+def clean(yes: bool, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+          quiet: int) -> int:
+    """List files under output_dir that no spec produces, and lock entries without a spec."""
+    from imgbuild import commands
+
+    return commands.clean(_where(directory, project_file), _reporter(json_mode, verbose, quiet), yes=yes)
+
+
+@cli.command()
+def schema() -> int:
+    """Print the JSON Schema of imgbuild.yaml."""
+    from imgbuild import commands
+
+    click.echo(commands.schema_text(), nl=False)
+    return 0
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--api-key", metavar="KEY", help="Accept only this key (default: any non-empty key).")
+@click.option("--config", "config_path", metavar="FAULTS.yaml", type=click.Path(exists=True, dir_okay=False),
+              help="Fault injection and limits (see docs).")
+def emulator(host: str, port: int, api_key: str | None, config_path: str | None) -> int:
+    """Run a local DashScope-compatible server (for offline work and tests)."""
+    from imgbuild.emulator import serve
+
+    return serve(host, port, api_key, config_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ImgbuildError, SpecError
+
+    try:
+        code = cli.main(args=argv, prog_name="imgbuild", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Abort:
+        click.echo("imgbuild: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE if e.exit_code == 2 else e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except SpecError as e:
+        click.echo(str(e), err=True)
+        return e.exit_code
+    except ImgbuildError as e:
+        click.echo(f"imgbuild: error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("imgbuild: interrupted; finished images are kept and recorded in the lock", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception:
+        path = _write_crash_log()
+        click.echo(f"imgbuild: internal error (a bug). The traceback is in {path}; "
+                   "please report it with that file.", err=True)
+        return EXIT_INTERNAL
+
+
+def _write_crash_log() -> str:
+    import platform
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    text = (f"imgbuild {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"argv: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    for folder in (Path(".imgbuild"), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(exist_ok=True)
+            path = folder / "crash.log"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "(could not write a log file)"

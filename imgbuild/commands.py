@@ -1,0 +1,267 @@
+"""One function per verb. Each composes the stages (load → expand → plan → execute → write)
+and returns an exit code; the CLI only parses options and calls these."""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgbuild import lockfile, providers
+from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+from imgbuild.expand import Target, expand
+from imgbuild.plan import GENERATE, NOTHING, UP_TO_DATE, Plan, Step, make_plan
+from imgbuild.project import Project, find_project_file, load_project
+from imgbuild.report import Reporter
+
+
+@dataclass(frozen=True)
+class Where:
+    directory: str | None = None  # -C
+    file: str | None = None  # -f
+
+
+def load(where: Where) -> tuple[Project, list[Target]]:
+    project = load_project(find_project_file(where.directory, where.file))
+    return project, expand(project)
+
+
+def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
+    """Targets whose name or any output matches one of the glob patterns (all when none)."""
+    if not patterns:
+        return targets
+    chosen = []
+    unmatched = set(patterns)
+    for t in targets:
+        hit = [p for p in patterns if fnmatch.fnmatchcase(t.name, p)
+               or any(fnmatch.fnmatchcase(o, p) for o in t.outputs)]
+        if hit:
+            chosen.append(t)
+            unmatched.difference_update(hit)
+    if unmatched:
+        import difflib
+
+        names = [t.name for t in targets]
+        hints = {p: difflib.get_close_matches(p, names, n=1) for p in sorted(unmatched)}
+        text = "; ".join(f"'{p}'" + (f" (did you mean '{h[0]}'?)" if h else "") for p, h in hints.items())
+        raise UsageError(f"no target matches {text}")
+    return chosen
+
+
+def open_cache(project: Project) -> Any:
+    from imgbuild.cache import Cache, default_dir
+
+    configured = project.settings.get("cache_dir")
+    return Cache(default_dir(project.root / configured if configured else None))
+
+
+def _rows(step: Step, status: str, reason: str) -> list[dict[str, str]]:
+    return [{"name": step.target.name, "output": o, "status": status, "reason": reason}
+            for o in step.target.outputs]
+
+
+def _counts(rows: list[dict[str, str]], *extra: str) -> dict[str, int]:
+    counts = {k: 0 for k in ("built", "restored", "up_to_date", "failed", "stale", *extra)}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+# --- build / plan -------------------------------------------------------------------------------
+
+def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int = 4,
+          dry_run: bool = False, keep_going: bool = False, provider: str | None = None,
+          force: bool = False) -> int:
+    project, targets = load(where)
+    selected = select(targets, patterns)
+    choice = providers.choose(provider, project.settings)
+    identity = providers.identity(choice, project.settings)
+    lock = lockfile.read(project.lock_path)
+    with open_cache(project) as cache:
+        plan = make_plan(selected, lock, project.output_dir, provider=identity,
+                         provider_draft=choice.name == "placeholder", cache=cache, force=force)
+        if choice.notice and any(s.action == GENERATE for s in plan.steps):
+            reporter.notice(choice.notice)
+        if dry_run:
+            return _report_plan(plan, reporter, choice.name)
+        prune = [] if patterns else plan.orphans
+        todo = [s for s in plan.steps if s.action != NOTHING]
+        rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
+        outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
+                            jobs=jobs, keep_going=keep_going, prune=prune)
+    for outcome in outcomes:
+        rows.extend(_rows(outcome.step, outcome.status, outcome.error or "; ".join(outcome.step.reasons)))
+    counts = _counts(rows, "skipped")
+    summary = {"command": "build", "provider": identity, **counts, "targets": _sorted(rows),
+               "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
+               "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune)}
+    if not todo and not prune:
+        text = f"imgbuild: nothing to do ({counts['up_to_date']} up to date)"
+    else:
+        text = (f"imgbuild: {counts['built']} built, {counts['restored']} restored from cache, "
+                f"{counts['up_to_date']} up to date, {counts['failed']} failed"
+                + (f", {counts['skipped']} not started" if counts["skipped"] else ""))
+    reporter.summary(summary, text)
+    return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
+
+
+def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any, reporter: Reporter,
+             *, choice: providers.Choice, identity: str, jobs: int, keep_going: bool,
+             prune: list[str]) -> list[Any]:
+    from imgbuild.execute import Executor, Outcome
+
+    done: list[Outcome] = []
+
+    def record(outcome: Outcome) -> None:
+        # Entries join the lock as each target finishes, so an interrupted build keeps them.
+        lock.outputs.update(outcome.entries)
+        done.append(outcome)
+        reporter.progress(len(done), len(todo), outcome.status, outcome.step, outcome.error)
+
+    needs_provider = any(s.action == GENERATE for s in todo)
+    journal = None
+    if needs_provider and choice.name == "dashscope":
+        from imgbuild.journal import Journal
+
+        journal = Journal(project.state_dir / "journal")
+    provider = providers.create(choice, project.settings, journal=journal) if needs_provider else None
+    executor = Executor(provider=provider, provider_name=identity, draft=choice.name == "placeholder",
+                        cache=cache, output_dir=project.output_dir, jobs=jobs, keep_going=keep_going,
+                        on_outcome=record, journal=journal)
+
+    async def run() -> None:
+        try:
+            await executor.run(todo)
+        finally:
+            if provider is not None:
+                await provider.close()
+
+    try:
+        if todo:
+            asyncio.run(run())
+    finally:
+        for orphan in prune:
+            lock.outputs.pop(orphan, None)
+        lockfile.write(project.lock_path, lock)
+    return done
+
+
+def _report_plan(plan: Plan, reporter: Reporter, provider: str) -> int:
+    reporter.plan(plan, show_fresh=reporter.verbosity > 0)
+    rows = []
+    for step in plan.steps:
+        status = step.state
+        for row in _rows(step, status, "; ".join(step.reasons)):
+            row["action"] = step.action
+            rows.append(row)
+    counts = _counts(rows)
+    counts["stale"] = sum(1 for r in rows if r["status"] != UP_TO_DATE)
+    to_generate = sum(s.target.request.n for s in plan.steps if s.action == GENERATE)
+    to_restore = sum(1 for s in plan.steps if s.action == "restore")
+    summary = {"command": "plan", "provider": provider, **counts, "targets": _sorted(rows),
+               "orphans": plan.orphans, "images_to_generate": to_generate}
+    text = (f"imgbuild: {to_generate} image(s) to generate, {to_restore} target(s) to restore from cache, "
+            f"{counts['up_to_date']} up to date" + (f", {len(plan.orphans)} orphaned lock entries" if plan.orphans else ""))
+    reporter.summary(summary, text)
+    return EXIT_OK
+
+
+def _sorted(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return sorted(rows, key=lambda r: (r["output"], r["name"]))
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+def check(where: Where, reporter: Reporter, *, allow_drafts: bool = False) -> int:
+    """Offline: specs vs lock vs files. Never opens the cache, never needs a key or network."""
+    project, targets = load(where)
+    lock = lockfile.read(project.lock_path)
+    plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
+                     cache=None)
+    rows: list[dict[str, str]] = []
+    for step in plan.steps:
+        for output in step.target.outputs:
+            status, reason = _check_status(step, output, allow_drafts)
+            rows.append({"name": step.target.name, "output": output, "status": status, "reason": reason})
+    for orphan in plan.orphans:
+        entry = lock.outputs[orphan]
+        rows.append({"name": str(entry.get("name", "")), "output": orphan, "status": "orphaned",
+                     "reason": "in the lock but produced by no spec; run `imgbuild build` to prune it"})
+    bad = [r for r in rows if r["status"] != UP_TO_DATE]
+    for row in _sorted(bad):
+        reporter.line(f"{row['status']:<9} {row['output']} ({row['name']}): {row['reason']}")
+    counts = _counts(rows, "missing", "modified", "draft", "orphaned")
+    counts["stale"] = len(bad)
+    summary = {"command": "check", **counts, "targets": _sorted(rows)}
+    if bad:
+        text = f"imgbuild: {len(bad)} of {len(rows)} outputs need `imgbuild build`"
+    else:
+        text = f"imgbuild: all {len(rows)} outputs are up to date"
+    reporter.summary(summary, text)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _check_status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+    if step.state in ("new", "changed"):
+        return "stale", "; ".join(step.reasons)
+    if output in step.damage:
+        kind = step.damage[output]
+        return kind, "the file is missing" if kind == "missing" else "the file differs from its lock hash (edited by hand?)"
+    if step.state == UP_TO_DATE and step.draft and not allow_drafts:
+        return "draft", "placeholder draft (build with a real provider, or pass --allow-drafts)"
+    return UP_TO_DATE, ""
+
+
+# --- validate / clean / schema -----------------------------------------------------------------
+
+def validate(where: Where, reporter: Reporter) -> int:
+    project, targets = load(where)
+    summary = {"command": "validate", "files": len(project.files), "targets": len(targets), "problems": []}
+    reporter.summary(summary, f"imgbuild: {len(project.files)} file(s), {len(targets)} target(s): valid")
+    return EXIT_OK
+
+
+def clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
+    project, targets = load(where)
+    produced = {o for t in targets for o in t.outputs}
+    out_dir = project.output_dir
+    stray: list[str] = []
+    if out_dir.is_dir():
+        for dirpath, dirnames, filenames in os.walk(out_dir):
+            dirnames.sort()
+            for name in sorted(filenames):
+                rel = Path(dirpath, name).relative_to(out_dir).as_posix()
+                if rel not in produced:
+                    stray.append(rel)
+    lock = lockfile.read(project.lock_path)
+    orphans = sorted(o for o in lock.outputs if o not in produced)
+    for rel in stray:
+        reporter.line(f"{'deleted' if yes else 'would delete'}: {rel}")
+    for orphan in orphans:
+        reporter.line(f"{'dropped' if yes else 'would drop'} lock entry: {orphan}")
+    if yes:
+        from imgbuild.outputs import remove_output
+
+        for rel in stray:
+            remove_output(out_dir, rel)
+        for orphan in orphans:
+            lock.outputs.pop(orphan)
+        if orphans:
+            lockfile.write(project.lock_path, lock)
+    summary = {"command": "clean", "files": stray, "lock_entries": orphans, "deleted": yes}
+    if not stray and not orphans:
+        text = "imgbuild: nothing to clean"
+    elif yes:
+        text = f"imgbuild: deleted {len(stray)} file(s), dropped {len(orphans)} lock entr(ies)"
+    else:
+        text = f"imgbuild: {len(stray)} file(s) and {len(orphans)} lock entr(ies) to clean; run with --yes to delete"
+    reporter.summary(summary, text)
+    return EXIT_OK
+
+
+def schema_text() -> str:
+    from importlib.resources import files
+
+    return files("imgbuild").joinpath("_schemas/imgbuild.schema.json").read_text("utf-8")

@@ -1,0 +1,310 @@
+"""Expand image specs into concrete targets: layer vars and defaults, multiply out matrices,
+render the Jinja2 templates, resolve sizes and check every target against the model table.
+
+Pure apart from reading templates and matrix data files. Problems are collected, never raised
+one at a time, so a run reports every mistake at once.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgbuild import models, yamlio
+from imgbuild.errors import Problem, SpecError
+from imgbuild.project import Project, SpecFile, describe_path, display_path
+from imgbuild.providers.base import Request
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "model": models.DEFAULT_MODEL,
+    "n": 1,
+    "negative_prompt": "",
+    # The API defaults to true; we default to false so that the prompt in the spec is the
+    # prompt generated, and a rebuild asks for the same thing.
+    "prompt_extend": False,
+    "watermark": False,
+}
+_TEMPLATED = ("name", "prompt", "negative_prompt", "size", "output")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    request: Request
+    outputs: tuple[str, ...]  # posix paths relative to output_dir, one per image (n)
+    file: str  # spec file as displayed in messages
+    line: int  # line of the spec's `- name:` item
+    seed_derived: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def derive_seed(name: str) -> int:
+    """Seed for specs that give none: first 4 bytes of sha256(name), big-endian, mod 2**31."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big") % (models.SEED_MAX + 1)
+
+
+def slug(value: object) -> str:
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class _Renderer:
+    """One sandboxed Jinja2 environment per run; templates compiled once per distinct text."""
+
+    def __init__(self, project: Project) -> None:
+        import jinja2
+        from jinja2.sandbox import SandboxedEnvironment
+
+        templates_dir = project.templates_dir
+        read = project.read_files
+
+        class _Loader(jinja2.FileSystemLoader):
+            def get_source(self, environment: Any, template: str) -> Any:
+                source = super().get_source(environment, template)
+                read.append(Path(source[1]))  # partials shape the plan too
+                return source
+
+        self.env = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, loader=_Loader(str(templates_dir)),
+            autoescape=False, keep_trailing_newline=False,
+        )
+        self.env.filters["slug"] = slug
+        self._compiled: dict[str, Any] = {}
+        self.templates_dir = display_path(templates_dir)
+
+    def render(self, text: str, context: dict[str, Any]) -> str:
+        if "{" not in text:  # fast path: most sizes and many names are plain text
+            return text
+        template = self._compiled.get(text)
+        if template is None:
+            template = self._compiled[text] = self.env.from_string(text)
+        return str(template.render(context))
+
+    def explain(self, error: Exception, context: dict[str, Any]) -> str:
+        """A one-line, user-facing reason for a template failure."""
+        import jinja2
+        from jinja2.exceptions import SecurityError
+
+        if isinstance(error, jinja2.TemplateNotFound):
+            return f"template '{error.name}' not found in {self.templates_dir}/"
+        if isinstance(error, jinja2.TemplateSyntaxError):
+            where = f" (in {error.name})" if error.name else ""
+            return f"template syntax error on template line {error.lineno}{where}: {error.message}"
+        if isinstance(error, SecurityError):
+            return f"template refused by the sandbox: {error}"
+        if isinstance(error, jinja2.UndefinedError):
+            m = re.match(r"'([^']+)' is undefined", str(error))
+            if m:
+                name = m.group(1)
+                known = sorted(k for k in context if not k.startswith("_"))
+                hint = difflib.get_close_matches(name, known, n=1)
+                tail = f" (did you mean '{hint[0]}'?)" if hint else f"; defined here: {', '.join(known)}"
+                return f"undefined variable '{name}'{tail}"
+            return f"undefined value: {error}"
+        return f"template error: {type(error).__name__}: {error}"
+
+
+class _Expander:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.problems: list[Problem] = []
+        self.renderer = _Renderer(project)
+        self.targets: list[Target] = []
+        self.names: dict[str, str] = {}  # name -> where first defined
+        self.paths: dict[str, str] = {}  # output -> "name (file:line)"
+        settings = project.settings
+        self.project_vars = dict(settings.get("vars", {}))
+        self.project_defaults = dict(settings.get("defaults", {}))
+
+    def problem(self, file: SpecFile, path: list[Any], message: str, *, where: str | None = None,
+                key: bool = False) -> None:
+        line, col = yamlio.locate(file.data, path, key=key)
+        self.problems.append(Problem(file.display, line, col,
+                                     where if where is not None else describe_path(file.data, path),
+                                     message))
+
+    def run(self) -> list[Target]:
+        for file in self.project.files:
+            is_main = file is self.project.files[0]
+            file_vars = {**self.project_vars, **({} if is_main else dict(file.data.get("vars", {})))}
+            defaults = {**BUILTIN_DEFAULTS, **self.project_defaults,
+                        **({} if is_main else dict(file.data.get("defaults", {})))}
+            for i, spec in enumerate(file.data.get("images", [])):
+                self.expand_spec(file, i, spec, file_vars, defaults)
+        return self.targets
+
+    def expand_spec(self, file: SpecFile, i: int, spec: Any, file_vars: dict[str, Any],
+                    defaults: dict[str, Any]) -> None:
+        base = ["images", i]
+        matrix = self.load_matrix(file, i, spec.get("matrix", {}))
+        if matrix is None:
+            return
+        keys = list(matrix)
+        spec_vars = {**file_vars, **dict(spec.get("vars", {}))}
+        for combo in itertools.product(*(matrix[k] for k in keys)):
+            context = {**spec_vars, **dict(zip(keys, combo))}
+            self.expand_one(file, base, spec, context, defaults)
+
+    def load_matrix(self, file: SpecFile, i: int, matrix: Any) -> dict[str, list[Any]] | None:
+        out: dict[str, list[Any]] = {}
+        for var, values in matrix.items():
+            if isinstance(values, str):
+                values = self.load_data_file(file, ["images", i, "matrix", var], values)
+                if values is None:
+                    return None
+            out[var] = list(values)
+        return out
+
+    def load_data_file(self, file: SpecFile, path: list[Any], name: str) -> list[Any] | None:
+        data_path = (file.path.parent / name).resolve()
+        self.project.read_files.append(data_path)
+        try:
+            data = yamlio.load_file(data_path, display_path(data_path))
+        except yamlio.YamlError as e:
+            if e.mark == (0, 0):
+                self.problem(file, path, f"cannot load matrix data '{name}': {e.message}")
+            else:
+                self.problems.append(Problem(e.file, e.mark[0], e.mark[1], "", e.message))
+            return None
+        if not isinstance(data, list) or not data:
+            self.problem(file, path, f"matrix data file '{name}' must hold a non-empty list")
+            return None
+        return data
+
+    def field(self, spec: Any, defaults: dict[str, Any], name: str) -> Any:
+        return spec[name] if name in spec else defaults.get(name)
+
+    def render_field(self, file: SpecFile, base: list[Any], spec: Any, name: str, text: str,
+                     context: dict[str, Any], label: str) -> str | None:
+        try:
+            return self.renderer.render(text, context).strip()
+        except Exception as e:  # any template failure is a user mistake, reported in place
+            path = base + [name] if name in spec else base
+            self.problem(file, path, self.renderer.explain(e, context), where=f"{label}.{name}")
+            return None
+
+    def expand_one(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
+                   defaults: dict[str, Any]) -> None:
+        raw_label = describe_path(file.data, base)
+        name = self.render_field(file, base, spec, "name", spec["name"], context, raw_label)
+        if name is None:
+            return
+        label = f"images[{name}]"
+        if not name:
+            self.problem(file, base + ["name"], "name renders to empty text", where=label)
+            return
+        if name in self.names:
+            self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {self.names[name]})",
+                         where=label)
+            return
+        line = yamlio.locate(file.data, base)[0]
+        self.names[name] = f"{file.display}:{line}"
+
+        model_name = self.field(spec, defaults, "model")
+        model = models.get(model_name)
+        if model is None:  # only reachable through defaults of an include (schema checks the rest)
+            hint = models.suggest(model_name)
+            self.problem(file, base + ["model"], f"unknown model '{model_name}'"
+                         + (f" (did you mean '{hint}'?)" if hint else ""), where=label)
+            return
+        context = {**context, "name": name, "model": model_name}
+        ok = True
+
+        def rendered(field_name: str) -> str | None:
+            value = self.field(spec, defaults, field_name)
+            if value is None:
+                return None
+            return self.render_field(file, base, spec, field_name, str(value), context, label)
+
+        prompt = rendered("prompt")
+        negative = rendered("negative_prompt") or ""
+        size_text = rendered("size") if self.field(spec, defaults, "size") is not None else None
+        ok = prompt is not None and ok
+
+        size, why = models.resolve_size(model, size_text)
+        if why:
+            self.problem(file, base + ["size"] if "size" in spec else base, why, where=f"{label}.size")
+            ok = False
+        n = self.field(spec, defaults, "n")
+        if not 1 <= n <= model.n_max:
+            allowed = "1 only" if model.n_max == 1 else f"1 to {model.n_max}"
+            self.problem(file, base + ["n"] if "n" in spec else base,
+                         f"n={n} is not allowed for {model.name} ({allowed})", where=f"{label}.n")
+            ok = False
+        if prompt is not None and len(prompt) > model.prompt_max:
+            self.problem(file, base + ["prompt"], f"prompt is {len(prompt)} characters after rendering; "
+                         f"{model.name} accepts at most {model.prompt_max} (the service would cut the rest)",
+                         where=f"{label}.prompt")
+            ok = False
+        if len(negative) > models.NEGATIVE_PROMPT_MAX:
+            self.problem(file, base + ["negative_prompt"] if "negative_prompt" in spec else base,
+                         f"negative_prompt is {len(negative)} characters after rendering; "
+                         f"at most {models.NEGATIVE_PROMPT_MAX} are accepted", where=f"{label}.negative_prompt")
+            ok = False
+        call = self.field(spec, defaults, "call")
+        if call is not None and model.endpoint_for(call) is None:
+            self.problem(file, base + ["call"] if "call" in spec else base,
+                         f"{model.name} has no {call} call mode (it supports: {', '.join(model.calls())})",
+                         where=f"{label}.call")
+            ok = False
+        outputs = self.render_outputs(file, base, spec, defaults, context, label, n)
+        if not ok or outputs is None or prompt is None or size is None:
+            return
+        seed = spec.get("seed")
+        request = Request(
+            model=model.name, prompt=prompt, negative_prompt=negative, size=size, n=n,
+            seed=derive_seed(name) if seed is None else seed,
+            prompt_extend=bool(self.field(spec, defaults, "prompt_extend")),
+            watermark=bool(self.field(spec, defaults, "watermark")), call=call,
+        )
+        self.targets.append(Target(name, request, outputs, file.display, line, seed is None))
+
+    def render_outputs(self, file: SpecFile, base: list[Any], spec: Any, defaults: dict[str, Any],
+                       context: dict[str, Any], label: str, n: int) -> tuple[str, ...] | None:
+        template = self.field(spec, defaults, "output")
+        if template is None:
+            template = "{{ name }}.png" if n == 1 else "{{ name }}-{{ index }}.png"
+        path = base + ["output"] if "output" in spec else base
+        outputs: list[str] = []
+        for index in range(1, n + 1):
+            text = self.render_field(file, base, spec, "output", template, {**context, "index": index}, label)
+            if text is None:
+                return None
+            norm = posixpath.normpath(text.replace("\\", "/"))
+            if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or norm == ".." or norm.startswith("../"):
+                self.problem(file, path, f"output '{text}' points outside output_dir", where=f"{label}.output")
+                return None
+            if posixpath.splitext(norm)[1].lower() not in FORMATS:
+                self.problem(file, path, f"output '{text}' must end in .png, .jpg, .jpeg or .webp",
+                             where=f"{label}.output")
+                return None
+            if norm in outputs:
+                self.problem(file, path, f"every image of n={n} renders to '{norm}'; "
+                             "use {{ index }} in output", where=f"{label}.output")
+                return None
+            owner = self.paths.get(norm)
+            if owner is not None:
+                self.problem(file, path, f"output '{norm}' is also written by {owner}", where=f"{label}.output")
+                return None
+            outputs.append(norm)
+        for norm in outputs:
+            self.paths[norm] = f"{label} ({file.display}:{yamlio.locate(file.data, base)[0]})"
+        return tuple(outputs)
+
+
+def expand(project: Project) -> list[Target]:
+    expander = _Expander(project)
+    targets = expander.run()
+    if expander.problems:
+        raise SpecError(expander.problems)
+    return targets

@@ -1,0 +1,40 @@
+"""Atomic file replacement: a temp file in the destination folder, fsync, then os.replace, so a
+reader (or a crash) only ever sees the old file or the complete new one."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_PREFIX = ".imgbuild-tmp-"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> str:
+    """Write `data` to `path` atomically; returns the sha256 hex of what was written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[attr-defined]
+    except AttributeError:  # Python < 3.11
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

@@ -1,0 +1,168 @@
+"""Decide, for every target, whether it is up to date and what to do if not — and say why.
+
+A target's *generation key* is sha256 over a canonical JSON of everything that changes its
+pixels (provider identity, model, rendered prompts, size, n, seed, prompt_extend, watermark)
+plus a format salt. The lock remembers the key each output was made with; comparing keys is
+the whole staleness test, and the lock's copy of the rendered request explains the change.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from imgbuild.expand import Target
+from imgbuild.fsutil import sha256_file
+from imgbuild.lockfile import Lock
+from imgbuild.providers.base import Request
+
+KEY_VERSION = "imgbuild-key-1"
+
+UP_TO_DATE = "up_to_date"
+NEW = "new"
+CHANGED = "changed"
+MISSING = "missing"
+MODIFIED = "modified"
+DRAFT = "draft"
+
+RESTORE = "restore"
+GENERATE = "generate"
+NOTHING = "none"
+
+
+def generation_key(provider: str, request: Request) -> str:
+    doc = {"v": KEY_VERSION, "provider": provider, **request.pixel_fields()}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CacheView(Protocol):
+    def complete(self, key: str, n: int) -> bool: ...
+
+
+@dataclass
+class Step:
+    target: Target
+    state: str
+    action: str
+    key: str  # the key the outputs will have (or have, when up to date)
+    provider: str  # provider identity behind `key`
+    reasons: list[str] = field(default_factory=list)
+    draft: bool = False  # the lock says the current outputs are placeholder drafts
+    damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    orphans: list[str]  # lock entries no spec produces any more
+
+    def count(self, *states: str) -> int:
+        return sum(1 for s in self.steps if s.state in states)
+
+
+def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
+              provider_draft: bool, cache: CacheView | None, force: bool = False) -> Plan:
+    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force) for t in targets]
+    produced = {o for t in targets for o in t.outputs}
+    orphans = sorted(o for o in lock.outputs if o not in produced)
+    return Plan(steps, orphans)
+
+
+def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_draft: bool,
+          cache: CacheView | None, force: bool) -> Step:
+    request = target.request
+    key_now = generation_key(provider, request)
+    entries = [lock.get(o) for o in target.outputs]
+    first = entries[0]
+    if first is None or any(e is None for e in entries) or len({e["key"] for e in entries if e}) != 1:
+        state = CHANGED if any(entries) else NEW
+        reasons = ["not built yet"] if state == NEW else ["outputs added (n changed)"]
+        return _todo(target, state, reasons, key_now, provider, cache)
+    locked_provider = first.get("provider", "")
+    key_locked = generation_key(locked_provider, request)
+    if first["key"] != key_locked:
+        reasons = explain_change(first.get("request"), request)
+        return _todo(target, CHANGED, reasons, key_now, provider, cache)
+    draft = bool(first.get("draft"))
+    if draft and not provider_draft:
+        reasons = [f"placeholder draft; the {provider} provider makes the real image"]
+        return _todo(target, DRAFT, reasons, key_now, provider, cache, draft=True)
+    damage = _file_damage(target, entries, output_dir)
+    if not damage and not force:
+        return Step(target, UP_TO_DATE, NOTHING, key_locked, locked_provider, [], draft)
+    if not damage:
+        state, reasons = CHANGED, ["--force"]
+    else:
+        state = MISSING if MISSING in damage.values() else MODIFIED
+        reasons = [f"{o} {'is missing' if d == MISSING else 'was modified (sha256 differs from the lock)'}"
+                   for o, d in damage.items()]
+    if cache is not None and cache.complete(key_locked, request.n):
+        return Step(target, state, RESTORE, key_locked, locked_provider,
+                    reasons + ["restoring from the cache"], draft, damage)
+    reasons = reasons + ["original not in the cache: generating again"]
+    return Step(target, state, GENERATE, key_now, provider, reasons, provider_draft, damage)
+
+
+def _todo(target: Target, state: str, reasons: list[str], key: str, provider: str,
+          cache: CacheView | None, *, draft: bool = False) -> Step:
+    action = RESTORE if cache is not None and cache.complete(key, target.request.n) else GENERATE
+    if action == RESTORE:
+        reasons = reasons + ["in the cache: restoring without a provider call"]
+    return Step(target, state, action, key, provider, reasons, draft)
+
+
+def _file_damage(target: Target, entries: list[Any], output_dir: Path) -> dict[str, str]:
+    damage = {}
+    for output, entry in zip(target.outputs, entries):
+        digest = sha256_file(output_dir / output)
+        if digest is None:
+            damage[output] = MISSING
+        elif digest != entry.get("sha256"):
+            damage[output] = MODIFIED
+    return damage
+
+
+def explain_change(old: Any, new: Request) -> list[str]:
+    """Field-level reasons, with a word diff of rendered prompts."""
+    if not isinstance(old, dict):
+        return ["the lock has no record of the previous request"]
+    reasons = []
+    fields = new.pixel_fields()
+    for name, value in fields.items():
+        before = old.get(name)
+        if before == value:
+            continue
+        if name in ("prompt", "negative_prompt") and isinstance(before, str):
+            reasons.append(f"{name}: {word_diff(before, str(value))}")
+        else:
+            reasons.append(f"{name}: {json.dumps(before)} -> {json.dumps(value)}")
+    if not reasons:
+        reasons.append("the key format changed (a newer imgbuild); the request itself is the same")
+    return reasons
+
+
+def word_diff(old: str, new: str, context: int = 3) -> str:
+    """`a photo of a [-red-] {+blue+} car` — changed words marked, long equal runs elided."""
+    a, b = old.split(), new.split()
+    parts: list[str] = []
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    ops = matcher.get_opcodes()
+    for i, (op, i1, i2, j1, j2) in enumerate(ops):
+        if op == "equal":
+            seg = a[i1:i2]
+            head = seg[:context] if i > 0 else []
+            tail = seg[-context:] if i < len(ops) - 1 else []
+            if len(seg) > 2 * context:
+                parts.extend([*head, "…", *tail] if head or tail else ["…"])
+            else:
+                parts.extend(seg)
+            continue
+        if i2 > i1:
+            parts.append("[-" + " ".join(a[i1:i2]) + "-]")
+        if j2 > j1:
+            parts.append("{+" + " ".join(b[j1:j2]) + "+}")
+    return " ".join(parts)

@@ -1,0 +1,73 @@
+"""The offline default: a deterministic stand-in image of exactly the requested size, showing
+the start of the prompt, model, size and seed on a background derived from the generation key.
+The target name is not drawn: two targets with identical requests share one key and so one
+cache entry, and the image must be a function of the key alone.
+
+Byte-identical for the same request (same Pillow version): drafts are reproducible, and a
+fresh clone builds the same lockfile. Marked as drafts so `check` can insist on real images.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import textwrap
+
+from imgbuild.providers.base import Generation, Request
+
+
+class PlaceholderProvider:
+    name = "placeholder"
+    draft = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, request: Request, key: str) -> Generation:
+        self.calls += 1
+        images = await asyncio.to_thread(draw_all, request, key)
+        return Generation(images=images, request_id=None)
+
+    async def close(self) -> None:
+        return None
+
+
+def draw_all(request: Request, key: str) -> list[bytes]:
+    return [draw(request, key, index) for index in range(1, request.n + 1)]
+
+
+def draw(request: Request, key: str, index: int) -> bytes:
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h = request.width, request.height
+    seed = hashlib.sha256(f"{key}:{index}".encode()).digest()
+    bg = tuple(40 + b % 150 for b in seed[:3])
+    fg = (255, 255, 255) if sum(bg) < 400 else (20, 20, 20)
+    image = Image.new("RGB", (w, h), bg)
+    pen = ImageDraw.Draw(image)
+    # a lighter diagonal band, so drafts are told apart at a glance in a file browser
+    band = tuple(min(255, c + 40) for c in bg)
+    pen.polygon([(0, h * 0.55), (w * 0.55, 0), (w * 0.8, 0), (0, h * 0.8)], fill=band)
+    unit = max(10, min(w, h) // 28)
+    big = ImageFont.load_default(size=unit * 2)
+    small = ImageFont.load_default(size=unit)
+    margin = unit * 2
+    y = margin
+    title = request_title(request, index)
+    pen.text((margin, y), title, font=big, fill=fg)
+    y += unit * 3
+    pen.text((margin, y), f"{request.model}  ·  {w}x{h}  ·  seed {request.seed}", font=small, fill=fg)
+    y += unit * 2
+    chars = max(16, int((w - 2 * margin) / (unit * 0.55)))
+    for line in textwrap.wrap(request.prompt, width=chars)[: max(1, (h - y - margin * 2) // (unit + unit // 2))]:
+        pen.text((margin, y), line, font=small, fill=fg)
+        y += unit + unit // 2
+    pen.text((margin, h - margin - unit), "DRAFT · imgbuild placeholder", font=small, fill=fg)
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=6)
+    return out.getvalue()
+
+
+def request_title(request: Request, index: int) -> str:
+    first = request.prompt.split(".")[0][:48]
+    return f"{first}" + (f"  #{index}" if request.n > 1 else "")
