@@ -252,6 +252,14 @@ def test_gives_up_after_max_retries(emu: Emulator) -> None:
     assert emu.billed == 0
 
 
+def test_timeouts_are_retried_then_reported(emu: Emulator) -> None:
+    emu.configure(sync_latency=1.0)
+    error = generate_error(emu, make_request("qwen-image-plus", "1328*1328"),
+                           request_timeout=0.15, max_retries=1)
+    assert error.code == "Timeout" and "2 attempts" in error.message and not error.fatal
+    assert len(api_calls(emu, "POST")) == 2
+
+
 def test_connection_refused_is_retried_then_reported() -> None:
     with Emulator() as gone:
         base_url = gone.base_url
