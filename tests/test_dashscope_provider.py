@@ -260,10 +260,11 @@ def test_timeouts_are_retried_then_reported(emu: Emulator) -> None:
     assert len(api_calls(emu, "POST")) == 2
 
 
-def test_connection_refused_is_retried_then_reported() -> None:
+def unreachable(**kwargs: Any) -> tuple[DashScopeProvider, ProviderError]:
+    """Generate against a port where nothing listens any more; (provider, its error)."""
     with Emulator() as gone:
         base_url = gone.base_url
-    provider = DashScopeProvider(KEY, base_url, backoff=FAST_BACKOFF, max_retries=2)
+    provider = DashScopeProvider(KEY, base_url, backoff=FAST_BACKOFF, **kwargs)
 
     async def go() -> None:
         try:
@@ -273,7 +274,12 @@ def test_connection_refused_is_retried_then_reported() -> None:
 
     with pytest.raises(ProviderError) as info:
         asyncio.run(go())
-    assert info.value.code == "ConnectionError" and "3 attempts" in info.value.message
+    return provider, info.value
+
+
+def test_connection_refused_is_retried_then_reported() -> None:
+    _, error = unreachable(max_retries=2)
+    assert error.code == "ConnectionError" and "3 attempts" in error.message
 
 
 # --- errors that are not retried ---------------------------------------------------------
@@ -561,19 +567,8 @@ def test_the_key_never_leaks(emu: Emulator, tmp_path: Path,
     errors.append(generate_error(emu, make_request("qwen-image-plus", "1328*1328")))
     errors.append(generate_error(emu, make_request("qwen-image-plus", "1328*1328"),
                                  api_key=KEY + "-wrong"))
-    with Emulator() as gone:
-        dead_url = gone.base_url
-    provider = DashScopeProvider(KEY, dead_url, backoff=FAST_BACKOFF, max_retries=1)
-
-    async def dead() -> None:
-        try:
-            await provider.generate(make_request("qwen-image-plus", "1328*1328"), "k")
-        finally:
-            await provider.close()
-
-    with pytest.raises(ProviderError) as info:
-        asyncio.run(dead())
-    errors.append(info.value)
+    provider, error = unreachable(max_retries=1)
+    errors.append(error)
 
     assert any("Bearer ***" in r.getMessage() for r in caplog.records)  # requests were logged
     for record in caplog.records:

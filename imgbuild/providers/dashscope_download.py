@@ -78,7 +78,8 @@ class Downloader:
         _check_scheme(url)
         try:
             # No Authorization header: these are third-party (OSS) URLs and must never see the key.
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with self.session.get(url, timeout=timeout) as resp:
                 _check_scheme(str(resp.url))  # after redirects, too
                 if resp.status in (403, 404):
                     raise DownloadError("ResultExpired", f"result URL answered HTTP {resp.status} "
