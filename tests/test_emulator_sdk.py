@@ -4,20 +4,22 @@ The SDK reads `dashscope.base_http_api_url` at request time, so pointing it at t
 is one assignment (restored afterwards). `wait()` sleeps >= 1 s between polls by design, so
 the async tests cost about a second each.
 """
+
 from __future__ import annotations
 
 import io
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
 
 dashscope = pytest.importorskip("dashscope")
-from dashscope import ImageSynthesis, MultiModalConversation  # noqa: E402
-from dashscope.aigc.image_generation import ImageGeneration  # noqa: E402
+from dashscope import ImageSynthesis, MultiModalConversation
+from dashscope.aigc.image_generation import ImageGeneration
 
-from imgbuild.emulator import Emulator, EmulatorConfig  # noqa: E402
+from imgbuild.emulator import Emulator, EmulatorConfig
 
 KEY = "sk-sdk-secret-456"
 
@@ -45,9 +47,17 @@ def assert_png(url: str, size: tuple[int, int]) -> None:
 
 
 def test_multimodal_conversation_qwen_image_plus(emu: Emulator) -> None:
-    rsp = MultiModalConversation.call(model="qwen-image-plus", messages=messages("a lighthouse"),
-                                      api_key=KEY, size="1664*928", n=1, seed=11,
-                                      prompt_extend=True, watermark=False, negative_prompt="blur")
+    rsp = MultiModalConversation.call(
+        model="qwen-image-plus",
+        messages=messages("a lighthouse"),
+        api_key=KEY,
+        size="1664*928",
+        n=1,
+        seed=11,
+        prompt_extend=True,
+        watermark=False,
+        negative_prompt="blur",
+    )
     assert rsp.status_code == 200, rsp
     content = rsp.output.choices[0].message.content
     assert len(content) == 1
@@ -57,28 +67,43 @@ def test_multimodal_conversation_qwen_image_plus(emu: Emulator) -> None:
 
 
 def test_multimodal_conversation_qwen2_pro_n2(emu: Emulator) -> None:
-    rsp = MultiModalConversation.call(model="qwen-image-2.0-pro", messages=messages("two cats"),
-                                      api_key=KEY, size="1024*1024", n=2, seed=5)
+    rsp = MultiModalConversation.call(
+        model="qwen-image-2.0-pro",
+        messages=messages("two cats"),
+        api_key=KEY,
+        size="1024*1024",
+        n=2,
+        seed=5,
+    )
     assert rsp.status_code == 200, rsp
     content = rsp.output.choices[0].message.content
     assert len(content) == 2
     for item in content:
         assert_png(item["image"], (1024, 1024))
-    sent = [r for r in emu.requests if r["method"] == "POST" and r["json"]["model"] == "qwen-image-2.0-pro"][-1]
+    sent = [
+        r
+        for r in emu.requests
+        if r["method"] == "POST" and r["json"]["model"] == "qwen-image-2.0-pro"
+    ][-1]
     assert sent["headers"]["Authorization"] == "Bearer ***"
     assert sent["json"]["parameters"]["n"] == 2
 
 
 def test_multimodal_conversation_error_is_parsed(emu: Emulator) -> None:
-    rsp = MultiModalConversation.call(model="qwen-image-plus", messages=messages("x"), api_key=KEY, n=3)
+    rsp = MultiModalConversation.call(
+        model="qwen-image-plus", messages=messages("x"), api_key=KEY, n=3
+    )
     assert rsp.status_code == 400
     assert rsp.code == "InvalidParameter" and "n must be 1" in rsp.message
 
 
-@pytest.mark.parametrize(("model", "size"), [("wan2.2-t2i-flash", "1024*768"), ("qwen-image-plus", "1328*1328")])
+@pytest.mark.parametrize(
+    ("model", "size"), [("wan2.2-t2i-flash", "1024*768"), ("qwen-image-plus", "1328*1328")]
+)
 def test_image_synthesis_call_submits_and_waits(emu: Emulator, model: str, size: str) -> None:
-    rsp = ImageSynthesis.call(model=model, prompt="a flower shop", api_key=KEY, size=size, n=1,
-                              seed=3, prompt_extend=True)
+    rsp = ImageSynthesis.call(
+        model=model, prompt="a flower shop", api_key=KEY, size=size, n=1, seed=3, prompt_extend=True
+    )
     assert rsp.status_code == 200, rsp
     assert rsp.output.task_status == "SUCCEEDED"
     (result,) = rsp.output.results
@@ -88,8 +113,9 @@ def test_image_synthesis_call_submits_and_waits(emu: Emulator, model: str, size:
 
 
 def test_image_synthesis_async_call_fetch_wait(emu: Emulator) -> None:
-    task = ImageSynthesis.async_call(model="wan2.2-t2i-flash", prompt="a red bicycle", api_key=KEY,
-                                     size="512*512", n=2, seed=100)
+    task = ImageSynthesis.async_call(
+        model="wan2.2-t2i-flash", prompt="a red bicycle", api_key=KEY, size="512*512", n=2, seed=100
+    )
     assert task.status_code == 200, task
     assert task.output.task_status == "PENDING"
     status = ImageSynthesis.fetch(task, api_key=KEY)
@@ -129,8 +155,16 @@ def test_image_synthesis_failed_task(emu: Emulator) -> None:
 
 
 def test_image_generation_wan26_sync(emu: Emulator) -> None:
-    rsp = ImageGeneration.call(model="wan2.6-t2i", messages=messages("a paper boat"), api_key=KEY,
-                               size="1280*1280", n=2, seed=9, prompt_extend=False, watermark=False)
+    rsp = ImageGeneration.call(
+        model="wan2.6-t2i",
+        messages=messages("a paper boat"),
+        api_key=KEY,
+        size="1280*1280",
+        n=2,
+        seed=9,
+        prompt_extend=False,
+        watermark=False,
+    )
     assert rsp.status_code == 200, rsp
     assert rsp.output["finished"] is True
     assert len(rsp.output.choices) == 2
@@ -142,8 +176,9 @@ def test_image_generation_wan26_sync(emu: Emulator) -> None:
 
 
 def test_image_generation_wan26_async(emu: Emulator) -> None:
-    task = ImageGeneration.async_call(model="wan2.6-t2i", messages=messages("a kite"), api_key=KEY,
-                                      size="1280*1280", n=1, seed=2)
+    task = ImageGeneration.async_call(
+        model="wan2.6-t2i", messages=messages("a kite"), api_key=KEY, size="1280*1280", n=1, seed=2
+    )
     assert task.status_code == 200, task
     assert task.output["task_status"] == "PENDING"
     sent = [r for r in emu.requests if r["path"].endswith("/image-generation/generation")][-1]

@@ -8,6 +8,7 @@ billing/stats at /__emulator__/stats.
     with Emulator(EmulatorConfig(task_duration=0.2)) as emu:
         ...  # point a client at emu.base_url, then inspect emu.billed / emu.requests
 """
+
 from __future__ import annotations
 
 from .faults import EmulatorConfig

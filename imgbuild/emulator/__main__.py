@@ -2,6 +2,7 @@
 
 A stand-alone entry point until the CLI wires `imgbuild emulator` to `serve`.
 """
+
 from __future__ import annotations
 
 import argparse

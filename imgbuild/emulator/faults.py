@@ -47,6 +47,7 @@ Faults (one-shot lists are consumed front first, one item per matching request)
     download_corrupt_next    the next N downloads have bytes flipped in the middle (same length)
     download_reset_next      the next N downloads are closed before any byte is sent
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,10 @@ from typing import Any
 
 # code -> (HTTP status, message). Messages follow the Model Studio error-code table (§7).
 ERRORS: dict[str, tuple[int, str]] = {
-    "InvalidParameter": (400, "Required parameter(s) missing or invalid, please check the request parameters."),
+    "InvalidParameter": (
+        400,
+        "Required parameter(s) missing or invalid, please check the request parameters.",
+    ),
     "DataInspectionFailed": (400, "Input data may contain inappropriate content."),
     "IPInfringementSuspect": (400, "Input data is suspected of being involved in IP infringement."),
     "Arrearage": (400, "Access denied, please make sure your account is in good standing."),
@@ -65,10 +69,22 @@ ERRORS: dict[str, tuple[int, str]] = {
     "RequestTimeOut": (408, "Request timed out, please try again later."),
     "Throttling": (429, "Requests throttling triggered."),
     "Throttling.RateQuota": (429, "Requests rate limit exceeded, please try again later."),
-    "Throttling.AllocationQuota": (429, "Allocated quota exceeded, please increase your quota limit."),
-    "InternalError": (500, "An internal error has occured, please try again later or contact service support."),
-    "InternalError.Algo": (500, "An internal error has occured during execution, please try again later or contact service support."),
-    "InternalError.Timeout": (500, "An internal timeout error has occured during execution, please try again later or contact service support."),
+    "Throttling.AllocationQuota": (
+        429,
+        "Allocated quota exceeded, please increase your quota limit.",
+    ),
+    "InternalError": (
+        500,
+        "An internal error has occured, please try again later or contact service support.",
+    ),
+    "InternalError.Algo": (
+        500,
+        "An internal error has occured during execution, please try again later or contact service support.",
+    ),
+    "InternalError.Timeout": (
+        500,
+        "An internal timeout error has occured during execution, please try again later or contact service support.",
+    ),
     "SystemError": (500, "An system error has occured, please try again later."),
     "ModelServiceFailed": (500, "Failed to request model service."),
     "ModelUnavailable": (503, "Model is unavailable, please try again later."),
@@ -136,6 +152,7 @@ class EmulatorConfig:
         if unknown:
             raise ValueError(f"unknown emulator config field(s): {', '.join(unknown)}")
         for name, value in changes.items():
+            _check_type(name, value)
             setattr(self, name, _copy(value))
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +192,20 @@ class EmulatorConfig:
         if value:
             return int(value)
         return documented if self.documented_concurrency and documented > 0 else None
+
+
+def _check_type(name: str, value: Any) -> None:
+    """Reject a wrongly typed value now, not as a 500 in the middle of a later request."""
+    default = getattr(EmulatorConfig(), name)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)) or default is None:
+        ok = number or (default is None and value is None)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"emulator config field {name}: {value!r} has the wrong type")
 
 
 def _copy(value: Any) -> Any:

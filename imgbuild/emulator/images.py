@@ -4,6 +4,7 @@ Speed matters more than beauty: a 2048*2048 image must encode in well under a se
 small CI box, so we paint a 16*16 two-colour gradient, upscale it (cheap, smooth, compresses
 well) and write a few lines of text with the default bitmap font.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,9 @@ def _colours(spec: ImageSpec) -> tuple[tuple[int, int, int], tuple[int, int, int
 def render_png(spec: ImageSpec) -> bytes:
     top, bottom = _colours(spec)
     mask = Image.linear_gradient("L").resize((16, 16))
-    small = Image.composite(Image.new("RGB", (16, 16), bottom), Image.new("RGB", (16, 16), top), mask)
+    small = Image.composite(
+        Image.new("RGB", (16, 16), bottom), Image.new("RGB", (16, 16), top), mask
+    )
     img = small.resize((spec.width, spec.height), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     ink = (255, 255, 255) if sum(top) < 384 else (0, 0, 0)

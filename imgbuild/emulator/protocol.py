@@ -3,6 +3,7 @@
 Pure functions over dicts; no I/O. Model facts (endpoints, size rules, n, prompt limits)
 come from imgbuild.models so the emulator and the client can never disagree about them.
 """
+
 from __future__ import annotations
 
 import random
@@ -87,7 +88,9 @@ def resolve_model(endpoint: str, body: Any) -> Model:
         raise bad("The request body must be a JSON object.")
     name = body.get("model")
     if not name:
-        raise ApiError(400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.')
+        raise ApiError(
+            400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.'
+        )
     model = models.get(str(name)) if isinstance(name, str) else None
     if model is None:
         # Chosen over 404 ModelNotFound: the live service answers unknown image models this way.
@@ -100,7 +103,9 @@ def resolve_model(endpoint: str, body: Any) -> Model:
 def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRequest:
     inp = body.get("input")
     if not isinstance(inp, dict) or not inp:
-        raise ApiError(400, "BadRequest.EmptyInput", 'Required parameter "input" missing from request.')
+        raise ApiError(
+            400, "BadRequest.EmptyInput", 'Required parameter "input" missing from request.'
+        )
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise bad("parameters must be a JSON object.")
@@ -159,7 +164,7 @@ def _message_prompt(inp: dict[str, Any]) -> str:
         raise bad('The message role must be "user".')
     content = message.get("content")
     if not isinstance(content, list):
-        raise bad("message content must be an array of {\"text\": ...} items.")
+        raise bad('message content must be an array of {"text": ...} items.')
     texts = [item for item in content if isinstance(item, dict) and "text" in item]
     if len(texts) != 1 or len(content) != 1:
         raise bad("message content must contain exactly one text item.")
@@ -250,7 +255,10 @@ def sync_body(req: GenRequest, slots: list[Slot], request_id: str) -> dict[str, 
         "choices": [
             {
                 "finish_reason": "stop",
-                "message": {"role": "assistant", "content": [{"image": s.url} for s in _successes(slots)]},
+                "message": {
+                    "role": "assistant",
+                    "content": [{"image": s.url} for s in _successes(slots)],
+                },
             }
         ]
     }
@@ -293,7 +301,21 @@ def succeeded_output(req: GenRequest, slots: list[Slot]) -> tuple[dict[str, Any]
 
 
 __all__ = [
-    "ASYNC", "ASYNC_UNSUPPORTED", "ApiError", "GenRequest", "LEGACY", "SYNC", "SYNC_UNSUPPORTED",
-    "Slot", "URL_ERROR", "bad", "moderation_hit", "new_request_id", "parse_generation",
-    "resolve_model", "submit_body", "succeeded_output", "sync_body",
+    "ASYNC",
+    "ASYNC_UNSUPPORTED",
+    "LEGACY",
+    "SYNC",
+    "SYNC_UNSUPPORTED",
+    "URL_ERROR",
+    "ApiError",
+    "GenRequest",
+    "Slot",
+    "bad",
+    "moderation_hit",
+    "new_request_id",
+    "parse_generation",
+    "resolve_model",
+    "submit_body",
+    "succeeded_output",
+    "sync_body",
 ]

@@ -1,4 +1,5 @@
 """Running the emulator: `Emulator` (background thread, for tests) and `serve` (blocking, CLI)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,14 @@ class Emulator:
     ...     emu.base_url   # 'http://127.0.0.1:PORT/api/v1'
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+    ) -> None:
         self.config = config if config is not None else EmulatorConfig()
         self.host = host
         self.port = port
@@ -56,8 +63,10 @@ class Emulator:
             asyncio.set_event_loop(self._loop)
             try:
                 app = create_app(self.state, self.api_key)
-                self._runner, self.port = self._loop.run_until_complete(_start_site(app, self.host, self.port))
-            except BaseException as err:  # surfaced to the caller of start()
+                self._runner, self.port = self._loop.run_until_complete(
+                    _start_site(app, self.host, self.port)
+                )
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller of start()
                 failure.append(err)
                 ready.set()
                 return
@@ -86,7 +95,7 @@ class Emulator:
         self._loop = None
         self._runner = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Emulator:  # noqa: PYI034 - Self needs Python 3.11
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,13 +5,15 @@ auth (401) -> injected fail_next fault -> body/model/endpoint (400) -> async hea
 -> rate limit (429) -> parameter validation (400) -> moderation (400) -> sync concurrency (429)
 -> generate. Every /api/v1 and /results request is logged with the API key redacted.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -29,7 +31,6 @@ TASKS_KEY = web.AppKey("tasks", TaskManager)
 API_KEY_KEY = web.AppKey("api_key", str)
 
 
-
 @dataclass
 class RequestContext:
     """What the middleware and handlers share about one request (body, outcome)."""
@@ -41,7 +42,9 @@ class RequestContext:
 
 
 # aiohttp >= 3.14 warns on plain string keys for request storage; older versions lack RequestKey.
-_CTX: Any = web.RequestKey("emulator_ctx", RequestContext) if hasattr(web, "RequestKey") else "emulator_ctx"
+_CTX: Any = (
+    web.RequestKey("emulator_ctx", RequestContext) if hasattr(web, "RequestKey") else "emulator_ctx"
+)
 
 
 def ctx(request: web.Request) -> RequestContext:
@@ -116,7 +119,8 @@ async def _log_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         "endpoint": endpoint,
         "status": None,
     }
-    state.log_request(entry)  # logged on arrival, so resets and hangs are visible too
+    # Logged on arrival, so resets and hangs are visible too ("status" stays None for them).
+    state.log_request(entry)
     try:
         if request.path.startswith(API_PREFIX + "/"):
             _check_auth(request)
@@ -145,28 +149,35 @@ def _check_auth(request: web.Request) -> None:
 
 def _error_response(err: ApiError) -> web.Response:
     if err.status == 504:  # gateway timeouts come from the proxy: HTML, not the JSON envelope
-        return web.Response(status=504, text="<html><body><h1>504 Gateway Time-out</h1></body></html>",
-                            content_type="text/html", headers=err.headers)
+        return web.Response(
+            status=504,
+            text="<html><body><h1>504 Gateway Time-out</h1></body></html>",
+            content_type="text/html",
+            headers=err.headers,
+        )
     body = {"request_id": new_request_id(), "code": err.code, "message": err.message}
     return web.json_response(body, status=err.status, headers=err.headers)
 
 
-def _log_submission(state: State, request: web.Request, endpoint: str, body: Any,
-                    response: web.StreamResponse) -> None:
+def _log_submission(
+    state: State, request: web.Request, endpoint: str, body: Any, response: web.StreamResponse
+) -> None:
     params = body.get("parameters") if isinstance(body, dict) else None
     params = params if isinstance(params, dict) else {}
     now = time.time()
-    state.log_submission({
-        "time": now,
-        "time_str": now_str(now),
-        "endpoint": endpoint,
-        "model": body.get("model") if isinstance(body, dict) else None,
-        "n": params.get("n"),
-        "size": params.get("size"),
-        "status": response.status,
-        "code": ctx(request).error_code,
-        "task_id": ctx(request).task_id,
-    })
+    state.log_submission(
+        {
+            "time": now,
+            "time_str": now_str(now),
+            "endpoint": endpoint,
+            "model": body.get("model") if isinstance(body, dict) else None,
+            "n": params.get("n"),
+            "size": params.get("size"),
+            "status": response.status,
+            "code": ctx(request).error_code,
+            "task_id": ctx(request).task_id,
+        }
+    )
 
 
 async def _reset_connection(request: web.Request) -> web.StreamResponse:
@@ -215,8 +226,12 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
         raise ApiError(403, "AccessDenied", protocol.SYNC_UNSUPPORTED)
     wait = state.check_rate(model.name, model.rps)
     if wait is not None:
-        raise ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.",
-                       headers={"Retry-After": _retry_after(state.config, wait)})
+        raise ApiError(
+            429,
+            "Throttling.RateQuota",
+            "Requests rate limit exceeded, please try again later.",
+            headers={"Retry-After": _retry_after(state.config, wait)},
+        )
     req = protocol.parse_generation(endpoint, model, body)
     if protocol.moderation_hit(req, state.config.moderation_words):
         raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
@@ -237,8 +252,12 @@ def _retry_after(config: EmulatorConfig, wait: float) -> str:
 async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.Response:
     name = req.model.name
     if not state.try_start_sync(name):
-        raise ApiError(429, "Throttling", "Too many concurrent requests for this model, please try again later.",
-                       headers={"Retry-After": _retry_after(state.config, 1.0)})
+        raise ApiError(
+            429,
+            "Throttling",
+            "Too many concurrent requests for this model, please try again later.",
+            headers={"Retry-After": _retry_after(state.config, 1.0)},
+        )
     try:
         latency = state.config.sync_latency
         if latency > 0:
@@ -266,7 +285,9 @@ async def _get_task(request: web.Request) -> web.Response:
     task = request.app[TASKS_KEY].get(task_id)
     request_id = new_request_id()
     if task is None:
-        return web.json_response({"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
+        return web.json_response(
+            {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
+        )
     output, usage = task.output()
     body: dict[str, Any] = {"request_id": request_id, "output": output}
     if usage is not None:
@@ -281,8 +302,11 @@ async def _cancel_task(request: web.Request) -> web.Response:
         return web.json_response({"request_id": new_request_id()})
     if result == "unknown":
         raise ApiError(404, "NotFound", f"Task {task_id} does not exist or has expired.")
-    raise ApiError(400, "UnsupportedOperation",
-                   f"Failed to cancel the task, please confirm if the task is in PENDING status (current: {result}).")
+    raise ApiError(
+        400,
+        "UnsupportedOperation",
+        f"Failed to cancel the task, please confirm if the task is in PENDING status (current: {result}).",
+    )
 
 
 async def _unknown_api_path(request: web.Request) -> web.Response:
@@ -311,7 +335,11 @@ async def _download(request: web.Request) -> web.StreamResponse:
         return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
     expires = request.query.get("Expires", "")
     if request.query.get("Signature", "") != state.sign(image_id, expires):
-        return _oss_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
+        return _oss_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
     if time.time() > stored.expires_at:
         return _oss_error(403, "AccessDenied", "Request has expired.")
     if state.take_count("download_reset_next"):
@@ -325,7 +353,9 @@ async def _download(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "image/png"})
     resp.content_length = len(data)
     await resp.prepare(request)
-    await _send(resp, data[: len(data) // 2] if truncate else data, state.config.download_bytes_per_sec)
+    await _send(
+        resp, data[: len(data) // 2] if truncate else data, state.config.download_bytes_per_sec
+    )
     if truncate:
         _abort(request)  # fewer bytes than Content-Length, then the connection drops
         return resp
@@ -363,9 +393,9 @@ async def _set_config(request: web.Request) -> web.Response:
     try:
         changes = await request.json()
         if not isinstance(changes, dict):
-            raise ValueError("config changes must be a JSON object")
+            raise TypeError("config changes must be a JSON object")
         with state.lock:
             state.config.update(**changes)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         return web.json_response({"ok": False, "error": str(err)}, status=400)
     return web.json_response(state.config.to_dict())

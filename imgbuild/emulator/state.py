@@ -4,6 +4,7 @@ The aiohttp handlers run on the emulator's event loop while tests read stats fro
 thread, so every mutation and snapshot goes through one `threading.Lock`. Critical sections
 are tiny (counter bumps, list appends), so contention is irrelevant.
 """
+
 from __future__ import annotations
 
 import collections
@@ -54,7 +55,9 @@ class State:
         self._secret = secrets.token_bytes(16)  # signs result URLs, like OSS's Signature
         self._images: dict[str, StoredImage] = {}
         self._png_cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        self._windows: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._windows: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
         self._sync_in_flight: collections.Counter[str] = collections.Counter()
         self.reset_counters()
 
@@ -99,7 +102,9 @@ class State:
     def start_work(self, model: str) -> None:
         with self.lock:
             self.in_flight[model] += 1
-            self.max_concurrent[model] = max(self.max_concurrent.get(model, 0), self.in_flight[model])
+            self.max_concurrent[model] = max(
+                self.max_concurrent.get(model, 0), self.in_flight[model]
+            )
 
     def end_work(self, model: str) -> None:
         with self.lock:
@@ -172,7 +177,9 @@ class State:
         )
 
     def sign(self, image_id: str, expires: str) -> str:
-        return hmac.new(self._secret, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:28]
+        return hmac.new(self._secret, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()[
+            :28
+        ]
 
     def image(self, image_id: str) -> StoredImage | None:
         with self.lock:

@@ -4,6 +4,7 @@ Each submitted task gets one asyncio coroutine on the emulator loop. A per-model
 pool enforces the concurrent-task limit: like the real service, tasks beyond it simply stay
 PENDING until a running task of the same model finishes (§8).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +32,9 @@ def produce_slots(req: GenRequest, state: State, origin: str) -> list[Slot]:
         if i in failing:
             slots.append(Slot(i, fault=SLOT_TIMEOUT))
             continue
-        spec = ImageSpec(req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark)
+        spec = ImageSpec(
+            req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark
+        )
         slots.append(Slot(i, url=state.store_image(spec, origin)))
     return slots
 
@@ -51,7 +54,11 @@ class Task:
 
     def output(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(output, usage) as GET /tasks/{id} shows them right now."""
-        out: dict[str, Any] = {"task_id": self.task_id, "task_status": self.status, "submit_time": now_str(self.submit_time)}
+        out: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_status": self.status,
+            "submit_time": now_str(self.submit_time),
+        }
         if self.scheduled_time is not None:
             out["scheduled_time"] = now_str(self.scheduled_time)
         if self.end_time is not None:
@@ -73,7 +80,9 @@ class TaskManager:
         self.state = state
         self.tasks: dict[str, Task] = {}
         self._running: collections.Counter[str] = collections.Counter()
-        self._waiting: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
+        self._waiting: dict[str, collections.deque[str]] = collections.defaultdict(
+            collections.deque
+        )
         self._cond: asyncio.Condition | None = None
 
     def submit(self, req: GenRequest, origin: str) -> Task:
@@ -153,7 +162,9 @@ class TaskManager:
             async with cond:
                 while True:
                     limit = self._limit(name)
-                    if waiting[0] == task.task_id and (limit is None or self._running[name] < limit):
+                    if waiting[0] == task.task_id and (
+                        limit is None or self._running[name] < limit
+                    ):
                         break
                     try:
                         # The timeout re-checks the limit, which emu.configure() may raise.
