@@ -203,11 +203,14 @@ class _Expander:
         if not name:
             self.problem(file, base + ["name"], "name renders to empty text", where=label)
             return
+        line = yamlio.locate(file.data, base)[0]
         if name in self.names:
-            self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {self.names[name]})",
+            other = self.names[name]
+            hint = ("; a matrix spec's name must use its matrix variables"
+                    if other == f"{file.display}:{line}" else "")
+            self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {other}){hint}",
                          where=label)
             return
-        line = yamlio.locate(file.data, base)[0]
         self.names[name] = f"{file.display}:{line}"
 
         model_name = self.field(spec, defaults, "model")

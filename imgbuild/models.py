@@ -150,7 +150,10 @@ class Model:
 
 _FIXED = SizeRule("fixed", allowed=tuple(_QWEN_FIXED.values()))
 _QWEN2 = SizeRule("pixels", min_pixels=512 * 512, max_pixels=2048 * 2048)
-_WAN_PX = SizeRule("pixels", min_pixels=1280 * 1280, max_pixels=1440 * 1440, max_aspect=4.0)
+# The docs say "1280*1280 to 1440*1440 pixels" yet recommend 1104*1472 and 960*1696, which are
+# slightly smaller; the service must accept its own recommendations, so the floor is the
+# smallest recommended size.
+_WAN_PX = SizeRule("pixels", min_pixels=1104 * 1472, max_pixels=1440 * 1440, max_aspect=4.0)
 _WAN_SIDE = SizeRule("side", min_side=512, max_side=1440)
 
 

@@ -433,7 +433,7 @@ def _with_messages(messages: Any) -> dict[str, Any]:
         (messages_body("qwen-image-plus", size="1328x1328"), "width*height"),
         (messages_body("qwen-image-2.0-pro", size="4096*4096"), "4,194,304"),
         (messages_body("qwen-image-2.0-pro", size="256*256"), "262,144"),
-        (messages_body("wan2.6-t2i", size="1024*1024", n=1), "1,638,400"),
+        (messages_body("wan2.6-t2i", size="1024*1024", n=1), "1,625,088"),
         (messages_body("wan2.6-t2i", size="2900*680", n=1), "aspect ratio"),
         (messages_body("qwen-image-plus", n=2), "n must be 1"),
         (messages_body("qwen-image-max", n=4), "n must be 1"),

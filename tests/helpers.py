@@ -1,0 +1,32 @@
+"""Run the CLI in-process, exactly as the console script does, and capture what it prints."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from imgbuild.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out.strip().splitlines()[-1])
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err, f"traceback printed:\n{out}\n{err}"
+    return Result(code, out, err)
