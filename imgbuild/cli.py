@@ -63,6 +63,10 @@ def cli() -> None:
 
 
 def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--max-images", type=click.IntRange(0), metavar="N",
+                     help="Refuse to start if more than N images would be generated.")(f)
+    f = click.option("--budget", type=click.FloatRange(0), metavar="AMOUNT",
+                     help="Refuse to start if the images to generate would cost more (CNY, region prices).")(f)
     f = click.option("--force", is_flag=True,
                      help="Rewrite selected outputs even if up to date (from the cache when possible).")(f)
     f = click.option("--provider", type=click.Choice(["auto", "dashscope", "placeholder"]),
@@ -80,7 +84,7 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
-          dry_run: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
     """Generate every image that is new or changed; restore from the cache what was paid for.
 
@@ -89,7 +93,7 @@ def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str |
 
     return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
                           patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
-                          provider=provider, force=force)
+                          provider=provider, force=force, budget=budget, max_images=max_images)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -97,14 +101,14 @@ def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str |
 @_project_options
 @_output_options
 def plan(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
-         directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         budget: float | None, max_images: int | None, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
          quiet: int) -> int:
     """Show each target's state and why (= build --dry-run). -v also lists up-to-date ones."""
     from imgbuild import commands
 
     return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
                           patterns=targets, jobs=jobs, dry_run=True, keep_going=keep_going,
-                          provider=provider, force=force)
+                          provider=provider, force=force, budget=budget, max_images=max_images)
 
 
 @cli.command(epilog=EXIT_CODES)

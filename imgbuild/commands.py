@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild import lockfile, providers
-from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+from imgbuild import cost, lockfile, providers
+from imgbuild.errors import EXIT_FAILED, EXIT_OK, ImgbuildError, UsageError
 from imgbuild.expand import Target, expand
 from imgbuild.plan import GENERATE, NOTHING, UP_TO_DATE, Plan, Step, make_plan
 from imgbuild.project import Project, find_project_file, load_project
@@ -73,7 +73,7 @@ def _counts(rows: list[dict[str, str]], *extra: str) -> dict[str, int]:
 
 def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int = 4,
           dry_run: bool = False, keep_going: bool = False, provider: str | None = None,
-          force: bool = False) -> int:
+          force: bool = False, budget: float | None = None, max_images: int | None = None) -> int:
     project, targets = load(where)
     selected = select(targets, patterns)
     choice = providers.choose(provider, project.settings)
@@ -84,8 +84,11 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
                          provider_draft=choice.name == "placeholder", cache=cache, force=force)
         if choice.notice and any(s.action == GENERATE for s in plan.steps):
             reporter.notice(choice.notice)
+        paid = choice.name != "placeholder"
+        estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
         if dry_run:
-            return _report_plan(plan, reporter, choice.name)
+            return _report_plan(plan, reporter, identity, estimate, paid)
+        _enforce_limits(estimate, paid, budget, max_images)
         prune = [] if patterns else plan.orphans
         todo = [s for s in plan.steps if s.action != NOTHING]
         rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
@@ -96,13 +99,17 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
     counts = _counts(rows, "skipped")
     summary = {"command": "build", "provider": identity, **counts, "targets": _sorted(rows),
                "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
-               "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune)}
+               "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune),
+               **_spending(outcomes, estimate, paid)}
     if not todo and not prune:
         text = f"imgbuild: nothing to do ({counts['up_to_date']} up to date)"
     else:
         text = (f"imgbuild: {counts['built']} built, {counts['restored']} restored from cache, "
                 f"{counts['up_to_date']} up to date, {counts['failed']} failed"
                 + (f", {counts['skipped']} not started" if counts["skipped"] else ""))
+        if summary["spent"] or summary["saved_by_cache"]:
+            text += (f"; spent {summary['spent']:.2f} {summary['currency']}, "
+                     f"saved {summary['saved_by_cache']:.2f} by the cache")
     reporter.summary(summary, text)
     return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
 
@@ -148,8 +155,37 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
     return done
 
 
-def _report_plan(plan: Plan, reporter: Reporter, provider: str) -> int:
+def _enforce_limits(estimate: dict[str, Any], paid: bool, budget: float | None,
+                   max_images: int | None) -> None:
+    """Refuse, before any request, a build that would exceed --max-images or --budget."""
+    if max_images is not None and estimate["images"] > max_images:
+        raise ImgbuildError(f"this build would generate {estimate['images']} image(s), more than "
+                            f"--max-images {max_images}; nothing was generated\n" + "\n".join(cost.describe(estimate)))
+    if budget is not None and paid and estimate["total"] > budget:
+        raise ImgbuildError(f"this build would cost {estimate['total']:.2f} {estimate['currency']}, more than "
+                            f"--budget {budget:g}; nothing was generated\n" + "\n".join(cost.describe(estimate)))
+
+
+def _spending(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> dict[str, Any]:
+    spent = 0.0
+    saved = 0.0
+    region = estimate["region"]
+    for o in outcomes:
+        price = cost.unit_price(o.step.target.request.model, region)
+        if paid:
+            spent += o.images_bought * price
+        if o.status == "restored":
+            saved += o.step.target.request.n * price
+    return {"currency": estimate["currency"], "spent": round(spent, 6), "saved_by_cache": round(saved, 6)}
+
+
+def _report_plan(plan: Plan, reporter: Reporter, provider: str, estimate: dict[str, Any],
+                 paid: bool) -> int:
     reporter.plan(plan, show_fresh=reporter.verbosity > 0)
+    if estimate["images"]:
+        reporter.line("cost" + ("" if paid else " (with a real provider; placeholder drafts are free)") + ":")
+        for line in cost.describe(estimate):
+            reporter.line(line)
     rows = []
     for step in plan.steps:
         status = step.state
@@ -161,7 +197,8 @@ def _report_plan(plan: Plan, reporter: Reporter, provider: str) -> int:
     to_generate = sum(s.target.request.n for s in plan.steps if s.action == GENERATE)
     to_restore = sum(1 for s in plan.steps if s.action == "restore")
     summary = {"command": "plan", "provider": provider, **counts, "targets": _sorted(rows),
-               "orphans": plan.orphans, "images_to_generate": to_generate}
+               "orphans": plan.orphans, "images_to_generate": to_generate,
+               "cost": {**estimate, "paid": paid}}
     text = (f"imgbuild: {to_generate} image(s) to generate, {to_restore} target(s) to restore from cache, "
             f"{counts['up_to_date']} up to date" + (f", {len(plan.orphans)} orphaned lock entries" if plan.orphans else ""))
     reporter.summary(summary, text)

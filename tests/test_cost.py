@@ -1,0 +1,49 @@
+"""Cost is known before anything is spent: the plan prices it, --budget/--max-images refuse."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import run
+
+
+def test_plan_prices_images_per_model(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run(capsys, "plan", "-C", str(site), "--json")
+    cost = r.json["cost"]
+    assert cost["currency"] == "CNY" and cost["region"] == "beijing" and cost["paid"] is False
+    assert cost["by_model"]["qwen-image-plus"] == {"images": 7, "unit_price": 0.2, "cost": 1.4}
+    assert cost["by_model"]["wan2.6-t2i"]["images"] == 1
+    assert cost["total"] == pytest.approx(1.6)
+    text = run(capsys, "plan", "-C", str(site))
+    assert "total: 8 image(s), 1.60 CNY (beijing prices)" in text.out
+
+
+def test_region_changes_prices(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = site / "imgbuild.yaml"
+    spec.write_text(spec.read_text().replace("version: 1", "version: 1\nregion: singapore"))
+    r = run(capsys, "plan", "-C", str(site), "--json")
+    assert r.json["cost"]["by_model"]["qwen-image-plus"]["unit_price"] == pytest.approx(0.220177)
+
+
+def test_max_images_refuses_before_any_work(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run(capsys, "build", "-C", str(site), "--max-images", "7")
+    assert r.code == 1 and "would generate 8 image(s), more than --max-images 7" in r.err
+    assert not (site / "assets").exists() and not (site / "imgbuild.lock").exists()
+    assert run(capsys, "build", "-C", str(site), "--max-images", "8").code == 0
+
+
+def test_budget_refuses_a_paid_build_before_any_request(site: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-test")
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/api/v1")  # nothing listens
+    r = run(capsys, "build", "-C", str(site), "--budget", "1.5")
+    assert r.code == 1 and "would cost 1.60 CNY, more than --budget 1.5" in r.err
+    assert not (site / "assets").exists()
+
+
+def test_restores_are_reported_as_money_saved(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "build", "-C", str(site)).code == 0
+    (site / "assets/generated/hero.png").unlink()
+    r = run(capsys, "build", "-C", str(site), "--json")
+    assert r.json["saved_by_cache"] == pytest.approx(0.2) and r.json["spent"] == 0
