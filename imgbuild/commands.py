@@ -2,7 +2,6 @@
 and returns an exit code; the CLI only parses options and calls these."""
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import os
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from imgbuild import cost, lockfile, providers
 from imgbuild.errors import EXIT_FAILED, EXIT_OK, ImgbuildError, UsageError
 from imgbuild.expand import Target, expand
 from imgbuild.plan import GENERATE, NOTHING, UP_TO_DATE, Plan, Step, make_plan
-from imgbuild.project import Project, find_project_file, load_project
+from imgbuild.project import STATE_DIR, Project, find_project_file, load_project
 from imgbuild.report import Reporter
 
 
@@ -24,8 +23,28 @@ class Where:
 
 
 def load(where: Where) -> tuple[Project, list[Target]]:
-    project = load_project(find_project_file(where.directory, where.file))
-    return project, expand(project)
+    """The project and its expanded targets; from the plan cache when no input changed."""
+    from imgbuild import statecache
+
+    path = find_project_file(where.directory, where.file)
+    state_dir = path.parent / STATE_DIR
+    cached = statecache.load_plan(path, state_dir)
+    if cached is not None:
+        settings, targets = cached
+        return Project(file=path, root=path.parent, settings=settings, files=[]), targets
+    project = load_project(path)
+    targets = expand(project)
+    statecache.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
+    return project, targets
+
+
+def _plain(value: Any) -> Any:
+    """LocDict/LocList -> dict/list, for JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
@@ -50,6 +69,12 @@ def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
     return chosen
 
 
+def _stat_cache(project: Project) -> Any:
+    from imgbuild.statecache import StatCache
+
+    return StatCache(project.state_dir)
+
+
 def open_cache(project: Project) -> Any:
     from imgbuild.cache import Cache, default_dir
 
@@ -71,7 +96,10 @@ def _counts(rows: list[dict[str, str]], *extra: str) -> dict[str, int]:
 
 # --- build / plan -------------------------------------------------------------------------------
 
-def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int = 4,
+DEFAULT_JOBS = 4  # -j without DashScope (drafts, cache restores): bound by CPU and disk
+
+
+def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int | None = None,
           dry_run: bool = False, keep_going: bool = False, provider: str | None = None,
           force: bool = False, budget: float | None = None, max_images: int | None = None) -> int:
     project, targets = load(where)
@@ -79,9 +107,11 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
     choice = providers.choose(provider, project.settings)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
+    stats = _stat_cache(project)
     with open_cache(project) as cache:
         plan = make_plan(selected, lock, project.output_dir, provider=identity,
-                         provider_draft=choice.name == "placeholder", cache=cache, force=force)
+                         provider_draft=choice.name == "placeholder", cache=cache, force=force,
+                         hasher=stats.sha256)
         if choice.notice and any(s.action == GENERATE for s in plan.steps):
             reporter.notice(choice.notice)
         paid = choice.name != "placeholder"
@@ -92,8 +122,11 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
         prune = [] if patterns else plan.orphans
         todo = [s for s in plan.steps if s.action != NOTHING]
         rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
-        outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
-                            jobs=jobs, keep_going=keep_going, prune=prune)
+        try:
+            outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
+                                jobs=jobs, keep_going=keep_going, prune=prune, stats=stats)
+        finally:
+            stats.save()
     for outcome in outcomes:
         rows.extend(_rows(outcome.step, outcome.status, outcome.error or "; ".join(outcome.step.reasons)))
     counts = _counts(rows, "skipped")
@@ -115,8 +148,10 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
 
 
 def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any, reporter: Reporter,
-             *, choice: providers.Choice, identity: str, jobs: int, keep_going: bool,
-             prune: list[str]) -> list[Any]:
+             *, choice: providers.Choice, identity: str, jobs: int | None, keep_going: bool,
+             prune: list[str], stats: Any) -> list[Any]:
+    import asyncio
+
     from imgbuild.execute import Executor, Outcome
 
     done: list[Outcome] = []
@@ -124,6 +159,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
     def record(outcome: Outcome) -> None:
         # Entries join the lock as each target finishes, so an interrupted build keeps them.
         lock.outputs.update(outcome.entries)
+        for output, entry in outcome.entries.items():
+            stats.remember(project.output_dir / output, entry["sha256"])
         done.append(outcome)
         reporter.progress(len(done), len(todo), outcome.status, outcome.step, outcome.error)
 
@@ -133,10 +170,22 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
         from imgbuild.journal import Journal
 
         journal = Journal(project.state_dir / "journal")
-    provider = providers.create(choice, project.settings, journal=journal) if needs_provider else None
+    limiter = None
+    if needs_provider and choice.name == "dashscope":
+        from imgbuild.scheduler import Scheduler, default_jobs
+
+        # Per-model rate and concurrency limits (model table < project `limits:`) pace the
+        # build; the default -j is sized so that they, not -j, are what binds.
+        limiter = Scheduler.from_settings(project.settings)
+        if jobs is None:
+            jobs = default_jobs((s.target.request for s in todo if s.action == GENERATE),
+                                limiter.overrides)
+    jobs = jobs or DEFAULT_JOBS
+    provider = (providers.create(choice, project.settings, journal=journal, limiter=limiter)
+                if needs_provider else None)
     executor = Executor(provider=provider, provider_name=identity, draft=choice.name == "placeholder",
                         cache=cache, output_dir=project.output_dir, jobs=jobs, keep_going=keep_going,
-                        on_outcome=record, journal=journal)
+                        on_outcome=record, journal=journal, limiter=limiter)
 
     async def run() -> None:
         try:
@@ -215,8 +264,10 @@ def check(where: Where, reporter: Reporter, *, allow_drafts: bool = False) -> in
     """Offline: specs vs lock vs files. Never opens the cache, never needs a key or network."""
     project, targets = load(where)
     lock = lockfile.read(project.lock_path)
+    stats = _stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
-                     cache=None)
+                     cache=None, hasher=stats.sha256)
+    stats.save()
     rows: list[dict[str, str]] = []
     for step in plan.steps:
         for output in step.target.outputs:
@@ -254,7 +305,8 @@ def _check_status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str
 # --- validate / clean / schema -----------------------------------------------------------------
 
 def validate(where: Where, reporter: Reporter) -> int:
-    project, targets = load(where)
+    project = load_project(find_project_file(where.directory, where.file))  # never from a cache
+    targets = expand(project)
     summary = {"command": "validate", "files": len(project.files), "targets": len(targets), "problems": []}
     reporter.summary(summary, f"imgbuild: {len(project.files)} file(s), {len(targets)} target(s): valid")
     return EXIT_OK

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from imgbuild.expand import Target
@@ -64,26 +65,31 @@ class Plan:
         return sum(1 for s in self.steps if s.state in states)
 
 
+Hasher = Callable[[Path], "str | None"]
+
+
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
-              provider_draft: bool, cache: CacheView | None, force: bool = False) -> Plan:
-    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force) for t in targets]
+              provider_draft: bool, cache: CacheView | None, force: bool = False,
+              hasher: Hasher = sha256_file) -> Plan:
+    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher) for t in targets]
     produced = {o for t in targets for o in t.outputs}
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
 
 
 def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_draft: bool,
-          cache: CacheView | None, force: bool) -> Step:
+          cache: CacheView | None, force: bool, hasher: Hasher) -> Step:
     request = target.request
-    key_now = generation_key(provider, request)
     entries = [lock.get(o) for o in target.outputs]
     first = entries[0]
     if first is None or any(e is None for e in entries) or len({e["key"] for e in entries if e}) != 1:
         state = CHANGED if any(entries) else NEW
         reasons = ["not built yet"] if state == NEW else ["outputs added (n changed)"]
-        return _todo(target, state, reasons, key_now, provider, cache)
+        return _todo(target, state, reasons, generation_key(provider, request), provider, cache)
     locked_provider = first.get("provider", "")
     key_locked = generation_key(locked_provider, request)
+    # a no-op run hashes each request once: the current provider is usually the locked one
+    key_now = key_locked if locked_provider == provider else generation_key(provider, request)
     if first["key"] != key_locked:
         reasons = explain_change(first.get("request"), request)
         return _todo(target, CHANGED, reasons, key_now, provider, cache)
@@ -91,7 +97,7 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
     if draft and not provider_draft:
         reasons = [f"placeholder draft; the {provider} provider makes the real image"]
         return _todo(target, DRAFT, reasons, key_now, provider, cache, draft=True)
-    damage = _file_damage(target, entries, output_dir)
+    damage = _file_damage(target, entries, output_dir, hasher)
     if not damage and not force:
         return Step(target, UP_TO_DATE, NOTHING, key_locked, locked_provider, [], draft)
     if not damage:
@@ -115,10 +121,10 @@ def _todo(target: Target, state: str, reasons: list[str], key: str, provider: st
     return Step(target, state, action, key, provider, reasons, draft)
 
 
-def _file_damage(target: Target, entries: list[Any], output_dir: Path) -> dict[str, str]:
+def _file_damage(target: Target, entries: list[Any], output_dir: Path, hasher: Hasher) -> dict[str, str]:
     damage = {}
     for output, entry in zip(target.outputs, entries):
-        digest = sha256_file(output_dir / output)
+        digest = hasher(output_dir / output)
         if digest is None:
             damage[output] = MISSING
         elif digest != entry.get("sha256"):

@@ -1,0 +1,134 @@
+"""Local, disposable caches that make a no-op run fast (in `.imgbuild/`, never committed):
+
+* the *plan cache*: the expanded targets, valid while every file that shaped them (project
+  file, included specs, matrix data, prompt partials) has the same content and the include
+  globs match the same files. A no-op `check` then skips YAML parsing, schema validation and
+  10k template renders.
+* the *stat cache*: sha256 of each output, valid while its size, mtime and inode are unchanged
+  (as git's index does), so unchanged images are not re-read.
+
+Both are plain JSON (never pickle: a cloned repository must not be able to run code through
+them) and are rebuilt silently when missing, stale or damaged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from imgbuild import __version__
+from imgbuild.expand import Target
+from imgbuild.fsutil import atomic_write_bytes, sha256_file
+from imgbuild.providers.base import Request
+
+PLAN_FILE = "plan-cache.json"
+STAT_FILE = "stat-cache.json"
+_FORMAT = f"1/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _globs(root: Path, settings: dict[str, Any]) -> list[str]:
+    matched: set[str] = set()
+    for pattern in settings.get("include", []) or []:
+        matched.update(str(p.resolve()) for p in root.glob(pattern) if p.is_file())
+    return sorted(matched)
+
+
+def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list[Target]] | None:
+    """(settings, targets) from the plan cache, or None when anything it depends on changed."""
+    try:
+        doc = json.loads((state_dir / PLAN_FILE).read_bytes())
+        # messages name files relative to the working directory, so it is part of the key
+        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file) or doc.get("cwd") != os.getcwd():
+            return None
+        for name, digest in doc["inputs"].items():
+            if _digest(Path(name)) != digest:
+                return None
+        settings = doc["settings"]
+        if _globs(project_file.parent, settings) != doc["globs"]:
+            return None
+        targets = [Target(t[0], Request(*t[1]), tuple(t[2]), t[3], t[4], t[5]) for t in doc["targets"]]
+        return settings, targets
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # missing or damaged: rebuild it
+
+
+def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], read_files: list[Path],
+              targets: list[Target]) -> None:
+    inputs = {}
+    for path in sorted({p.resolve() for p in read_files}):
+        digest = _digest(path)
+        if digest is None:
+            return  # a file vanished while we worked: do not cache a plan we cannot validate
+        inputs[str(path)] = digest
+    r = lambda q: [q.model, q.prompt, q.negative_prompt, q.size, q.n, q.seed,  # noqa: E731
+                   q.prompt_extend, q.watermark, q.call]
+    doc = {
+        "format": _FORMAT,
+        "project": str(project_file),
+        "cwd": os.getcwd(),
+        "inputs": inputs,
+        "globs": _globs(project_file.parent, settings),
+        "settings": settings,
+        "targets": [[t.name, r(t.request), list(t.outputs), t.file, t.line, t.seed_derived] for t in targets],
+    }
+    _write_quietly(state_dir / PLAN_FILE, doc)
+
+
+def _write_quietly(path: Path, doc: Any) -> None:
+    try:
+        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except OSError:
+        pass  # a read-only checkout still works, just without the speed-up
+
+
+class StatCache:
+    """sha256 of output files keyed by (size, mtime_ns, inode)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STAT_FILE
+        try:
+            doc = json.loads(self.path.read_bytes())
+            self.entries: dict[str, list[Any]] = doc["entries"] if doc.get("format") == _FORMAT else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            self.entries = {}
+        self.dirty = False
+
+    def sha256(self, path: Path) -> str | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = str(path)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = self.entries.get(key)
+        if known is not None and known[:3] == stamp:
+            return str(known[3])
+        digest = sha256_file(path)
+        if digest is not None:
+            self.entries[key] = [*stamp, digest]
+            self.dirty = True
+        return digest
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Record a file we just wrote, so the next run need not read it back."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self.entries[str(path)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty:
+            _write_quietly(self.path, {"format": _FORMAT, "entries": self.entries})
+            self.dirty = False
