@@ -130,11 +130,21 @@ class TaskManager:
         try:
             task.status = "RUNNING"
             task.scheduled_time = time.time()
-            await asyncio.sleep(self.state.config.task_duration)
+            await self._run_for_task_duration(task)
             self._finish(task)
         finally:
             self.state.end_work(model.name)
             await self._release(model.name)
+
+    async def _run_for_task_duration(self, task: Task) -> None:
+        # Re-read in short steps, so emu.configure(task_duration=...) also speeds up (or
+        # slows down) tasks that are already RUNNING, like the limit check in _acquire.
+        assert task.scheduled_time is not None
+        while True:
+            left = task.scheduled_time + self.state.config.task_duration - time.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.1))
 
     def _finish(self, task: Task) -> None:
         fault = self.state.pop_fault("fail_tasks_next")

@@ -1,0 +1,386 @@
+"""End to end through the DashScope path, no mocks: the real CLI and the real aiohttp client talk
+HTTP to the DashScope emulator on 127.0.0.1 (issue 3's "must show").
+
+What each test proves is in its name and first line; numbers asserted are exact (billed images,
+HTTP requests on a rerun, task ids reused after a SIGKILL).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Result, run
+from PIL import Image
+
+from imgbuild.emulator import Emulator, EmulatorConfig
+
+KEY = "sk-imgbuild-test-SECRET-1234"
+OUT = "assets/generated"
+PROVIDER = "dashscope@127.0.0.1"
+SITE_SIZES = {  # output -> (width, height) the specs ask for
+    "hero.png": (1664, 928),
+    "posters/cupping-night.jpg": (1104, 1472),
+    **{f"products/{sku}-{bag}.webp": (1328, 1328)
+       for sku in ("ethiopia-guji", "colombia-huila", "house-espresso")
+       for bag in ("kraft-paper", "matte-black")},
+}
+SITE_BILLED = {"qwen-image-plus": 7, "wan2.6-t2i": 1}
+
+# Several async targets (Wan 2.6 async endpoint and the legacy text2image endpoint), 5 images.
+ASYNC_PROJECT = """\
+version: 1
+output_dir: out
+images:
+  - name: lighthouse
+    model: wan2.6-t2i
+    prompt: A lighthouse at dawn, long exposure, calm sea.
+    output: lighthouse.png
+  - name: fox
+    model: wan2.6-t2i
+    n: 2
+    prompt: A red fox trotting through fresh snow.
+    output: "fox-{{ index }}.png"
+  - name: bicycle
+    model: wan2.2-t2i-flash
+    size: "512*512"
+    prompt: A red bicycle leaning against a blue wall.
+    output: bicycle.webp
+  - name: lanterns
+    model: wan2.2-t2i-flash
+    size: "768*512"
+    prompt: Paper lanterns over a night market.
+    output: lanterns.jpg
+"""
+ASYNC_IMAGES = 5
+ASYNC_OUTPUTS = ("lighthouse.png", "fox-1.png", "fox-2.png", "bicycle.webp", "lanterns.jpg")
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """An emulator that only accepts KEY, with fast tasks; the environment points imgbuild at it."""
+    with Emulator(EmulatorConfig(task_duration=0.05), api_key=KEY) as server:
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
+        yield server
+
+
+def build(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> Result:
+    return run(capsys, "build", "--provider", "dashscope", "-C", str(root), *args)
+
+
+def lock_outputs(root: Path) -> dict[str, dict[str, Any]]:
+    return json.loads((root / "imgbuild.lock").read_text("utf-8"))["outputs"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_lock_matches_files(root: Path, out: str) -> dict[str, dict[str, Any]]:
+    lock = lock_outputs(root)
+    for output, entry in lock.items():
+        assert sha256(root / out / output) == entry["sha256"], output
+    return lock
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith((".imgbuild-tmp-", ".tmp-"))]
+
+
+def journal_files(root: Path) -> list[Path]:
+    directory = root / ".imgbuild" / "journal"
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def posts(emu: Emulator) -> list[dict[str, Any]]:
+    return emu.stats()["submissions"]
+
+
+def async_project(tmp_path: Path) -> Path:
+    root = tmp_path / "async"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(ASYNC_PROJECT, encoding="utf-8")
+    return root
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    # os.environ already holds this test's IMGBUILD_CACHE_DIR and the emulator's URL and key.
+    env = {**os.environ, **extra}
+    env.pop("IMGBUILD_PROVIDER", None)
+    return env
+
+
+# --- 1. the site, built for real ------------------------------------------------------------
+
+def test_site_builds_through_dashscope_then_reruns_and_restores_with_zero_requests(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    r = build(capsys, site, "--json")
+    assert r.code == 0, r
+    assert (r.json["built"], r.json["failed"], r.json["provider"]) == (8, 0, PROVIDER)
+    assert r.json["images_bought"] == 8 and r.json["provider_calls"] == 8
+    # Billed exactly what the specs need: one image per target, none twice.
+    assert emu.billed == 8 and emu.billed_by_model == SITE_BILLED
+    assert len(posts(emu)) == 8 and all(s["status"] == 200 for s in posts(emu))
+
+    lock = assert_lock_matches_files(site, OUT)
+    assert set(lock) == set(SITE_SIZES)
+    for output, (w, h) in SITE_SIZES.items():
+        with Image.open(site / OUT / output) as im:
+            assert (im.width, im.height) == (w, h), output
+        entry = lock[output]
+        assert entry["provider"] == PROVIDER and entry["draft"] is False, entry
+        assert entry["request_id"], entry
+    assert lock["posters/cupping-night.jpg"]["task_id"] in {s["task_id"] for s in posts(emu)}
+    assert journal_files(site) == [] and temp_files(site) == []
+
+    assert run(capsys, "check", "-C", str(site)).code == 0
+
+    # A rerun needs nothing: zero HTTP requests of any kind.
+    before = len(emu.requests)
+    r = build(capsys, site)
+    assert r.code == 0 and "nothing to do (8 up to date)" in r.out, r
+    r = build(capsys, site, "--json")
+    assert r.json["up_to_date"] == 8 and r.json["provider_calls"] == 0
+    assert len(emu.requests) == before
+
+    # Deleted outputs come back from the cache of paid originals, byte for byte, for free.
+    lost = ["hero.png", "posters/cupping-night.jpg"]
+    originals = {o: (site / OUT / o).read_bytes() for o in lost}
+    for o in lost:
+        (site / OUT / o).unlink()
+    r = build(capsys, site, "--json")
+    assert r.code == 0, r
+    assert (r.json["restored"], r.json["up_to_date"], r.json["provider_calls"]) == (2, 6, 0)
+    assert len(emu.requests) == before and emu.billed == 8
+    for o in lost:
+        assert (site / OUT / o).read_bytes() == originals[o]
+    assert lock_outputs(site) == lock
+    assert run(capsys, "check", "-C", str(site)).code == 0
+
+
+def test_placeholder_drafts_are_replaced_by_dashscope_images(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run(capsys, "build", "--provider", "placeholder", "-C", str(site), "--json")
+    assert r.code == 0 and r.json["built"] == 8
+    assert all(e["draft"] is True for e in lock_outputs(site).values())
+    assert len(emu.requests) == 0
+    check = run(capsys, "check", "-C", str(site), "--json")
+    assert check.code == 1 and check.json["draft"] == 8
+
+    plan = run(capsys, "plan", "--provider", "dashscope", "-C", str(site), "--json")
+    assert {(t["status"], t["action"]) for t in plan.json["targets"]} == {("draft", "generate")}
+    r = build(capsys, site, "--json")
+    assert r.code == 0, r
+    assert r.json["built"] == 8 and emu.billed == 8 and emu.billed_by_model == SITE_BILLED
+    lock = assert_lock_matches_files(site, OUT)
+    assert {(e["provider"], e["draft"]) for e in lock.values()} == {(PROVIDER, False)}
+    assert run(capsys, "check", "-C", str(site)).code == 0
+
+
+# --- 2. SIGKILL while paid tasks are running ----------------------------------------------
+
+def test_killed_build_resumes_the_same_tasks_and_pays_once(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = async_project(tmp_path)
+    emu.configure(task_duration=30.0)  # the tasks are still RUNNING when the build dies
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope", "-j", "8",
+         "-C", str(root)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: len([s for s in posts(emu) if s["task_id"]]) == 4
+                 and len(journal_files(root)) == 4, 20, "4 submitted and journaled tasks")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, (out, err)
+
+    submitted = posts(emu)
+    task_ids = {s["task_id"] for s in submitted}
+    assert len(submitted) == 4 and len(task_ids) == 4
+    journaled = {json.loads(p.read_text())["task_id"] for p in journal_files(root)}
+    assert journaled == task_ids
+    for data in [out, err, *(p.read_bytes() for p in journal_files(root))]:
+        assert KEY.encode() not in data
+    assert emu.billed == 0  # nothing finished yet
+    assert not (root / "out").exists() or not any((root / "out").iterdir())
+
+    emu.configure(task_duration=0.05)  # the same tasks now finish quickly
+    r = build(capsys, root, "-j", "8", "--json")
+    assert r.code == 0, r
+    assert r.json["built"] == len(ASYNC_OUTPUTS) and r.json["provider_calls"] == 4
+    assert r.json["images_bought"] == ASYNC_IMAGES
+
+    assert posts(emu) == submitted  # no new submission: the journal's tasks were polled
+    polled = {req["path"].rsplit("/", 1)[1] for req in emu.requests if req["endpoint"] == "tasks.get"}
+    assert polled == task_ids
+    assert emu.billed == ASYNC_IMAGES  # each image exactly once
+    assert emu.billed_by_model == {"wan2.6-t2i": 3, "wan2.2-t2i-flash": 2}
+
+    lock = assert_lock_matches_files(root, "out")
+    assert set(lock) == set(ASYNC_OUTPUTS)
+    assert {e["task_id"] for e in lock.values()} == task_ids
+    assert temp_files(root) == [] and journal_files(root) == []
+    assert run(capsys, "check", "-C", str(root)).code == 0
+
+
+# --- 3. errors through the CLI ------------------------------------------------------------
+
+def moderate_hero(site: Path) -> None:
+    spec = site / "imgbuild.yaml"
+    spec.write_text(spec.read_text().replace("A wide website hero banner",
+                                             "A wide __moderation__ website hero banner"))
+
+
+def test_moderation_failure_names_the_spec_line_and_keep_going_builds_the_rest(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    moderate_hero(site)
+    r = build(capsys, site, "-k")
+    assert r.code == 1, r
+    assert "imgbuild.yaml:18: DataInspectionFailed" in r.out, r
+    assert "request id" in r.out
+    assert "7 built" in r.out and "1 failed" in r.out
+    assert emu.billed == 7
+    lock = assert_lock_matches_files(site, OUT)
+    assert set(lock) == set(SITE_SIZES) - {"hero.png"}
+    assert not (site / OUT / "hero.png").exists()
+
+    r = run(capsys, "check", "-C", str(site), "--json")
+    assert r.code == 1 and r.json["stale"] == 1
+
+
+def test_without_keep_going_a_failure_stops_scheduling(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    moderate_hero(site)  # hero is the first target; one worker takes them in order
+    r = build(capsys, site, "-j", "1", "--json")
+    assert r.code == 1, r
+    assert (r.json["failed"], r.json["skipped"], r.json["built"]) == (1, 7, 0)
+    assert "imgbuild.yaml:18: DataInspectionFailed" in r.err
+    assert "use -k to keep going" in r.err
+    assert len(posts(emu)) == 1 and emu.billed == 0
+
+
+def test_invalid_api_key_stops_the_build_at_once_even_with_keep_going(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY + "-revoked")
+    r = build(capsys, site, "-k", "-j", "2")
+    assert r.code == 1, r
+    assert "InvalidApiKey" in r.out and "Invalid API-key provided" in r.out, r
+    assert "not started: InvalidApiKey" in r.out
+    assert "0 built" in r.out and "not started" in r.out.splitlines()[-1]
+    assert len(posts(emu)) <= 2  # at most the requests already in flight
+    assert emu.billed == 0 and emu.stats()["requests_by_endpoint"].get("results", 0) == 0
+    assert not (site / "imgbuild.lock").exists() or lock_outputs(site) == {}
+
+    # The same through a fault on a good key: exactly one request, then nothing more.
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    emu.reset()
+    emu.configure(fail_next=["InvalidApiKey"])
+    r = build(capsys, site, "-k", "-j", "1", "--json")
+    assert r.code == 1
+    assert (r.json["failed"], r.json["skipped"], r.json["built"]) == (1, 7, 0)
+    assert len(posts(emu)) == 1 and emu.billed == 0
+
+
+def test_partial_failure_keeps_the_images_that_succeeded(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "partial"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\noutput_dir: out\nimages:\n"
+        "  - name: set\n    model: wan2.2-t2i-flash\n    size: \"512*512\"\n    n: 3\n"
+        "    prompt: Three ceramic cups on a wooden table.\n    output: \"set-{{ index }}.png\"\n")
+    emu.configure(fail_slots=[2])
+    r = build(capsys, root)
+    assert r.code == 1, r
+    assert "1 of 3 images failed" in r.out and "kept the 2 that succeeded" in r.out, r
+    assert emu.billed == 2
+    lock = assert_lock_matches_files(root, "out")
+    assert set(lock) == {"set-1.png", "set-2.png"}
+    assert {e["index"] for e in lock.values()} == {1, 2}
+    assert not (root / "out" / "set-3.png").exists()
+    assert run(capsys, "check", "-C", str(root)).code == 1
+
+    emu.configure(fail_slots=[])
+    r = build(capsys, root)
+    assert r.code == 0, r
+    assert set(assert_lock_matches_files(root, "out")) == {"set-1.png", "set-2.png", "set-3.png"}
+    assert run(capsys, "check", "-C", str(root)).code == 0
+
+
+def test_a_burst_of_429s_is_retried_and_the_build_succeeds(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    # 8 workers against 3 requests/s for qwen-image-plus (429 with Retry-After), plus two
+    # injected throttling answers in front of everything.
+    emu.configure(rate_limits={"qwen-image-plus": 3},
+                  fail_next=["Throttling.RateQuota", "Throttling"])
+    r = build(capsys, site, "-j", "8", "--json")
+    assert r.code == 0, r
+    assert r.json["built"] == 8 and r.json["failed"] == 0
+    throttled = emu.stats()["throttled"]
+    assert throttled >= 2 + 4  # 2 injected, and at least 7 - 3 over the rate
+    submissions = posts(emu)
+    assert len(submissions) == 8 + throttled  # every POST was a 429 or one billed image
+    assert {s["status"] for s in submissions} == {200, 429}
+    assert emu.billed == 8 and emu.billed_by_model == SITE_BILLED
+    assert_lock_matches_files(site, OUT)
+
+
+# --- 4. the API key never lands anywhere ----------------------------------------------------
+
+def test_the_api_key_never_leaks_to_output_lock_journal_cache_or_images(
+        site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    needles = (KEY.encode(), b"SECRET-1234")
+    seen: list[tuple[str, bytes]] = []
+
+    r = build(capsys, site, "--json", "poster*", "hero")
+    assert r.code == 0, r
+    seen.append(("json build", (r.out + r.err).encode()))
+
+    moderate_hero(site)
+    emu.configure(fail_next=["InternalError"], fail_next_polls=["Throttling"])
+    r = build(capsys, site, "-k", "-v")
+    assert r.code == 1 and "DataInspectionFailed" in r.out, r
+    seen.append(("failed build", (r.out + r.err).encode()))
+
+    # -vv turns on debug logging of every request; run it as the real console would.
+    (site / OUT / "posters" / "cupping-night.jpg").unlink()
+    spec = site / "specs" / "poster.yaml"
+    spec.write_text(spec.read_text().replace("seed: 20261125", "seed: 20261126"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope", "-k", "-vv",
+         "-C", str(site)], check=False, env=subprocess_env(), capture_output=True, timeout=60)
+    assert proc.returncode == 1, proc  # the hero is still moderated
+    assert b"Bearer ***" in proc.stderr and b"/tasks/" in proc.stderr  # requests were logged
+    seen.append(("-vv build", proc.stdout + proc.stderr))
+
+    r = run(capsys, "check", "-C", str(site), "--json")
+    seen.append(("check", (r.out + r.err).encode()))
+
+    files = [p for p in site.rglob("*") if p.is_file()]
+    cache = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    files += [p for p in cache.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files)  # the diskcache index was searched
+    assert len([p for p in files if p.suffix in (".png", ".jpg", ".webp")]) >= 7
+    for path in files:
+        seen.append((str(path), path.read_bytes()))
+    leaks = [where for where, data in seen for needle in needles if needle in data]
+    assert leaks == []
