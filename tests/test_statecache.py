@@ -1,0 +1,75 @@
+"""The no-op fast path must never hide a change: plan cache and stat cache invalidation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import imgbuild.commands
+from helpers import run
+
+
+@pytest.fixture
+def built(site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(site)
+    assert run(capsys, "build").code == 0
+    assert run(capsys, "check", "--allow-drafts").code == 0  # primes both caches
+    return site
+
+
+def forbid_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*a: object) -> None:
+        raise AssertionError("expanded although nothing changed")
+
+    monkeypatch.setattr(imgbuild.commands, "expand", fail)
+
+
+def test_unchanged_project_uses_the_plan_cache(built: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_expansion(monkeypatch)
+    assert run(capsys, "check", "--allow-drafts").code == 0
+    assert run(capsys, "build").code == 0
+
+
+def test_a_new_included_file_invalidates_the_plan(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (built / "specs" / "extra.yaml").write_text("images:\n  - name: extra\n    prompt: one more\n")
+    r = run(capsys, "check", "--allow-drafts", "--json")
+    assert r.code == 1
+    assert {t["output"]: t["status"] for t in r.json["targets"]}["extra.png"] == "stale"
+
+
+def test_a_changed_data_file_invalidates_the_plan(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = built / "data" / "products.yaml"
+    data.write_text(data.read_text().replace("jasmine", "lavender"))
+    r = run(capsys, "check", "--allow-drafts", "--json")
+    stale = sorted(t["output"] for t in r.json["targets"] if t["status"] != "up_to_date")
+    assert stale == ["products/ethiopia-guji-kraft-paper.webp", "products/ethiopia-guji-matte-black.webp"]
+
+
+def test_a_damaged_plan_cache_is_ignored(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("plan-cache.json", "stat-cache.json"):
+        (built / ".imgbuild" / name).write_text("{garbage")
+    assert run(capsys, "check", "--allow-drafts").code == 0
+
+
+def test_same_size_edit_is_seen_by_the_stat_cache(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = built / "assets/generated/hero.png"
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0xFF
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    r = run(capsys, "check", "--allow-drafts", "--json")
+    assert {t["output"]: t["status"] for t in r.json["targets"]}["hero.png"] == "modified"
+
+
+def test_messages_stay_relative_to_the_working_directory(built: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = built / "specs" / "poster.yaml"
+    monkeypatch.chdir(built.parent)
+    r = run(capsys, "plan", "-C", "site", "--json")
+    assert r.code == 0
+    spec.write_text(spec.read_text().replace("seed: 20261125", "seed: -5"))
+    r = run(capsys, "plan", "-C", "site")
+    assert r.code == 2 and "site/specs/poster.yaml:" in r.err
