@@ -83,3 +83,51 @@ class Cache:
 
     def keys(self) -> list[str]:
         return sorted(k[4:] for k in self._store.iterkeys() if isinstance(k, str) and k.startswith("gen:"))
+
+    # --- maintenance (`imgbuild cache info | verify | prune`) ------------------------------------
+
+    def entries(self) -> dict[str, list[str]]:
+        """Every generation key with the blob digests its record names."""
+        found = {}
+        for key in self.keys():
+            record = self._store.get(f"gen:{key}")
+            if isinstance(record, dict):
+                found[key] = list(record.get("images", []))
+        return found
+
+    def blobs(self) -> list[str]:
+        return sorted(k[5:] for k in self._store.iterkeys() if isinstance(k, str) and k.startswith("blob:"))
+
+    def volume(self) -> int:
+        """Bytes the cache takes on disk (database plus value files), as diskcache estimates it."""
+        return int(self._store.volume())
+
+    def verify(self) -> dict[str, str]:
+        """Re-hash every blob: {digest: 'damaged' | 'unreadable'} for each one that fails, plus
+        {'gen:KEY': 'incomplete'} for records naming a blob that is not stored."""
+        bad: dict[str, str] = {}
+        for digest in self.blobs():
+            data = self._store.get(f"blob:{digest}")
+            if not isinstance(data, bytes):
+                bad[digest] = "unreadable"
+            elif hashlib.sha256(data).hexdigest() != digest:
+                bad[digest] = "damaged"
+        stored = set(self.blobs())
+        for key, digests in self.entries().items():
+            if any(d not in stored for d in digests):
+                bad[f"gen:{key}"] = "incomplete"
+        return bad
+
+    def unreferenced(self, keep: set[str]) -> tuple[list[str], list[str]]:
+        """(generation keys not in `keep`, blobs no kept record names): what a prune removes."""
+        entries = self.entries()
+        drop = sorted(k for k in entries if k not in keep)
+        used = {d for k, digests in entries.items() if k in keep for d in digests}
+        return drop, [d for d in self.blobs() if d not in used]
+
+    def delete(self, keys: list[str], blobs: list[str]) -> None:
+        """Records first, then blobs, so a record never names a deleted blob."""
+        for key in keys:
+            self._store.delete(f"gen:{key}")
+        for digest in blobs:
+            self._store.delete(f"blob:{digest}")

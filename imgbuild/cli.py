@@ -168,6 +168,57 @@ def emulator(host: str, port: int, api_key: str | None, config_path: str | None)
 
     return serve(host, port, api_key, config_path)
 
+@cli.command()
+@click.option("-C", "--directory", metavar="DIR", help="Create the project in DIR (made if missing).")
+@_output_options
+def init(directory: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Write a starter imgbuild.yaml (never overwriting one) and add .imgbuild/ to .gitignore."""
+    from imgbuild import scaffold
+
+    return scaffold.init(_where(directory, None), _reporter(json_mode, verbose, quiet))
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect, verify and prune the cache of paid originals (shared by projects on this machine)."""
+
+
+@cache.command("info")
+@_project_options
+@_output_options
+def cache_info(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+               quiet: int) -> int:
+    """Show the cache folder, its generation entries, blobs and size."""
+    from imgbuild import cachecmd
+
+    return cachecmd.info(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+
+
+@cache.command("verify")
+@_project_options
+@_output_options
+def cache_verify(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+                 quiet: int) -> int:
+    """Re-hash every stored image; exit 1 if any is damaged."""
+    from imgbuild import cachecmd
+
+    return cachecmd.verify(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+
+
+@cache.command("prune")
+@click.option("--keep-lock", "keep_locks", metavar="PATH", multiple=True,
+              help="Keep every entry this lockfile references (repeatable; default: this project's imgbuild.lock).")
+@click.option("--yes", is_flag=True, help="Really delete (default: only list).")
+@_project_options
+@_output_options
+def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, project_file: str | None,
+                json_mode: bool, verbose: int, quiet: int) -> int:
+    """Delete entries no given lockfile references, and blobs no remaining entry uses."""
+    from imgbuild import cachecmd
+
+    return cachecmd.prune(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                          keep_locks=keep_locks, yes=yes)
+
 
 def main(argv: list[str] | None = None) -> int:
     from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ImgbuildError, SpecError
