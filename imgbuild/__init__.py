@@ -1,2 +1,22 @@
-"""imgbuild: make for AI-generated images."""
+"""imgbuild: make for AI-generated images.
+
+The Python API (`build`, `check`, `load_project`, see `imgbuild.api`) is imported on first use,
+so `import imgbuild` and `imgbuild --version` stay fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "build", "check", "load_project"]
+
+if TYPE_CHECKING:
+    from imgbuild.api import build, check, load_project
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("build", "check", "load_project"):
+        from imgbuild import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'imgbuild' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""The Python API: the same summaries as `--json`, nothing printed, errors as ImgbuildError."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import imgbuild
+from helpers import run
+from imgbuild.errors import ImgbuildError, SpecError, UsageError
+
+HEAVY = ("yaml", "jinja2", "jsonschema", "aiohttp", "diskcache", "PIL", "click", "imgbuild.api",
+         "imgbuild.commands")
+
+
+def test_import_is_light_and_the_api_lazy() -> None:
+    code = (f"import sys, imgbuild; heavy = {HEAVY!r}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+            "imgbuild.build; print('imgbuild.api' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "True"]
+    assert set(imgbuild.__all__) >= {"build", "check", "load_project"}
+    with pytest.raises(AttributeError):
+        imgbuild.no_such_thing  # noqa: B018
+    from imgbuild import commands  # submodules still import through the module __getattr__
+
+    assert commands.build is not imgbuild.build
+
+
+def test_build_returns_the_json_summary_and_prints_nothing(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    summary = imgbuild.build(site, provider="placeholder")
+    assert capsys.readouterr() == ("", "")
+    assert summary["command"] == "build" and summary["built"] == 8 and summary["failed"] == 0
+    assert summary["provider_calls"] == 8
+    assert {r["output"] for r in summary["targets"]} >= {"hero.png", "posters/cupping-night.jpg"}
+    # A no-op build: the API and `build --json` give the same dict.
+    assert imgbuild.build(str(site)) == run(capsys, "build", "-C", str(site), "--json").json
+
+
+def test_dry_run_equals_plan_json(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = imgbuild.build(site, dry_run=True)
+    assert summary["command"] == "plan" and summary["images_to_generate"] == 8
+    assert summary == run(capsys, "plan", "-C", str(site), "--json").json
+    assert not (site / "imgbuild.lock").exists()
+
+
+def test_targets_and_force(site: Path) -> None:
+    summary = imgbuild.build(site, ["hero"], jobs=1)
+    assert summary["built"] == 1 and summary["targets"][0]["output"] == "hero.png"
+    summary = imgbuild.build(site, targets=["hero", "poster-*"], force=True, keep_going=True)
+    assert summary["built"] == 1 and summary["restored"] == 1
+
+
+def test_check_reports_stale_images(site: Path) -> None:
+    imgbuild.build(site)
+    assert imgbuild.check(site)["draft"] == 8
+    fresh = imgbuild.check(site, allow_drafts=True)
+    assert fresh["command"] == "check" and fresh["stale"] == 0 and fresh["up_to_date"] == 8
+    spec = site / "specs" / "poster.yaml"
+    spec.write_text(spec.read_text().replace("Fridays 7pm", "Saturdays 8pm"))
+    result = imgbuild.check(site, allow_drafts=True)
+    assert result["stale"] == 1
+    assert [r["output"] for r in result["targets"] if r["status"] == "stale"] == ["posters/cupping-night.jpg"]
+
+
+def test_load_project(site: Path) -> None:
+    project = imgbuild.load_project(site)
+    assert project.root == site.resolve() and project.settings["output_dir"] == "assets/generated"
+    assert [f.path.name for f in project.files] == ["imgbuild.yaml", "poster.yaml", "products.yaml"]
+    # A project file path works too (like -f).
+    (site / "other.yaml").write_text("version: 1\nimages:\n  - name: a\n    prompt: An apple\n")
+    assert imgbuild.load_project(site / "other.yaml").file == (site / "other.yaml").resolve()
+    assert imgbuild.build(site / "other.yaml")["built"] == 1
+
+
+def test_errors_are_imgbuild_errors(tmp_path: Path, site: Path) -> None:
+    with pytest.raises(UsageError, match="no imgbuild.yaml"):
+        imgbuild.build(tmp_path)
+    with pytest.raises(UsageError, match="no target matches 'hreo'"):
+        imgbuild.build(site, ["hreo"])
+    (tmp_path / "imgbuild.yaml").write_text("version: 1\nimages:\n  - name: a\n    promt: x\n")
+    for call in (imgbuild.load_project, imgbuild.check, imgbuild.build):
+        with pytest.raises(SpecError) as info:
+            call(tmp_path)
+        assert isinstance(info.value, ImgbuildError) and info.value.exit_code == 2
+        assert any("missing required field 'prompt'" in str(p) for p in info.value.problems)
+    with pytest.raises(ImgbuildError, match="more than --max-images 2"):
+        imgbuild.build(site, max_images=2)
