@@ -72,8 +72,9 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--provider", type=click.Choice(["auto", "dashscope", "placeholder"]),
                      help="Who makes the pixels (default: IMGBUILD_PROVIDER, the project's provider, else auto).")(f)
     f = click.option("-k", "--keep-going", is_flag=True, help="Go on with other targets after a failure.")(f)
-    f = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=4, show_default=True,
-                     help="Targets worked on at once.")(f)
+    f = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
+                     help="Targets worked on at once (default: 4; with DashScope, enough that the "
+                          "per-model rate and concurrency limits bind, up to 64).")(f)
     f = click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...")(f)
     return f
 
@@ -83,7 +84,7 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
 @_project_options
 @_output_options
-def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
+def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
           budget: float | None, max_images: int | None, dry_run: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
     """Generate every image that is new or changed; restore from the cache what was paid for.
@@ -100,7 +101,7 @@ def build(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str |
 @_build_options
 @_project_options
 @_output_options
-def plan(targets: tuple[str, ...], jobs: int, keep_going: bool, provider: str | None, force: bool,
+def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
          budget: float | None, max_images: int | None, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
          quiet: int) -> int:
     """Show each target's state and why (= build --dry-run). -v also lists up-to-date ones."""

@@ -8,6 +8,7 @@ entry discarded. A crash between any two of these loses nothing that was paid fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class Executor:
     def __init__(self, *, provider: Provider | None, provider_name: str, draft: bool, cache: Cache,
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
-                 journal: Any = None) -> None:
+                 journal: Any = None, limiter: Any = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
         self.draft = draft
@@ -44,6 +45,9 @@ class Executor:
         self.keep_going = keep_going
         self.on_outcome = on_outcome
         self.journal = journal
+        # The scheduler (imgbuild.scheduler): a per-model concurrency slot is held around each
+        # generation, released on success or failure; `jobs` still caps the total in flight.
+        self.limiter = limiter
         self.stop_reason: str | None = None
         self.provider_calls = 0
 
@@ -95,7 +99,10 @@ class Executor:
         if self.provider is None:  # pragma: no cover - commands never plan generation without one
             raise RuntimeError("no provider")
         self.provider_calls += 1
-        generation = await self.provider.generate(step.target.request, step.key)
+        request = step.target.request
+        slot = self.limiter.slot(request) if self.limiter is not None else contextlib.nullcontext()
+        async with slot:
+            generation = await self.provider.generate(request, step.key)
         if not generation.images:
             why = "; ".join(generation.failures) or "the provider returned no image"
             raise ProviderError("NoImage", why, request_id=generation.request_id)

@@ -57,7 +57,8 @@ def _base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> str:
 
 
 def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
-           env: Mapping[str, str] = os.environ) -> Any:
+           limiter: Any = None, env: Mapping[str, str] = os.environ) -> Any:
+    """The provider; `limiter` (imgbuild.scheduler.Scheduler) paces DashScope submissions."""
     if choice.name == "placeholder":
         from imgbuild.providers.placeholder import PlaceholderProvider
 
@@ -66,4 +67,4 @@ def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
 
     key = env[settings.get("api_key_env", DEFAULT_KEY_ENV)]
     return DashScopeProvider(key, _base_url(settings, env), journal=journal,
-                             workspace=settings.get("workspace"))
+                             workspace=settings.get("workspace"), limiter=limiter)
