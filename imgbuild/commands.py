@@ -128,7 +128,11 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
         finally:
             stats.save()
     for outcome in outcomes:
-        rows.extend(_rows(outcome.step, outcome.status, outcome.error or "; ".join(outcome.step.reasons)))
+        for row in _rows(outcome.step, outcome.status, outcome.error or "; ".join(outcome.step.reasons)):
+            if row["status"] == "failed" and row["output"] in outcome.entries:
+                # partial success (n>1): this image was written and is in the lock
+                row["status"], row["reason"] = "built", "kept from a partial result"
+            rows.append(row)
     counts = _counts(rows, "skipped")
     summary = {"command": "build", "provider": identity, **counts, "targets": _sorted(rows),
                "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
@@ -200,7 +204,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
     finally:
         for orphan in prune:
             lock.outputs.pop(orphan, None)
-        lockfile.write(project.lock_path, lock)
+        if done or prune:  # serialising a 10k-entry lock costs ~0.3 s: skip it on a no-op
+            lockfile.write(project.lock_path, lock)
     return done
 
 

@@ -103,7 +103,7 @@ class StatCache:
             self.entries = {}
         self.dirty = False
 
-    def sha256(self, path: Path) -> str | None:
+    def sha256(self, path: str | Path) -> str | None:
         try:
             st = os.stat(path)
         except OSError:
@@ -119,7 +119,7 @@ class StatCache:
             self.dirty = True
         return digest
 
-    def remember(self, path: Path, digest: str) -> None:
+    def remember(self, path: str | Path, digest: str) -> None:
         """Record a file we just wrote, so the next run need not read it back."""
         try:
             st = os.stat(path)
