@@ -66,6 +66,8 @@ class Journal:
             return {}
         found = {}
         for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            if path.name.startswith("."):
+                continue  # the temp file of an entry being written (or of a killed writer)
             entry = _read(path)
             if entry is not None and isinstance(entry.get("key"), str):
                 found[str(entry["key"])] = entry
