@@ -198,8 +198,11 @@ def test_placeholder_drafts_are_replaced_by_dashscope_images(
 
 # --- 2. SIGKILL while paid tasks are running ----------------------------------------------
 
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGKILL, -signal.SIGKILL),
+                                                (signal.SIGINT, 130)], ids=["SIGKILL", "SIGINT"])
 def test_killed_build_resumes_the_same_tasks_and_pays_once(
-        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str], sig: int,
+        exit_code: int) -> None:
     root = async_project(tmp_path)
     emu.configure(task_duration=30.0)  # the tasks are still RUNNING when the build dies
     proc = subprocess.Popen(
@@ -210,9 +213,15 @@ def test_killed_build_resumes_the_same_tasks_and_pays_once(
         wait_for(lambda: len([s for s in posts(emu) if s["task_id"]]) == 4
                  and len(journal_files(root)) == 4, 20, "4 submitted and journaled tasks")
     finally:
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, (out, err)
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+    assert proc.returncode == exit_code, (out, err)
+    if sig == signal.SIGINT:  # Ctrl-C: a clean exit that keeps the journal of paid tasks
+        assert b"interrupted" in err
 
     submitted = posts(emu)
     task_ids = {s["task_id"] for s in submitted}
