@@ -149,6 +149,24 @@ def clean(yes: bool, directory: str | None, project_file: str | None, json_mode:
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--sizes", default="100vw", show_default=True, help="The sizes attribute of the sources.")
+@click.option("--base-url", default="", metavar="URL",
+              help="Prefix for paths in src/srcset (paths are relative to output_dir), e.g. /assets/generated/.")
+@click.option("--class", "css_class", metavar="CLASS", help="class attribute of the <img>.")
+@_project_options
+@_output_options
+def html(name: str, sizes: str, base_url: str, css_class: str | None, directory: str | None,
+         project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Print a <picture> for image NAME from the manifest: a <source> per format with srcset and
+    sizes, and an <img> with width, height, alt, loading="lazy" and decoding="async"."""
+    from imgbuild import commands
+
+    return commands.html(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                         name=name, sizes=sizes, base_url=base_url, css_class=css_class)
+
+
+@cli.command()
 def schema() -> int:
     """Print the JSON Schema of imgbuild.yaml."""
     from imgbuild import commands
@@ -168,6 +186,8 @@ def emulator(host: str, port: int, api_key: str | None, config_path: str | None)
     from imgbuild.emulator import serve
 
     return serve(host, port, api_key, config_path)
+
+
 
 @cli.command()
 @click.option("-C", "--directory", metavar="DIR", help="Create the project in DIR (made if missing).")

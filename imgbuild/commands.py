@@ -117,32 +117,45 @@ def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), j
         paid = choice.name != "placeholder"
         estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
         if dry_run:
-            return _report_plan(plan, reporter, identity, estimate, paid)
+            from imgbuild import variants
+
+            steps = variants.plan_variants(selected, lock, project.output_dir, stats.sha256)
+            return _report_plan(plan, reporter, identity, estimate, paid, steps)
         _enforce_limits(estimate, paid, budget, max_images)
         prune = [] if patterns else plan.orphans
         todo = [s for s in plan.steps if s.action != NOTHING]
         rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
+        outcomes: list[Any] = []
+        derived: list[Any] = []
         try:
             outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
                                 jobs=jobs, keep_going=keep_going, prune=prune, stats=stats)
+            derived = _derive(project, selected, lock, cache, reporter, jobs, stats)
         finally:
+            for orphan in prune:
+                lock.outputs.pop(orphan, None)
+            if todo or derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+                lockfile.write(project.lock_path, lock)
+            _write_manifest(project, targets, lock, stats, force=bool(todo or derived or prune))
             stats.save()
+    rows.extend(r for d in derived for r in [_variant_row(d)])
     for outcome in outcomes:
         for row in _rows(outcome.step, outcome.status, outcome.error or "; ".join(outcome.step.reasons)):
             if row["status"] == "failed" and row["output"] in outcome.entries:
                 # partial success (n>1): this image was written and is in the lock
                 row["status"], row["reason"] = "built", "kept from a partial result"
             rows.append(row)
-    counts = _counts(rows, "skipped")
+    counts = _counts(rows, "skipped", "derived")
     summary = {"command": "build", "provider": identity, **counts, "targets": _sorted(rows),
                "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
                "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune),
                **_spending(outcomes, estimate, paid)}
-    if not todo and not prune:
+    if not todo and not prune and not derived:
         text = f"imgbuild: nothing to do ({counts['up_to_date']} up to date)"
     else:
         text = (f"imgbuild: {counts['built']} built, {counts['restored']} restored from cache, "
-                f"{counts['up_to_date']} up to date, {counts['failed']} failed"
+                + (f"{counts['derived']} derived, " if counts["derived"] else "")
+                + f"{counts['up_to_date']} up to date, {counts['failed']} failed"
                 + (f", {counts['skipped']} not started" if counts["skipped"] else ""))
         if summary["spent"] or summary["saved_by_cache"]:
             text += (f"; spent {summary['spent']:.2f} {summary['currency']}, "
@@ -198,15 +211,58 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
             if provider is not None:
                 await provider.close()
 
-    try:
-        if todo:
-            asyncio.run(run())
-    finally:
-        for orphan in prune:
-            lock.outputs.pop(orphan, None)
-        if done or prune:  # serialising a 10k-entry lock costs ~0.3 s: skip it on a no-op
-            lockfile.write(project.lock_path, lock)
+    if todo:
+        asyncio.run(run())  # the caller writes the lock, also when this is interrupted
     return done
+
+
+def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache: Any,
+            reporter: Reporter, jobs: int | None, stats: Any) -> list[Any]:
+    """Web derivatives of every original that is now fresh: local work, no provider."""
+    from imgbuild import variants
+
+    steps = variants.plan_variants(targets, lock, project.output_dir, stats.sha256)
+    todo = [s for s in steps if s.state not in (variants.UP_TO_DATE, variants.WAITING)]
+    if not todo:
+        return []
+    done: list[Any] = []
+
+    def record(outcome: Any) -> None:
+        done.append(outcome)
+        if outcome.entry is not None:
+            stats.remember(project.output_dir / outcome.step.variant.output, outcome.entry["sha256"])
+        status = "derived" if outcome.error is None else "failed"
+        reporter.variant_progress(len(done), len(todo), status, outcome.step, outcome.error)
+
+    variants.run(todo, lock, project.output_dir, cache, jobs or DEFAULT_JOBS, record)
+    return done
+
+
+def _variant_row(outcome: Any) -> dict[str, str]:
+    step = outcome.step
+    return {"name": step.target.name, "output": step.variant.output,
+            "status": "derived" if outcome.error is None else "failed",
+            "reason": outcome.error or step.reason}
+
+
+def _write_manifest(project: Project, targets: list[Target], lock: lockfile.Lock, stats: Any,
+                    *, force: bool) -> None:
+    from imgbuild import manifest
+    from imgbuild.fsutil import atomic_write_bytes
+
+    name = manifest.wanted(project.settings, targets)
+    if name is None:
+        return
+    path = project.output_dir / name
+    if not force and path.exists():
+        return  # nothing changed this run; `check` compares the manifest in full
+    data = manifest.build(targets, lock)
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
 
 
 def _enforce_limits(estimate: dict[str, Any], paid: bool, budget: float | None,
@@ -234,8 +290,18 @@ def _spending(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> dict
 
 
 def _report_plan(plan: Plan, reporter: Reporter, provider: str, estimate: dict[str, Any],
-                 paid: bool) -> int:
+                 paid: bool, variant_steps: list[Any]) -> int:
     reporter.plan(plan, show_fresh=reporter.verbosity > 0)
+    pending = [v for v in variant_steps if v.state != "up_to_date"]
+    noted: set[str] = set()
+    for v in pending:
+        reporter.line(f"{'derive (' + v.state + ')':<24} {v.target.name} -> {v.variant.output}")
+        if v.state != "waiting":
+            reporter.line(f"    {v.reason}")
+        if v.target.name not in noted:
+            noted.add(v.target.name)
+            for note in v.target.notes:
+                reporter.line(f"    note: {note}")
     if estimate["images"]:
         reporter.line("cost" + ("" if paid else " (with a real provider; placeholder drafts are free)") + ":")
         for line in cost.describe(estimate):
@@ -246,6 +312,9 @@ def _report_plan(plan: Plan, reporter: Reporter, provider: str, estimate: dict[s
         for row in _rows(step, status, "; ".join(step.reasons)):
             row["action"] = step.action
             rows.append(row)
+    for v in variant_steps:
+        rows.append({"name": v.target.name, "output": v.variant.output, "status": v.state,
+                     "reason": v.reason, "action": "none" if v.state == "up_to_date" else "derive"})
     counts = _counts(rows)
     counts["stale"] = sum(1 for r in rows if r["status"] != UP_TO_DATE)
     to_generate = sum(s.target.request.n for s in plan.steps if s.action == GENERATE)
@@ -272,12 +341,13 @@ def check(where: Where, reporter: Reporter, *, allow_drafts: bool = False) -> in
     stats = _stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256)
-    stats.save()
     rows: list[dict[str, str]] = []
     for step in plan.steps:
         for output in step.target.outputs:
             status, reason = _check_status(step, output, allow_drafts)
             rows.append({"name": step.target.name, "output": output, "status": status, "reason": reason})
+    rows.extend(_check_variants(project, targets, lock, stats, allow_drafts))
+    stats.save()
     for orphan in plan.orphans:
         entry = lock.outputs[orphan]
         rows.append({"name": str(entry.get("name", "")), "output": orphan, "status": "orphaned",
@@ -294,6 +364,37 @@ def check(where: Where, reporter: Reporter, *, allow_drafts: bool = False) -> in
         text = f"imgbuild: all {len(rows)} outputs are up to date"
     reporter.summary(summary, text)
     return EXIT_FAILED if bad else EXIT_OK
+
+
+def _check_variants(project: Project, targets: list[Target], lock: lockfile.Lock, stats: Any,
+                    allow_drafts: bool) -> list[dict[str, str]]:
+    """Rows for web derivatives and the manifest (only for projects that have them)."""
+    if not any(t.variants for t in targets) and not any(t.alt for t in targets) and not project.settings.get("manifest"):
+        return []
+    from imgbuild import manifest, variants
+
+    status_of = {variants.NEW: "stale", variants.CHANGED: "stale", variants.WAITING: "stale",
+                 variants.MISSING: "missing", variants.MODIFIED: "modified", variants.UP_TO_DATE: UP_TO_DATE}
+    rows = []
+    for s in variants.plan_variants(targets, lock, project.output_dir, stats.sha256):
+        status, reason = status_of[s.state], s.reason
+        if status == UP_TO_DATE and not allow_drafts and (lock.get(s.variant.output) or {}).get("draft"):
+            status, reason = "draft", "derived from a placeholder draft"
+        rows.append({"name": s.target.name, "output": s.variant.output, "status": status, "reason": reason})
+    name = manifest.wanted(project.settings, targets)
+    if name is not None:
+        try:
+            current = (project.output_dir / name).read_bytes()
+        except OSError:
+            current = None
+        if current is None:
+            rows.append({"name": "", "output": name, "status": "missing", "reason": "the manifest is missing"})
+        elif current != manifest.build(targets, lock):
+            rows.append({"name": "", "output": name, "status": "stale",
+                         "reason": "the manifest does not match the lock"})
+        else:
+            rows.append({"name": "", "output": name, "status": UP_TO_DATE, "reason": ""})
+    return rows
 
 
 def _check_status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
@@ -319,7 +420,12 @@ def validate(where: Where, reporter: Reporter) -> int:
 
 def clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
     project, targets = load(where)
-    produced = {o for t in targets for o in t.outputs}
+    from imgbuild import manifest
+
+    produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+    manifest_name = manifest.wanted(project.settings, targets)
+    if manifest_name:
+        produced.add(manifest_name)
     out_dir = project.output_dir
     stray: list[str] = []
     if out_dir.is_dir():
@@ -359,3 +465,30 @@ def schema_text() -> str:
     from importlib.resources import files
 
     return files("imgbuild").joinpath("_schemas/imgbuild.schema.json").read_text("utf-8")
+
+
+def html(where: Where, reporter: Reporter, *, name: str, sizes: str, base_url: str,
+         css_class: str | None) -> int:
+    """Print the `<picture>` markup of one image, from the manifest the last build wrote."""
+    import json
+
+    from imgbuild import manifest
+
+    project, targets = load(where)
+    manifest_name = manifest.wanted(project.settings, targets)
+    if manifest_name is None:
+        raise UsageError("this project writes no manifest: give images `formats`/`widths` (or `alt`), "
+                         "or set `manifest: manifest.json`")
+    path = project.output_dir / manifest_name
+    try:
+        images = json.loads(path.read_bytes())["images"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(f"{path}: no readable manifest; run `imgbuild build` first") from None
+    if name not in images:
+        import difflib
+
+        hint = difflib.get_close_matches(name, list(images), n=1)
+        raise UsageError(f"no image named '{name}' in {manifest_name}" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    markup = manifest.picture(images[name], sizes=sizes, base_url=base_url, css_class=css_class)
+    reporter.summary({"command": "html", "name": name, "html": markup}, markup)
+    return EXIT_OK

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild import models, yamlio
+from imgbuild.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
 from imgbuild.errors import Problem, SpecError
 from imgbuild.project import Project, SpecFile, describe_path, display_path
 from imgbuild.providers.base import Request
@@ -42,6 +43,9 @@ class Target:
     file: str  # spec file as displayed in messages
     line: int  # line of the spec's `- name:` item
     seed_derived: bool
+    variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
+    alt: str | None = None
+    notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
 
     @property
     def where(self) -> str:
@@ -261,8 +265,13 @@ class _Expander:
                          where=f"{label}.call")
             ok = False
         outputs = self.render_outputs(file, base, spec, defaults, context, label, n)
+        alt = rendered("alt")
         if not ok or outputs is None or prompt is None or size is None:
             return
+        derived = self.render_variants(file, base, spec, defaults, context, label, outputs, size)
+        if derived is None:
+            return
+        variants, notes = derived
         seed = spec.get("seed")
         request = Request(
             model=model.name, prompt=prompt, negative_prompt=negative, size=size, n=n,
@@ -270,7 +279,72 @@ class _Expander:
             prompt_extend=bool(self.field(spec, defaults, "prompt_extend")),
             watermark=bool(self.field(spec, defaults, "watermark")), call=call,
         )
-        self.targets.append(Target(name, request, outputs, file.display, line, seed is None))
+        self.targets.append(Target(name, request, outputs, file.display, line, seed is None,
+                                   variants, alt, notes))
+
+    def render_variants(self, file: SpecFile, base: list[Any], spec: Any, defaults: dict[str, Any],
+                        context: dict[str, Any], label: str, outputs: tuple[str, ...],
+                        size: str) -> tuple[tuple[Variant, ...], tuple[str, ...]] | None:
+        formats = self.field(spec, defaults, "formats")
+        widths = self.field(spec, defaults, "widths")
+        crop_spec = self.field(spec, defaults, "crop")
+        if not formats and not widths and crop_spec is None:
+            return (), ()
+        crop = None
+        if crop_spec is not None:
+            aspect = crop_spec if isinstance(crop_spec, str) else crop_spec["aspect"]
+            a, _, b = aspect.partition(":")
+            focus = (0.5, 0.5) if isinstance(crop_spec, str) else tuple(crop_spec.get("focus", (0.5, 0.5)))
+            if int(a) == 0 or int(b) == 0:
+                self.problem(file, base + ["crop"] if "crop" in spec else base,
+                             f"crop aspect '{aspect}' must have two positive numbers", where=f"{label}.crop")
+                return None
+            crop = ((int(a), int(b)), (float(focus[0]), float(focus[1])))
+        template = self.field(spec, defaults, "outputs") or DEFAULT_OUTPUTS
+        path = base + ["outputs"] if "outputs" in spec else base
+        w, h = (int(x) for x in size.split("*"))
+        variants: list[Variant] = []
+        notes: list[str] = []
+        failed = False
+        for index, source in enumerate(outputs, start=1):
+            def name(vw: int, vh: int, fmt: str, ext: str, stem: str, index: int = index) -> str:
+                nonlocal failed
+                ctx = {**context, "stem": stem, "width": vw, "height": vh, "format": fmt, "ext": ext, "index": index}
+                text = self.render_field(file, base, spec, "outputs", template, ctx, label)
+                failed = failed or text is None
+                return text or ""
+
+            found, why = plan_variants(source, w, h, formats=formats, widths=widths,
+                                       quality=self.field(spec, defaults, "quality"), crop=crop,
+                                       render_name=name)
+            if failed:
+                return None
+            notes.extend(n for n in why if n not in notes)
+            for v in found:
+                norm = self.check_path(file, path, label, v.output, "outputs")
+                if norm is None:
+                    return None
+                ext = posixpath.splitext(norm)[1].lower()
+                if ext != FORMAT_EXT[v.format] and not (v.format == "jpeg" and ext == ".jpeg"):
+                    self.problem(file, path, f"derivative '{norm}' must end in {FORMAT_EXT[v.format]} "
+                                 f"for format {v.format}", where=f"{label}.outputs")
+                    return None
+                owner = self.paths.get(norm)
+                if owner is not None or norm in outputs:
+                    self.problem(file, path, f"derivative '{norm}' is also written by "
+                                 f"{owner or 'this image'}; use {{{{ width }}}} and {{{{ ext }}}} in outputs",
+                                 where=f"{label}.outputs")
+                    return None
+                self.paths[norm] = f"{label} ({file.display}:{yamlio.locate(file.data, base)[0]})"
+                variants.append(Variant(v.source, norm, v.format, v.width, v.height, v.quality, v.crop))
+        return tuple(variants), tuple(notes)
+
+    def check_path(self, file: SpecFile, path: list[Any], label: str, text: str, field_name: str) -> str | None:
+        norm = posixpath.normpath(text.replace("\\", "/"))
+        if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or norm == ".." or norm.startswith("../"):
+            self.problem(file, path, f"{field_name} '{text}' points outside output_dir", where=f"{label}.{field_name}")
+            return None
+        return norm
 
     def render_outputs(self, file: SpecFile, base: list[Any], spec: Any, defaults: dict[str, Any],
                        context: dict[str, Any], label: str, n: int) -> tuple[str, ...] | None:
@@ -283,9 +357,8 @@ class _Expander:
             text = self.render_field(file, base, spec, "output", template, {**context, "index": index}, label)
             if text is None:
                 return None
-            norm = posixpath.normpath(text.replace("\\", "/"))
-            if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or norm == ".." or norm.startswith("../"):
-                self.problem(file, path, f"output '{text}' points outside output_dir", where=f"{label}.output")
+            norm = self.check_path(file, path, label, text, "output")
+            if norm is None:
                 return None
             if posixpath.splitext(norm)[1].lower() not in FORMATS:
                 self.problem(file, path, f"output '{text}' must end in .png, .jpg, .jpeg or .webp",

@@ -71,6 +71,7 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
         data = encode(original, fmt, per_image)
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
+        entries[output]["bytes"] = len(data)
     return entries
 
 

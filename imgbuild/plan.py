@@ -79,7 +79,7 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
               provider_draft: bool, cache: CacheView | None, force: bool = False,
               hasher: Hasher = sha256_file) -> Plan:
     steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher) for t in targets]
-    produced = {o for t in targets for o in t.outputs}
+    produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
 

@@ -58,6 +58,15 @@ class Reporter:
         else:
             self.line(text)
 
+    def variant_progress(self, done: int, total: int, status: str, step: Any, error: str | None) -> None:
+        width = len(str(total))
+        text = f"[{done:>{width}}/{total}] {status:<8} {step.target.name} -> {step.variant.output}"
+        if error:
+            text += f"\n    {step.target.where}: {error}"
+            self.error(text) if self.json_mode else self.line(text)
+        else:
+            self.line(text)
+
     def plan(self, plan: Plan, *, show_fresh: bool) -> None:
         for step in plan.steps:
             if step.state == "up_to_date" and not show_fresh:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild import __version__
+from imgbuild.derive import Variant
 from imgbuild.expand import Target
 from imgbuild.fsutil import atomic_write_bytes, sha256_file
 from imgbuild.providers.base import Request
@@ -56,7 +57,9 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         settings = doc["settings"]
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
-        targets = [Target(t[0], Request(*t[1]), tuple(t[2]), t[3], t[4], t[5]) for t in doc["targets"]]
+        targets = [Target(t[0], Request(*t[1]), tuple(t[2]), t[3], t[4], t[5],
+                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]))
+                   for t in doc["targets"]]
         return settings, targets
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None  # missing or damaged: rebuild it
@@ -79,7 +82,8 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], rea
         "inputs": inputs,
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
-        "targets": [[t.name, r(t.request), list(t.outputs), t.file, t.line, t.seed_derived] for t in targets],
+        "targets": [[t.name, r(t.request), list(t.outputs), t.file, t.line, t.seed_derived,
+                     [v.to_list() for v in t.variants], t.alt, list(t.notes)] for t in targets],
     }
     _write_quietly(state_dir / PLAN_FILE, doc)
 

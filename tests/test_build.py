@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,8 +38,11 @@ def test_first_build_writes_every_output_at_its_exact_size(site: Path, capsys: p
     for rel, (w, h, fmt) in expected.items():
         with Image.open(site / OUT / rel) as im:
             assert (im.width, im.height, im.format) == (w, h, fmt)
-    assert len(list((site / OUT / "products").glob("*.webp"))) == 6
-    assert {row["status"] for row in summary["targets"]} == {"built"}
+    products = sorted(p.name for p in (site / OUT / "products").glob("*.webp"))
+    originals = [p for p in products if not re.search(r"-(320|640)\.webp$", p)]
+    assert len(originals) == 6 and len(products) == 6 * 3  # each with 320 and 640 px derivatives
+    assert {row["status"] for row in summary["targets"]} == {"built", "derived"}
+    assert summary["derived"] == 25
 
 
 def test_second_build_does_nothing_and_touches_no_file(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +70,8 @@ def test_editing_one_prompt_rebuilds_exactly_that_target(site: Path, capsys: pyt
     assert (r.json["built"], r.json["up_to_date"], r.json["provider_calls"]) == (1, 7, 1)
     after = snapshot(site)
     changed = {k for k in after if after[k] != before.get(k)}
-    assert changed == {f"{OUT}/hero.png", "imgbuild.lock"}
+    hero_variants = {f"{OUT}/hero-{w}.{ext}" for w in (480, 960, 1600) for ext in ("avif", "webp", "jpg")}
+    assert changed == {f"{OUT}/hero.png", "imgbuild.lock", f"{OUT}/manifest.json", *hero_variants}
 
 
 def test_deleted_output_is_restored_from_cache_with_zero_provider_calls(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,6 +234,6 @@ def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys
     r = run(capsys, "build", "-C", str(site), "--json")
     # the hero original reached the cache before the write failed: restored, not paid again
     assert (r.json["restored"], r.json["built"], r.json["provider_calls"]) == (1, 7, 7), r
-    [hero] = [t for t in r.json["targets"] if t["name"] == "hero"]
+    [hero] = [t for t in r.json["targets"] if t["output"] == "hero.png"]
     assert hero["status"] == "restored"
-    assert len(os.listdir(site / OUT / "products")) == 6
+    assert len(os.listdir(site / OUT / "products")) == 6 * 3  # originals and their derivatives
