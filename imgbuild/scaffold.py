@@ -8,11 +8,13 @@ from imgbuild.errors import EXIT_OK, UsageError
 from imgbuild.project import PROJECT_FILE, STATE_DIR, display_path
 from imgbuild.report import Reporter
 
-SCHEMA_ID = "https://imgbuild.dev/schemas/imgbuild.schema.json"  # the schema's $id (tested)
+# The schema is not published at a public URL (its $id is an identifier, not a download), so
+# init writes a local copy beside imgbuild.yaml for editors; `imgbuild schema` refreshes it.
+SCHEMA_FILE = "imgbuild.schema.json"
 GITIGNORE_LINE = f"{STATE_DIR}/"
 
 TEMPLATE = f"""\
-# yaml-language-server: $schema={SCHEMA_ID}
+# yaml-language-server: $schema=./{SCHEMA_FILE}
 # imgbuild project: `imgbuild build` generates every image below that is new or changed,
 # `imgbuild check` (offline) fails when an image is out of date. Full field reference:
 # `imgbuild schema`. Commit this file, imgbuild.lock and the generated images.
@@ -50,6 +52,11 @@ def init(where: Where, reporter: Reporter) -> int:
         root.mkdir(parents=True, exist_ok=True)
         with project_file.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
             f.write(TEMPLATE)
+        schema_file = root / SCHEMA_FILE
+        if not schema_file.exists():
+            from imgbuild.commands import schema_text
+
+            schema_file.write_text(schema_text(), encoding="utf-8")
         gitignore = _ignore_state_dir(root / ".gitignore")
     except FileExistsError:
         raise UsageError(f"{display_path(project_file)} already exists; init never overwrites it "

@@ -17,8 +17,9 @@ def test_init_writes_a_valid_project_and_gitignore(tmp_path: Path, capsys: pytes
     assert r.code == 0, r
     assert r.json == {"command": "init", "project_file": str(target / "imgbuild.yaml"), "gitignore": "created"}
     text = (target / "imgbuild.yaml").read_text()
-    schema_id = json.loads((REPO / "schemas" / "imgbuild.schema.json").read_text())["$id"]
-    assert text.splitlines()[0] == f"# yaml-language-server: $schema={schema_id}"
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=./imgbuild.schema.json"
+    local = json.loads((target / "imgbuild.schema.json").read_text())
+    assert local == json.loads((REPO / "schemas" / "imgbuild.schema.json").read_text())
     assert "\nversion: 1\n" in text and "#   - name: hero" in text
     assert (target / ".gitignore").read_text() == ".imgbuild/\n"
     r = run(capsys, "validate", "-C", str(target), "--json")
