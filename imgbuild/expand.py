@@ -199,24 +199,11 @@ class _Expander:
 
     def expand_one(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
                    defaults: dict[str, Any]) -> None:
-        raw_label = describe_path(file.data, base)
-        name = self.render_field(file, base, spec, "name", spec["name"], context, raw_label)
-        if name is None:
+        claimed = self.claim_name(file, base, spec, context)
+        if claimed is None:
             return
+        name, line = claimed
         label = f"images[{name}]"
-        if not name:
-            self.problem(file, base + ["name"], "name renders to empty text", where=label)
-            return
-        line = yamlio.locate(file.data, base)[0]
-        if name in self.names:
-            other = self.names[name]
-            hint = ("; a matrix spec's name must use its matrix variables"
-                    if other == f"{file.display}:{line}" else "")
-            self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {other}){hint}",
-                         where=label)
-            return
-        self.names[name] = f"{file.display}:{line}"
-
         model_name = self.field(spec, defaults, "model")
         model = models.get(model_name)
         if model is None:  # only reachable through defaults of an include (schema checks the rest)
@@ -225,7 +212,6 @@ class _Expander:
                          + (f" (did you mean '{hint}'?)" if hint else ""), where=label)
             return
         context = {**context, "name": name, "model": model_name}
-        ok = True
 
         def rendered(field_name: str) -> str | None:
             value = self.field(spec, defaults, field_name)
@@ -235,38 +221,17 @@ class _Expander:
 
         prompt = rendered("prompt")
         negative = rendered("negative_prompt") or ""
-        size_text = rendered("size") if self.field(spec, defaults, "size") is not None else None
-        ok = prompt is not None and ok
-
-        size, why = models.resolve_size(model, size_text)
-        if why:
-            self.problem(file, base + ["size"] if "size" in spec else base, why, where=f"{label}.size")
-            ok = False
+        size, why = models.resolve_size(model, rendered("size"))
+        problems = [("size", why)] if why else []
         n = self.field(spec, defaults, "n")
-        if not 1 <= n <= model.n_max:
-            allowed = "1 only" if model.n_max == 1 else f"1 to {model.n_max}"
-            self.problem(file, base + ["n"] if "n" in spec else base,
-                         f"n={n} is not allowed for {model.name} ({allowed})", where=f"{label}.n")
-            ok = False
-        if prompt is not None and len(prompt) > model.prompt_max:
-            self.problem(file, base + ["prompt"], f"prompt is {len(prompt)} characters after rendering; "
-                         f"{model.name} accepts at most {model.prompt_max} (the service would cut the rest)",
-                         where=f"{label}.prompt")
-            ok = False
-        if len(negative) > models.NEGATIVE_PROMPT_MAX:
-            self.problem(file, base + ["negative_prompt"] if "negative_prompt" in spec else base,
-                         f"negative_prompt is {len(negative)} characters after rendering; "
-                         f"at most {models.NEGATIVE_PROMPT_MAX} are accepted", where=f"{label}.negative_prompt")
-            ok = False
         call = self.field(spec, defaults, "call")
-        if call is not None and model.endpoint_for(call) is None:
-            self.problem(file, base + ["call"] if "call" in spec else base,
-                         f"{model.name} has no {call} call mode (it supports: {', '.join(model.calls())})",
-                         where=f"{label}.call")
-            ok = False
+        problems += models.request_problems(model, prompt or "", negative, n, call)
+        for field_name, message in problems:
+            self.problem(file, base + [field_name] if field_name in spec else base, message,
+                         where=f"{label}.{field_name}")
         outputs = self.render_outputs(file, base, spec, defaults, context, label, n)
         alt = rendered("alt")
-        if not ok or outputs is None or prompt is None or size is None:
+        if problems or outputs is None or prompt is None or size is None:
             return
         derived = self.render_variants(file, base, spec, defaults, context, label, outputs, size)
         if derived is None:
@@ -281,6 +246,28 @@ class _Expander:
         )
         self.targets.append(Target(name, request, outputs, file.display, line, seed is None,
                                    variants, alt, notes))
+
+    def claim_name(self, file: SpecFile, base: list[Any], spec: Any,
+                   context: dict[str, Any]) -> tuple[str, int] | None:
+        """Render the target's name and reserve it; None (with a problem) if empty or taken."""
+        name = self.render_field(file, base, spec, "name", spec["name"], context,
+                                 describe_path(file.data, base))
+        if name is None:
+            return None
+        label = f"images[{name}]"
+        if not name:
+            self.problem(file, base + ["name"], "name renders to empty text", where=label)
+            return None
+        line = yamlio.locate(file.data, base)[0]
+        if name in self.names:
+            other = self.names[name]
+            hint = ("; a matrix spec's name must use its matrix variables"
+                    if other == f"{file.display}:{line}" else "")
+            self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {other}){hint}",
+                         where=label)
+            return None
+        self.names[name] = f"{file.display}:{line}"
+        return name, line
 
     def render_variants(self, file: SpecFile, base: list[Any], spec: Any, defaults: dict[str, Any],
                         context: dict[str, Any], label: str, outputs: tuple[str, ...],

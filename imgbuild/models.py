@@ -277,6 +277,24 @@ def resolve_size(model: Model, text: str | None) -> tuple[str | None, str | None
     return f"{w}*{h}", None
 
 
+def request_problems(model: Model, prompt: str, negative_prompt: str, n: int,
+                     call: str | None) -> list[tuple[str, str]]:
+    """(field, message) for every way a rendered request breaks the model's documented rules."""
+    problems = []
+    if not 1 <= n <= model.n_max:
+        allowed = "1 only" if model.n_max == 1 else f"1 to {model.n_max}"
+        problems.append(("n", f"n={n} is not allowed for {model.name} ({allowed})"))
+    if len(prompt) > model.prompt_max:
+        problems.append(("prompt", f"prompt is {len(prompt)} characters after rendering; {model.name} "
+                         f"accepts at most {model.prompt_max} (the service would cut the rest)"))
+    if len(negative_prompt) > NEGATIVE_PROMPT_MAX:
+        problems.append(("negative_prompt", f"negative_prompt is {len(negative_prompt)} characters after "
+                         f"rendering; at most {NEGATIVE_PROMPT_MAX} are accepted"))
+    if call is not None and model.endpoint_for(call) is None:
+        problems.append(("call", f"{model.name} has no {call} call mode (it supports: {', '.join(model.calls())})"))
+    return problems
+
+
 def _parse_ratio(text: str) -> tuple[int, int] | None:
     a, _, b = text.partition(":")
     if a.strip().isdigit() and b.strip().isdigit() and int(a) > 0 and int(b) > 0:
@@ -308,5 +326,5 @@ def price(model: Model, region: str) -> float | None:
 __all__ = [
     "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "LEGACY", "MODELS", "Model",
     "NEGATIVE_PROMPT_MAX", "RATIOS", "SEED_MAX", "SYNC", "SizeRule", "get", "parse_size",
-    "price", "resolve_size", "suggest",
+    "price", "request_problems", "resolve_size", "suggest",
 ]
