@@ -6,24 +6,30 @@ HTTP requests on a rerun, task ids reused after a SIGKILL).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from e2e_support import (
+    KEY,
+    assert_lock_matches_files,
+    journal_files,
+    lock_outputs,
+    posts,
+    subprocess_env,
+    temp_files,
+    wait_for,
+)
 from helpers import Result, run
 from PIL import Image
 
 from imgbuild.emulator import Emulator, EmulatorConfig
 
-KEY = "sk-imgbuild-test-SECRET-1234"
 OUT = "assets/generated"
 PROVIDER = "dashscope@127.0.0.1"
 SITE_SIZES = {  # output -> (width, height) the specs ask for
@@ -77,34 +83,16 @@ def build(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> Result:
     return run(capsys, "build", "--provider", "dashscope", "-C", str(root), *args)
 
 
-def lock_outputs(root: Path) -> dict[str, dict[str, Any]]:
-    return json.loads((root / "imgbuild.lock").read_text("utf-8"))["outputs"]
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def assert_lock_matches_files(root: Path, out: str) -> dict[str, dict[str, Any]]:
-    lock = lock_outputs(root)
-    for output, entry in lock.items():
-        assert sha256(root / out / output) == entry["sha256"], output
-    return lock
 
 
-def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith((".imgbuild-tmp-", ".tmp-"))]
 
 
-def journal_files(root: Path) -> list[Path]:
-    """Committed journal entries (not the dot-named temp file of an entry being written)."""
-    directory = root / ".imgbuild" / "journal"
-    found = directory.glob("*.json") if directory.is_dir() else []
-    return sorted(p for p in found if not p.name.startswith("."))
 
 
-def posts(emu: Emulator) -> list[dict[str, Any]]:
-    return emu.stats()["submissions"]
 
 
 def async_project(tmp_path: Path) -> Path:
@@ -114,19 +102,8 @@ def async_project(tmp_path: Path) -> Path:
     return root
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    # os.environ already holds this test's IMGBUILD_CACHE_DIR and the emulator's URL and key.
-    env = {**os.environ, **extra}
-    env.pop("IMGBUILD_PROVIDER", None)
-    return env
 
 
 # --- 1. the site, built for real ------------------------------------------------------------

@@ -288,6 +288,14 @@ async def _get_task(request: web.Request) -> web.Response:
         return web.json_response(
             {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
         )
+    if task.status == "SUCCEEDED":
+        # Asked again, a finished task hands out fresh URLs for those that expired.
+        if task.reported:
+            state = request.app[STATE_KEY]
+            for slot in task.slots:
+                if slot.url:
+                    slot.url = state.refresh_url(slot.url)
+        task.reported = True
     output, usage = task.output()
     body: dict[str, Any] = {"request_id": request_id, "output": output}
     if usage is not None:

@@ -176,6 +176,15 @@ class State:
             f"&OSSAccessKeyId=LTAI-emulator&Signature={self.sign(image_id, str(expires))}"
         )
 
+    def refresh_url(self, url: str) -> str:
+        """The same image under a freshly signed URL if `url` has expired, else `url`: a task
+        query hands out live result URLs for as long as the task lives."""
+        origin, sep, rest = url.partition("/results/")
+        stored = self.image(rest.split(".png", 1)[0]) if sep else None
+        if stored is None or time.time() <= stored.expires_at:
+            return url
+        return self.store_image(stored.spec, origin)
+
     def sign(self, image_id: str, expires: str) -> str:
         return hmac.new(self._secret, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()[
             :28

@@ -51,6 +51,7 @@ class Task:
     slots: list[Slot] = field(default_factory=list)
     fault: Fault | None = None
     runner: asyncio.Task[None] | None = None
+    reported: bool = False  # a query has shown it SUCCEEDED (later queries re-sign URLs)
 
     def output(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(output, usage) as GET /tasks/{id} shows them right now."""

@@ -140,7 +140,15 @@ class DashScopeProvider:
 
     async def _generate_sync(self, request: Request, endpoint: str) -> Generation:
         body = await self._submit(request.model, endpoint, wire.build_body(request, endpoint))
-        return await self._collect(None, request, body)
+        try:
+            return await self._collect(None, request, body)
+        except DownloadError as error:
+            if not error.expired:
+                raise
+            # A sync answer has no task to ask again: the paid image is lost with its URL.
+            raise DownloadError(error.code, f"{error.message}; a sync result cannot be fetched "
+                                "again, so the next build generates this image again (billed again)",
+                                expired=True, status=error.status) from None
 
     # --- async tasks --------------------------------------------------------------------
 
@@ -196,7 +204,16 @@ class DashScopeProvider:
         status, _ = wire.task_state(body)
         if status != wire.SUCCEEDED:
             raise _task_error(task_id, status, body)
-        return await self._collect(task_id, request, body)
+        try:
+            return await self._collect(task_id, request, body)
+        except DownloadError as error:
+            if not error.expired:
+                raise
+            kept = ("the journal keeps it: the next build asks it again, without paying"
+                    if self._journal is not None else "nothing was kept")
+            raise DownloadError(error.code, f"{error.message}; task {task_id} was asked again for "
+                                f"fresh URLs and they expired too; {kept}",
+                                expired=True, status=error.status) from None
 
     async def _collect(self, task_id: str | None, request: Request,
                        body: dict[str, Any]) -> Generation:
@@ -385,4 +402,4 @@ def _str_or_none(value: object) -> str | None:
     return str(value) if value else None
 
 
-__all__ = ["DashScopeProvider", "RateLimiter", "TASK_TTL", "resolve_base_url"]
+__all__ = ["TASK_TTL", "DashScopeProvider", "RateLimiter", "resolve_base_url"]
