@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import textwrap
 
 from imgbuild.providers.base import Generation, Request
@@ -49,11 +50,15 @@ def draw(request: Request, key: str, index: int) -> bytes:
     band = tuple(min(255, c + 40) for c in bg)
     pen.polygon([(0, h * 0.55), (w * 0.55, 0), (w * 0.8, 0), (0, h * 0.8)], fill=band)
     unit = max(10, min(w, h) // 28)
-    big = ImageFont.load_default(size=unit * 2)
     small = ImageFont.load_default(size=unit)
     margin = unit * 2
     y = margin
     title = request_title(request, index)
+    size = unit * 2
+    big = ImageFont.load_default(size=size)
+    while size > unit and pen.textlength(title, font=big) > w - 2 * margin:  # fit the width
+        size -= max(1, unit // 8)
+        big = ImageFont.load_default(size=size)
     pen.text((margin, y), title, font=big, fill=fg)
     y += unit * 3
     pen.text((margin, y), f"{request.model}  ·  {w}x{h}  ·  seed {request.seed}", font=small, fill=fg)
@@ -69,5 +74,8 @@ def draw(request: Request, key: str, index: int) -> bytes:
 
 
 def request_title(request: Request, index: int) -> str:
-    first = request.prompt.split(".")[0][:48]
-    return f"{first}" + (f"  #{index}" if request.n > 1 else "")
+    """The text the image should show, if the prompt quotes any (what Qwen-Image would render),
+    else the prompt's first sentence: shared style partials make first sentences look alike."""
+    quoted = re.findall(r'["“]([^"”]{2,60})["”]', request.prompt)
+    title = " · ".join(quoted[:2]) if quoted else request.prompt.split(".")[0]
+    return title[:48] + (f"  #{index}" if request.n > 1 else "")
