@@ -82,10 +82,12 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
-          budget: float | None, max_images: int | None, dry_run: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
     """Generate every image that is new or changed; restore from the cache what was paid for.
 
@@ -94,7 +96,8 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
 
     return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
                           patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
-                          provider=provider, force=force, budget=budget, max_images=max_images)
+                          provider=provider, force=force, budget=budget, max_images=max_images,
+                          no_wait=no_wait)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -138,14 +141,17 @@ def validate(directory: str | None, project_file: str | None, json_mode: bool, v
 
 @cli.command(epilog=EXIT_CODES)
 @click.option("--yes", is_flag=True, help="Really delete (default: only list).")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
 @_project_options
 @_output_options
-def clean(yes: bool, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+def clean(yes: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
           quiet: int) -> int:
     """List files under output_dir that no spec produces, and lock entries without a spec."""
     from imgbuild import commands
 
-    return commands.clean(_where(directory, project_file), _reporter(json_mode, verbose, quiet), yes=yes)
+    return commands.clean(_where(directory, project_file), _reporter(json_mode, verbose, quiet), yes=yes,
+                          no_wait=no_wait)
 
 
 @cli.command()

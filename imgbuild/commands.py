@@ -99,7 +99,23 @@ def _counts(rows: list[dict[str, str]], *extra: str) -> dict[str, int]:
 DEFAULT_JOBS = 4  # -j without DashScope (drafts, cache restores): bound by CPU and disk
 
 
-def build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int | None = None,
+def build(where: Where, reporter: Reporter, *, no_wait: bool = False, **options: Any) -> int:
+    """`_build` holding the project lock (.imgbuild/build.lock); a dry run only reads and
+    never takes it. A second build waits for the first, or with `no_wait` refuses (exit 1)."""
+    if options.get("dry_run"):
+        return _build(where, reporter, **options)
+    with _project_lock(where, reporter, no_wait):
+        return _build(where, reporter, **options)
+
+
+def _project_lock(where: Where, reporter: Reporter, no_wait: bool) -> Any:
+    from imgbuild import projectlock
+
+    state_dir = find_project_file(where.directory, where.file).parent / STATE_DIR
+    return projectlock.hold(state_dir, wait=not no_wait, on_wait=reporter.notice)
+
+
+def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int | None = None,
           dry_run: bool = False, keep_going: bool = False, provider: str | None = None,
           force: bool = False, budget: float | None = None, max_images: int | None = None) -> int:
     project, targets = load(where)
@@ -418,7 +434,14 @@ def validate(where: Where, reporter: Reporter) -> int:
     return EXIT_OK
 
 
-def clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
+def clean(where: Where, reporter: Reporter, *, yes: bool = False, no_wait: bool = False) -> int:
+    if not yes:  # only lists: reads like `plan`, no lock
+        return _clean(where, reporter, yes=False)
+    with _project_lock(where, reporter, no_wait):  # never delete under a running build
+        return _clean(where, reporter, yes=True)
+
+
+def _clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
     project, targets = load(where)
     from imgbuild import manifest
 
