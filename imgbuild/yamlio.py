@@ -17,6 +17,11 @@ Mark = tuple[int, int]  # 1-based (line, column)
 # Refuse documents that would expand to more nodes than any real spec needs (alias bombs).
 MAX_NODES = 2_000_000
 MAX_BYTES = 32 * 2**20
+# Composing a node costs ~0.5 KB of memory before any check can run: a flat 8 MB list of
+# 4 million numbers took 1.8 GB. Larger documents are first scanned as an event stream
+# (constant memory) and refused beyond this many nodes.
+MAX_PARSED_NODES = 500_000
+MAX_DEPTH = 100  # nesting levels; real specs use fewer than 10
 
 
 class LocDict(dict):  # type: ignore[type-arg]
@@ -108,7 +113,37 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
+def _scan(text: str) -> str | None:
+    """Why `text` must not be composed (too many nodes, nested too deep), or None. The event
+    stream takes constant memory and no recursion; composing takes both (a list nested 50,000
+    deep crashed the interpreter with SIGSEGV)."""
+    count = depth = 0
+    kinds = (yaml.ScalarEvent, yaml.AliasEvent)
+    for event in yaml.parse(text, Loader=_Base):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            count += 1
+            depth += 1
+            if depth > MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep"
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        elif isinstance(event, kinds):
+            count += 1
+        if count > MAX_PARSED_NODES:
+            return f"more than {MAX_PARSED_NODES:,} values"
+    return None
+
+
 def load_text(text: str, file: str) -> Any:
+    # A value needs at least two characters ("1," or "- "), a level of nesting one ("["):
+    # short texts need no scan.
+    if len(text) > MAX_DEPTH:
+        try:
+            why = _scan(text)
+        except yaml.YAMLError:
+            why = None  # the loader below reports the syntax error with its location
+        if why:
+            raise YamlError(file, (1, 1), f"document too large: {why}")
     loader = _Loader(text)
     try:
         data = loader.get_single_data()
