@@ -34,7 +34,8 @@ def _output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("-q", "--quiet", count=True, help="Print less (only failures).")(f)
     f = click.option("-v", "--verbose", count=True, help="Print more (reasons, debug logging with -vv).")(f)
     f = click.option("--json", "json_mode", is_flag=True,
-                     help="Print one JSON object (the last line of stdout) for scripts.")(f)
+                     help="JSON for scripts: one summary object, the last line of stdout "
+                          "(build streams one state-change object per line before it).")(f)
     return f
 
 
@@ -45,7 +46,19 @@ def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
         import logging
 
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    return Reporter(json_mode=json_mode, verbosity=verbose - quiet)
+    import os
+
+    # The live status line only where someone watches it: stderr is a terminal, not --json/-q.
+    live = (not json_mode and verbose - quiet >= 0 and os.environ.get("TERM") != "dumb"
+            and _isatty(sys.stderr))
+    return Reporter(json_mode=json_mode, verbosity=verbose - quiet, live=live)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _where(directory: str | None, project_file: str | None) -> Any:
@@ -248,13 +261,23 @@ def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ImgbuildError, SpecError
+    from imgbuild.errors import (
+        EXIT_INTERNAL,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        INTERRUPTED_TEXT,
+        ImgbuildError,
+        SpecError,
+    )
 
     try:
         code = cli.main(args=argv, prog_name="imgbuild", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Abort:
-        click.echo("imgbuild: interrupted", err=True)
+    except click.exceptions.Abort as e:
+        # click turns KeyboardInterrupt (and our Interrupted, which says what was kept) into Abort
+        cause = e.__cause__
+        text = cause.args[0] if isinstance(cause, KeyboardInterrupt) and cause.args else INTERRUPTED_TEXT
+        click.echo(f"imgbuild: {text}", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as e:
         e.show()
@@ -267,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImgbuildError as e:
         click.echo(f"imgbuild: error: {e}", err=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        click.echo("imgbuild: interrupted; finished images are kept and recorded in the lock", err=True)
+    except KeyboardInterrupt as e:
+        click.echo(f"imgbuild: {e.args[0] if e.args else INTERRUPTED_TEXT}", err=True)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0

@@ -183,6 +183,8 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
 def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any, reporter: Reporter,
              *, choice: providers.Choice, identity: str, jobs: int | None, keep_going: bool,
              prune: list[str], stats: Any) -> list[Any]:
+    if not todo:
+        return []  # a no-op build never imports asyncio and the executor (~0.1 s)
     import asyncio
 
     from imgbuild.execute import Executor, Outcome
@@ -218,18 +220,85 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
                 if needs_provider else None)
     executor = Executor(provider=provider, provider_name=identity, draft=choice.name == "placeholder",
                         cache=cache, output_dir=project.output_dir, jobs=jobs, keep_going=keep_going,
-                        on_outcome=record, journal=journal, limiter=limiter)
+                        on_outcome=record, journal=journal, limiter=limiter,
+                        on_event=lambda step, state: reporter.event(step.target.name, step.target.outputs, state))
 
     async def run() -> None:
+        stop_signals = _install_interrupt(executor, reporter)
+        ticker = asyncio.create_task(_tick(reporter)) if reporter.live else None
         try:
             await executor.run(todo)
         finally:
+            stop_signals()
+            if ticker is not None:
+                ticker.cancel()
             if provider is not None:
                 await provider.close()
 
-    if todo:
+    reporter.start_progress([(s.target.name, s.target.request.n) for s in todo])
+    try:
         asyncio.run(run())  # the caller writes the lock, also when this is interrupted
+    finally:
+        reporter.end_progress()
+    if executor.interrupted:
+        kept = sum(len(o.entries) for o in done)
+        waiting = len(journal.entries()) if journal is not None else 0
+        from imgbuild.errors import Interrupted
+
+        raise Interrupted(
+            f"interrupted; kept {kept} finished image(s) in {project.lock_path.name}"
+            + (f", {waiting} submitted task(s) stay in the journal" if waiting else "")
+            + "; the next build resumes" + (" them without paying again" if waiting else " from there"))
     return done
+
+
+INTERRUPT_GRACE = 5.0  # seconds in-flight requests, downloads and writes get after a Ctrl-C
+
+
+def _install_interrupt(executor: Any, reporter: Reporter) -> Any:
+    """First SIGINT: the executor starts nothing new and in-flight work gets INTERRUPT_GRACE
+    seconds to finish; a second SIGINT (or the end of the grace) cancels what is left.
+    Returns the function that uninstalls the handler. Without add_signal_handler (Windows),
+    Ctrl-C stays a KeyboardInterrupt and the lock is still written by the caller."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def hard_stop() -> None:
+        executor.cancel()
+
+    def on_sigint() -> None:
+        if executor.interrupted:
+            reporter.notice("interrupted again: stopping now")
+            hard_stop()
+            return
+        executor.interrupt()
+        if executor.in_flight:
+            reporter.notice(f"interrupted: starting nothing new; finishing {executor.in_flight} "
+                            f"request(s) in flight (at most {INTERRUPT_GRACE:g}s; Ctrl-C again to stop now)")
+        loop.call_later(INTERRUPT_GRACE, hard_stop)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        return lambda: None
+
+    def remove() -> None:
+        try:
+            loop.remove_signal_handler(signal.SIGINT)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    return remove
+
+
+async def _tick(reporter: Reporter) -> None:
+    import asyncio
+
+    while True:
+        await asyncio.sleep(0.5)
+        reporter.tick()
 
 
 def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache: Any,

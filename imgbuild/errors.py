@@ -45,3 +45,11 @@ class SpecError(ImgbuildError):
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} in the image specs"
         super().__init__("\n".join([head + ":", *map(str, self.problems)]))
+
+
+INTERRUPTED_TEXT = ("interrupted; finished images are kept in the lock, and submitted tasks "
+                    "are resumed (not paid again) by the next build")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the build stopped cleanly; str() is the one line to show (exit 130)."""

@@ -4,11 +4,22 @@ image does not cancel the rest; nothing here prints.
 
 Order per generated target: provider → cache (the paid original is safe) → outputs → journal
 entry discarded. A crash between any two of these loses nothing that was paid for.
+
+Progress: `on_event(step, state)` is called on every state change of a target: queued →
+submitting → waiting (an async task) → downloading → done | failed | restored | skipped.
+Providers with `reports_progress` say submitting/waiting/downloading themselves (through
+`base.report_progress`); for the others the executor says "submitting" when it calls them.
+
+Interrupts: `interrupt()` (first Ctrl-C) starts nothing new, stops generations that have not
+sent their paid request or only wait on an async task (its id stays in the journal), and lets
+requests in flight, downloads and writes finish. `cancel()` (second Ctrl-C, or the grace period
+is over) cancels everything in flight.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +28,19 @@ from typing import Any
 from imgbuild.cache import Cache
 from imgbuild.outputs import write_target
 from imgbuild.plan import RESTORE, Step
-from imgbuild.providers.base import Generation, Provider, ProviderError
+from imgbuild.providers.base import Generation, Provider, ProviderError, progress
 
 BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
+
+# states reported through on_event
+QUEUED, SUBMITTING, WAITING, DOWNLOADING = "queued", "submitting", "waiting", "downloading"
+DONE = "done"
+FINAL_STATE = {BUILT: DONE, RESTORED: RESTORED, FAILED: FAILED, SKIPPED: SKIPPED}
+INTERRUPTED = "interrupted"
+
+
+class Stopped(Exception):
+    """Raised by the progress hook in a generation that must not go on (interrupted build)."""
 
 
 @dataclass
@@ -35,7 +56,8 @@ class Executor:
     def __init__(self, *, provider: Provider | None, provider_name: str, draft: bool, cache: Cache,
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
-                 journal: Any = None, limiter: Any = None) -> None:
+                 journal: Any = None, limiter: Any = None,
+                 on_event: Callable[[Step, str], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
         self.draft = draft
@@ -50,11 +72,44 @@ class Executor:
         self.limiter = limiter
         self.stop_reason: str | None = None
         self.provider_calls = 0
+        self.on_event = on_event
+        self.interrupted = False
+        self._active: dict[asyncio.Task[Outcome], Step] = {}
+        self._states: dict[int, str] = {}  # id(step) -> last reported state
+        self._abandon = threading.Event()  # seen by the threads that write outputs
+
+    def _emit(self, step: Step, state: str) -> None:
+        if self._states.get(id(step)) == state:
+            return
+        self._states[id(step)] = state
+        if self.on_event is not None:
+            self.on_event(step, state)
+
+    def interrupt(self) -> None:
+        """Start nothing new; stop generations that are queued or only waiting on a task."""
+        self.interrupted = True
+        self.stop_reason = self.stop_reason or INTERRUPTED
+        for task, step in list(self._active.items()):
+            if step.action != RESTORE and self._states.get(id(step)) in (QUEUED, WAITING):
+                task.cancel()
+
+    def cancel(self) -> None:
+        """Cancel everything in flight (writes not yet begun are skipped)."""
+        self.interrupted = True
+        self.stop_reason = self.stop_reason or INTERRUPTED
+        self._abandon.set()
+        for task in list(self._active):
+            task.cancel()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
 
     async def run(self, steps: list[Step]) -> list[Outcome]:
         queue: asyncio.Queue[Step] = asyncio.Queue()
         for step in steps:
             queue.put_nowait(step)
+            self._emit(step, QUEUED)
         outcomes: list[Outcome] = []
 
         async def worker() -> None:
@@ -63,14 +118,37 @@ class Executor:
                 if self.stop_reason is not None:
                     outcome = Outcome(step, SKIPPED, error=f"not started: {self.stop_reason}")
                 else:
-                    outcome = await self._one(step)
+                    outcome = await self._guarded(step)
                 outcomes.append(outcome)
+                self._emit(step, FINAL_STATE[outcome.status])
                 self.on_outcome(outcome)
 
         await asyncio.gather(*(worker() for _ in range(min(self.jobs, len(steps)) or 1)))
         return outcomes
 
+    async def _guarded(self, step: Step) -> Outcome:
+        """`_one` as its own task, so that interrupt()/cancel() can stop this target alone."""
+        task = asyncio.create_task(self._one(step))
+        self._active[task] = step
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:  # the worker itself is cancelled: take the target along
+            task.cancel()
+            raise
+        finally:
+            self._active.pop(task, None)
+        if task.cancelled():
+            return Outcome(step, SKIPPED, error=INTERRUPTED)
+        return task.result()
+
+    def _hook(self, step: Step, state: str) -> None:
+        """The provider's progress callback for `step` (runs in the generation's task)."""
+        if self.interrupted and state in (SUBMITTING, WAITING):
+            raise Stopped(state)  # no new paid request; an async task's id is in the journal
+        self._emit(step, state)
+
     async def _one(self, step: Step) -> Outcome:
+        progress.set(lambda state: self._hook(step, state))  # this task's context only
         try:
             if step.action == RESTORE:
                 return await asyncio.to_thread(self._restore, step)
@@ -82,11 +160,15 @@ class Executor:
                 self.stop_reason = f"{step.target.name} failed (use -k to keep going)"
             rid = f" (request id {e.request_id})" if e.request_id else ""
             return Outcome(step, FAILED, error=f"{e.code}: {e.message}{rid}")
+        except Stopped:
+            return Outcome(step, SKIPPED, error=INTERRUPTED)
         except OSError as e:
             self.stop_reason = self.stop_reason or f"cannot write outputs: {e}"
             return Outcome(step, FAILED, error=f"cannot write: {e}")
 
     def _restore(self, step: Step) -> Outcome:
+        if self._abandon.is_set():
+            return Outcome(step, SKIPPED, error=INTERRUPTED)
         found = self.cache.get(step.key)
         if found is None:
             return Outcome(step, FAILED, error="the cache entry vanished or is damaged; run the build again")
@@ -102,6 +184,8 @@ class Executor:
         request = step.target.request
         slot = self.limiter.slot(request) if self.limiter is not None else contextlib.nullcontext()
         async with slot:
+            if not getattr(self.provider, "reports_progress", False):
+                self._hook(step, SUBMITTING)
             generation = await self.provider.generate(request, step.key)
         if not generation.images:
             why = "; ".join(generation.failures) or "the provider returned no image"
@@ -119,6 +203,8 @@ class Executor:
         self.cache.put(step.key, generation.images, record)
         if self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
+        if self._abandon.is_set():  # cancelled: the next build restores it from the cache
+            return Outcome(step, SKIPPED, error=INTERRUPTED)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, self.draft, record)
         bought = len(generation.images)

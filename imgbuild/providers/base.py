@@ -5,6 +5,8 @@ target; everything else (cache, outputs, lock) happens after, in the caller.
 """
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,3 +86,20 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+# --- progress ---------------------------------------------------------------------------------
+# A provider may say where a generation stands ("submitting" right before each paid POST,
+# "waiting" on an async task, "downloading" the results) by calling report_progress(state).
+# The executor sets the callable per generation (a contextvar: each asyncio task has its own),
+# so the Provider protocol stays `generate(request, key)`. The callable may raise to stop the
+# generation at that point (an interrupted build: no new submission, stop waiting on a task).
+
+progress: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "imgbuild_progress", default=None)
+
+
+def report_progress(state: str) -> None:
+    hook = progress.get()
+    if hook is not None:
+        hook(state)

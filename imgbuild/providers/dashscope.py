@@ -19,7 +19,7 @@ import aiohttp
 from imgbuild import __version__, models
 from imgbuild.journal import Journal
 from imgbuild.providers import dashscope_wire as wire
-from imgbuild.providers.base import Generation, ProviderError, Request
+from imgbuild.providers.base import Generation, ProviderError, Request, report_progress
 from imgbuild.providers.dashscope_download import DownloadError, Downloader
 from imgbuild.providers.dashscope_timing import Backoff, PollSchedule, parse_retry_after
 
@@ -85,6 +85,7 @@ class DashScopeProvider:
     """
 
     draft = False
+    reports_progress = True  # calls base.report_progress: submitting, waiting, downloading
 
     def __init__(self, api_key: str, base_url: str, *, journal: Journal | None = None,
                  workspace: str | None = None, poll_timeout: float = 600.0,
@@ -124,6 +125,7 @@ class DashScopeProvider:
             return await self._generate_sync(request, endpoint)
         task_id = self._journaled_task(key, request.model)
         if task_id is not None:
+            report_progress("waiting")
             try:
                 return await self._finish_task(task_id, request, key, resumed=True)
             except _TaskGone:
@@ -179,6 +181,7 @@ class DashScopeProvider:
                 # The images can still arrive in this run; only crash-resume is lost.
                 log.warning("could not journal task %s: %s", task_id, exc)
         log.debug("submitted task %s for %s", task_id, request.model)
+        report_progress("waiting")  # after the journal: may stop here, the task is kept
         return task_id
 
     async def _finish_task(self, task_id: str, request: Request, key: str, *,
@@ -222,6 +225,7 @@ class DashScopeProvider:
         results = wire.parse_results(output, request)
         request_id = _str_or_none(body.get("request_id"))
         _require_images(results, request_id)
+        report_progress("downloading")
         images = await self._downloader().fetch_all(results.urls, request.width, request.height)
         return Generation(images=images, request_id=request_id, task_id=task_id,
                           actual_prompt=results.actual_prompt, failures=results.messages())
@@ -270,6 +274,8 @@ class DashScopeProvider:
         while True:
             if model is not None and self._limiter is not None:
                 await self._limiter.submit(model)
+            if model is not None:
+                report_progress("submitting")  # right before a POST that may be billed
             try:
                 status, raw, retry_after = await self._send(method, url, data, async_task)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
