@@ -184,7 +184,7 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
              *, choice: providers.Choice, identity: str, jobs: int | None, keep_going: bool,
              prune: list[str], stats: Any) -> list[Any]:
     if not todo:
-        return []  # a no-op build never imports asyncio and the executor (~0.1 s)
+        return []  # a no-op build never imports asyncio and the executor
     import asyncio
 
     from imgbuild.execute import Executor, Outcome
