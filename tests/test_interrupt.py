@@ -161,7 +161,7 @@ def test_one_ctrl_c_keeps_finished_images_and_journaled_tasks_and_the_rerun_pays
 
 
 def test_two_ctrl_c_exit_at_once_with_nothing_half_written(root: Path, emu: Emulator) -> None:
-    emu.configure(sync_latency=4.0)
+    emu.configure(sync_latency=5.0)
     proc = start_build(root)
     try:
         wait_for(lambda: len(journal(root)) >= 1 and sync_in_flight(emu) >= 1, 20,
@@ -172,7 +172,7 @@ def test_two_ctrl_c_exit_at_once_with_nothing_half_written(root: Path, emu: Emul
         proc.send_signal(signal.SIGINT)
     _, err, took = finish(proc, 10)
     assert proc.returncode == 130, err.decode()
-    assert took < 2.5, took  # not the 4 s sync latency, not the 5 s grace
+    assert took < 3.0, took  # neither the 5 s sync call in flight nor the 5 s grace
     assert b"Traceback" not in err
     assert temp_files(root) == []
     lock = checked_lock(root)  # valid JSON, and whatever it lists is on disk
