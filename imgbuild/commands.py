@@ -197,6 +197,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
         for output, entry in outcome.entries.items():
             stats.remember(project.output_dir / output, entry["sha256"])
         done.append(outcome)
+        if outcome.status == "skipped" and executor.interrupted:
+            return  # after Ctrl-C, one closing line says what was kept, not one per target
         reporter.progress(len(done), len(todo), outcome.status, outcome.step, outcome.error)
 
     needs_provider = any(s.action == GENERATE for s in todo)

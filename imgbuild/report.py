@@ -145,8 +145,8 @@ class LiveStatus:
         self.stream = stream
         self.images = dict(targets)
         self.total = len(self.images)
-        self.state: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
+        self.state: dict[str, str] = dict.fromkeys(self.images, "queued")
+        self.counts: dict[str, int] = {"queued": self.total}
         self.interval = interval
         self.clock = clock
         self.start = clock()
