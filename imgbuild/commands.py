@@ -143,6 +143,7 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
         outcomes: list[Any] = []
         derived: list[Any] = []
+        _sweep(project, (s.target for s in todo))
         try:
             outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
                                 jobs=jobs, keep_going=keep_going, prune=prune, stats=stats)
@@ -303,6 +304,17 @@ async def _tick(reporter: Reporter) -> None:
         reporter.tick()
 
 
+def _sweep(project: Project, targets: Any) -> None:
+    """Before writing, remove what a killed build may have left half-way: temp files beside
+    the lock, in .imgbuild/ and its journal, in output_dir and in the folders about to be
+    written. Builds hold the project lock, so no live writer owns these files."""
+    from imgbuild.fsutil import sweep_temp_files
+
+    sweep_temp_files({project.root, project.state_dir, project.output_dir,
+                      *((project.output_dir / o).parent for t in targets for o in t.outputs)})
+    sweep_temp_files({project.state_dir / "journal"}, prefixes=(".tmp-",))
+
+
 def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache: Any,
             reporter: Reporter, jobs: int | None, stats: Any) -> list[Any]:
     """Web derivatives of every original that is now fresh: local work, no provider."""
@@ -312,6 +324,9 @@ def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache:
     todo = [s for s in steps if s.state not in (variants.UP_TO_DATE, variants.WAITING)]
     if not todo:
         return []
+    from imgbuild.fsutil import sweep_temp_files
+
+    sweep_temp_files({(project.output_dir / s.variant.output).parent for s in todo})
     done: list[Any] = []
 
     def record(outcome: Any) -> None:

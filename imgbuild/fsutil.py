@@ -38,3 +38,22 @@ def sha256_file(path: str | Path) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def sweep_temp_files(directories: set[Path], prefixes: tuple[str, ...] = (TEMP_PREFIX,)) -> int:
+    """Remove temp files a killed build left behind (an atomic write that never reached its
+    rename). Only call this while holding the project lock: then no live writer owns them."""
+    removed = 0
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(prefixes) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass
+    return removed

@@ -237,3 +237,21 @@ def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys
     [hero] = [t for t in r.json["targets"] if t["output"] == "hero.png"]
     assert hero["status"] == "restored"
     assert len(os.listdir(site / OUT / "products")) == 6 * 3  # originals and their derivatives
+
+
+def test_temp_files_left_by_a_killed_build_are_swept(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An atomic write killed before its rename leaves a temp file: the next build removes it."""
+    assert run(capsys, "build", "-C", str(site)).code == 0
+    leftovers = [site / OUT / "products" / ".imgbuild-tmp-abc.webp", site / OUT / ".imgbuild-tmp-x.json",
+                 site / ".imgbuild-tmp-y.lock", site / ".imgbuild" / "journal" / ".tmp-z.json"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    (site / OUT / "products" / "house-espresso-kraft-paper.webp").unlink()  # what was being written
+    r = run(capsys, "build", "-C", str(site), "--json")
+    assert r.code == 0 and r.json["restored"] == 1
+    assert [p for p in leftovers if p.exists()] == []
+    keep = site / OUT / "posters" / ".imgbuild-tmp-other.jpg"  # a folder this build does not write
+    keep.write_bytes(b"half")
+    assert run(capsys, "build", "-C", str(site)).code == 0
+    assert keep.exists()  # only folders about to be written are swept (no-op builds stay cheap)

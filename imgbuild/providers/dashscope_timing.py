@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 
 @dataclass(frozen=True)
