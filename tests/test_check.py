@@ -12,7 +12,7 @@ from helpers import run
 OUT = "assets/generated"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("check tried to open a network connection")
