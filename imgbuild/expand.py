@@ -251,7 +251,10 @@ class _Renderer:
                 hint = difflib.get_close_matches(name, known, n=1)
                 tail = f" (did you mean '{hint[0]}'?)" if hint else f"; defined here: {', '.join(known)}"
                 return f"undefined variable '{name}'{tail}"
-            return f"undefined value: {error}"
+            # values from YAML are imgbuild's position-keeping containers: name them plainly
+            text = re.sub(r"'imgbuild\.yamlio\.Loc(Dict|List) object'",
+                          lambda m: "the mapping" if m.group(1) == "Dict" else "the list", str(error))
+            return f"undefined value: {text}"
         return f"template error: {type(error).__name__}: {error}"
 
 

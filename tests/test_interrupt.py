@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_support import wait_for
 from helpers import run
 
 from imgbuild.emulator import Emulator, EmulatorConfig
@@ -65,14 +66,6 @@ def start_build(root: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope",
                              "-j", "8", "-C", str(root)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes, float]:
