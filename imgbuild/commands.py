@@ -174,6 +174,9 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
                 + (f"{counts['derived']} derived, " if counts["derived"] else "")
                 + f"{counts['up_to_date']} up to date, {counts['failed']} failed"
                 + (f", {counts['skipped']} not started" if counts["skipped"] else ""))
+        stopped = next((o.error for o in outcomes if o.status == "skipped" and o.error), None)
+        if stopped:
+            text += "\nimgbuild: stopped early: " + stopped.removeprefix("not started: ") + _hint(stopped, project)
         if summary["spent"] or summary["saved_by_cache"]:
             text += (f"; spent {summary['spent']:.2f} {summary['currency']}, "
                      f"saved {summary['saved_by_cache']:.2f} by the cache")
@@ -302,6 +305,18 @@ async def _tick(reporter: Reporter) -> None:
     while True:
         await asyncio.sleep(0.5)
         reporter.tick()
+
+
+def _hint(reason: str, project: Project) -> str:
+    """What to do about an account-level error that stopped the build."""
+    if "InvalidApiKey" in reason or "AccessDenied" in reason:
+        key_env = project.settings.get("api_key_env", providers.DEFAULT_KEY_ENV)
+        region = project.settings.get("region", cost.DEFAULT_REGION)
+        return (f" (check {key_env}: API keys are per region, and this project uses {region}; "
+                "a workspace key also needs `workspace:`)")
+    if "Arrearage" in reason or "BillOverdue" in reason or "AllocationQuota" in reason:
+        return " (check the account's balance and quota in the Model Studio console)"
+    return ""
 
 
 def _sweep(project: Project, targets: Any) -> None:
