@@ -333,6 +333,8 @@ def _sweep(project: Project, targets: Any) -> None:
 def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache: Any,
             reporter: Reporter, jobs: int | None, stats: Any) -> list[Any]:
     """Web derivatives of every original that is now fresh: local work, no provider."""
+    if not any(t.variants for t in targets):
+        return []  # most projects: skip importing the derivation stack at all
     from imgbuild import variants
 
     steps = variants.plan_variants(targets, lock, project.output_dir, stats.sha256)

@@ -7,7 +7,13 @@ import json
 import struct
 import zlib
 from typing import Any
-from xml.sax.saxutils import escape
+from html import escape as _html_escape
+
+def escape(text: str) -> str:
+    """XML text escaping (&, <, >). html.escape, because xml.sax.saxutils imports urllib and
+    http.client (~40 ms) on the start-up path of every build."""
+    return _html_escape(text, quote=False)
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
