@@ -68,6 +68,7 @@ def slug(value: object) -> str:
 # (string, list, number of digits) and every loop over range() is capped far below harm.
 MAX_TEMPLATE_VALUE = 100_000  # characters or items of any value a template builds
 MAX_TEMPLATE_STEPS = 1_000_000  # items all range() loops of one rendering may yield
+MAX_TEMPLATE_NUMBER = 10_000_000  # largest number a template may pass to a call
 _WIDTH = re.compile(r"\d{6,}")  # a format width/precision of 100,000 or more
 
 
@@ -82,10 +83,13 @@ def _guarded_sandbox() -> Any:
         return SecurityError(f"{what} would exceed {cap:,} characters or items")
 
     def check_args(args: Any, kwargs: Any) -> None:
+        # A number passed to a call can be a size (center(width), range(n)); prompts also format
+        # real numbers ("{:,}".format(150000)), so the bound is what one call may allocate
+        # (~10 MB) rather than the 100,000-character cap on results, which is checked after.
         for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > cap:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TEMPLATE_NUMBER:
                 raise SecurityError(f"the number {value if abs(value) < 10**12 else 'given'} is "
-                                    f"too large for a template (limit {cap:,})")
+                                    f"too large for a template (limit {MAX_TEMPLATE_NUMBER:,})")
 
     def check_size(value: Any, what: str) -> Any:
         if isinstance(value, (str, bytes, list, tuple)) and len(value) > cap:

@@ -244,3 +244,20 @@ def test_a_download_above_the_cap_fails_that_target_only(
     assert "DownloadTooLarge" in r.out + r.err and "15,000-byte cap" in r.out + r.err
     assert not any((root / "out" / f).exists() for f in failed)
     assert temp_files(root) == []
+
+
+def test_the_sandbox_guard_still_lets_prompts_format_real_numbers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size guards must not refuse ordinary templates: big numbers in prompts are common."""
+    (tmp_path / "imgbuild.yaml").write_text(
+        'version: 1\nvars: {pop: 2500000}\nimages:\n  - name: city\n'
+        '    prompt: "A banner: {{ \\"{:,}\\".format(pop) }} residents, {{ \\"%d\\"|format(150000) }} visitors,'
+        ' {{ (pop * 3) // 2 }} trees, {{ \\"-\\" * 20 }}"\n')
+    monkeypatch.chdir(tmp_path)
+    r = run(capsys, "plan", "--json")
+    assert r.code == 0, r
+    from imgbuild.commands import Where, load
+
+    _, [target] = load(Where())
+    assert target.request.prompt == ("A banner: 2,500,000 residents, 150000 visitors, 3750000 trees, "
+                                     "--------------------")
