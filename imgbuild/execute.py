@@ -199,6 +199,7 @@ class Executor:
             "request_id": generation.request_id,
             "task_id": generation.task_id,
             "actual_prompt": generation.actual_prompt,
+            "slots": generation.slots,
         }
         self.cache.put(step.key, generation.images, record)
         if self.journal is not None:
@@ -206,7 +207,7 @@ class Executor:
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
             return Outcome(step, SKIPPED, error=INTERRUPTED)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
-                               self.provider_name, self.draft, record)
+                               self.provider_name, self.draft, record, generation.slots)
         bought = len(generation.images)
         n = step.target.request.n
         if bought < n:

@@ -61,11 +61,15 @@ def safe_destination(output_dir: Path, output: str) -> Path:
 
 
 def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
-                 draft: bool, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Write every image we have (fewer than n on partial success); return their lock entries."""
+                 draft: bool, record: dict[str, Any],
+                 slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Write every image we have (fewer than n on partial success, each at its own `slots`
+    position); return their lock entries."""
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
-    for index, (output, original) in enumerate(zip(target.outputs, images), start=1):
+    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    for index, original in zip(positions, images):
+        output = target.outputs[index - 1]
         fmt = FORMATS[posixpath.splitext(output)[1].lower()]
         per_image = {**meta, "index": index} if target.request.n > 1 else meta
         data = encode(original, fmt, per_image)

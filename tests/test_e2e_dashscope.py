@@ -323,6 +323,26 @@ def test_partial_failure_keeps_the_images_that_succeeded(
     assert run(capsys, "check", "-C", str(root)).code == 0
 
 
+def test_a_partial_result_keeps_each_image_in_its_own_slot(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """When image 1 of 3 fails, images 2 and 3 are written as set-2 and set-3 (seeds s+1, s+2),
+    not shifted into set-1 and set-2."""
+    root = tmp_path / "slots"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\noutput_dir: out\nimages:\n"
+        "  - name: set\n    model: wan2.2-t2i-flash\n    size: \"512*512\"\n    n: 3\n    seed: 100\n"
+        "    prompt: Three ceramic cups on a wooden table.\n    output: \"set-{{ index }}.png\"\n")
+    emu.configure(fail_slots=[0])
+    r = build(capsys, root)
+    assert r.code == 1 and "kept the 2 that succeeded" in r.out, r
+    lock = assert_lock_matches_files(root, "out")
+    assert set(lock) == {"set-2.png", "set-3.png"}
+    assert {o: e["index"] for o, e in lock.items()} == {"set-2.png": 2, "set-3.png": 3}
+    assert not (root / "out" / "set-1.png").exists()
+    emu.configure(fail_slots=[])
+
+
 def test_a_burst_of_429s_is_retried_and_the_build_succeeds(
         site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     # The next three generation POSTs (first tries and retries alike) are answered 429.

@@ -56,6 +56,9 @@ class Generation:
     task_id: str | None = None
     actual_prompt: str | None = None  # set when prompt_extend rewrote the prompt
     failures: list[str] = field(default_factory=list)  # one message per image that failed
+    # 1-based position in the request of each image (seed, seed+1, ...); None = 1..len(images).
+    # With a partial result, image k must still land in output k.
+    slots: list[int] | None = None
 
 
 class ProviderError(Exception):

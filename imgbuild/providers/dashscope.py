@@ -228,7 +228,8 @@ class DashScopeProvider:
         report_progress("downloading")
         images = await self._downloader().fetch_all(results.urls, request.width, request.height)
         return Generation(images=images, request_id=request_id, task_id=task_id,
-                          actual_prompt=results.actual_prompt, failures=results.messages())
+                          actual_prompt=results.actual_prompt, failures=results.messages(),
+                          slots=results.slots)
 
     async def _wait(self, task_id: str) -> tuple[str, dict[str, Any]]:
         """Poll until the task leaves PENDING/RUNNING/SUSPENDED; (final status, body)."""

@@ -108,6 +108,7 @@ class Results:
 
     urls: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per slot
+    slots: list[int] = field(default_factory=list)  # 1-based request position of each url
     actual_prompt: str | None = None
 
     def messages(self) -> list[str]:
@@ -119,7 +120,9 @@ def parse_results(output: dict[str, Any], req: Request) -> Results:
     if isinstance(output.get("results"), list):
         found = _legacy_results(output["results"], req.prompt)
     else:
-        found = Results(urls=_choice_urls(output.get("choices")))
+        # sync answers list only the images that exist: their positions are not reported
+        urls = _choice_urls(output.get("choices"))
+        found = Results(urls=urls, slots=list(range(1, len(urls) + 1)))
     missing = req.n - len(found.urls) - len(found.failures)
     if missing > 0:
         # A sync partial failure lists no per-slot reason; still say how many were lost.
@@ -143,11 +146,12 @@ def _choice_urls(choices: object) -> list[str]:
 
 def _legacy_results(results: list[Any], prompt: str) -> Results:
     found = Results()
-    for slot in results:
+    for position, slot in enumerate(results, start=1):
         if not isinstance(slot, dict):
             continue
         if isinstance(slot.get("url"), str):
             found.urls.append(slot["url"])
+            found.slots.append(position)
             actual = slot.get("actual_prompt")
             if found.actual_prompt is None and isinstance(actual, str) and actual != prompt:
                 found.actual_prompt = actual
