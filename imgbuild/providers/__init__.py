@@ -41,13 +41,13 @@ def identity(choice: Choice, settings: Mapping[str, Any], env: Mapping[str, str]
     """The provider name that goes into generation keys, without creating a client."""
     if choice.name == "placeholder":
         return "placeholder"
-    from imgbuild.providers.dashscope import DashScopeProvider
+    from imgbuild.providers.dashscope_hosts import identity_for
 
-    return str(DashScopeProvider("unused", _base_url(settings, env)).name)
+    return identity_for(_base_url(settings, env))
 
 
 def _base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    from imgbuild.providers.dashscope import resolve_base_url
+    from imgbuild.providers.dashscope_hosts import resolve_base_url
 
     try:
         return resolve_base_url(region=settings.get("region"), workspace=settings.get("workspace"),

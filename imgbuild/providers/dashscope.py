@@ -20,6 +20,7 @@ from imgbuild import __version__, models
 from imgbuild.journal import Journal
 from imgbuild.providers import dashscope_wire as wire
 from imgbuild.providers.base import Generation, ProviderError, Request, report_progress
+from imgbuild.providers.dashscope_hosts import provider_name, resolve_base_url
 from imgbuild.providers.dashscope_download import DownloadError, Downloader
 from imgbuild.providers.dashscope_timing import Backoff, PollSchedule, parse_retry_after
 
@@ -27,35 +28,6 @@ log = logging.getLogger("imgbuild.dashscope")
 
 # task ids and result URLs live 24 h (§2); an older journal entry can only answer UNKNOWN.
 TASK_TTL = 24 * 3600.0
-
-_SHARED_HOSTS = {
-    "beijing": "dashscope.aliyuncs.com",
-    "singapore": "dashscope-intl.aliyuncs.com",
-    "virginia": "dashscope-us.aliyuncs.com",
-}
-_WORKSPACE_REGIONS = {"beijing": "cn-beijing", "singapore": "ap-southeast-1"}
-_REGION_ALIASES = {"cn-beijing": "beijing", "ap-southeast-1": "singapore",
-                   "us-east-1": "virginia", "intl": "singapore"}
-
-
-def resolve_base_url(*, region: str | None, workspace: str | None, base_url: str | None,
-                     env: Mapping[str, str]) -> str:
-    """The API base URL: explicit > env DASHSCOPE_HTTP_BASE_URL > workspace host > region's
-    shared host > Beijing (the SDK default)."""
-    if base_url:
-        return base_url.rstrip("/")
-    if env.get("DASHSCOPE_HTTP_BASE_URL"):
-        return env["DASHSCOPE_HTTP_BASE_URL"].rstrip("/")
-    name = (region or "beijing").strip().lower()
-    name = _REGION_ALIASES.get(name, name)
-    if name not in _SHARED_HOSTS:
-        raise ValueError(f"unknown DashScope region {region!r}; "
-                         f"use one of {', '.join(_SHARED_HOSTS)} (or set base_url)")
-    if workspace and name in _WORKSPACE_REGIONS:
-        # Newer docs recommend the workspace-dedicated domain; the shared one keeps working.
-        return f"https://{workspace}.{_WORKSPACE_REGIONS[name]}.maas.aliyuncs.com/api/v1"
-    return f"https://{_SHARED_HOSTS[name]}/api/v1"
-
 
 class RateLimiter(Protocol):
     """What the scheduler plugs in to pace paid submissions per model."""
@@ -101,7 +73,7 @@ class DashScopeProvider:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.host = parts.netloc  # journal entries are only valid against the same server
-        self.name = _provider_name(parts.hostname)
+        self.name = provider_name(parts.hostname)
         self.workspace = workspace
         self.poll_timeout = poll_timeout
         self.max_retries = max_retries
@@ -363,9 +335,6 @@ class DashScopeProvider:
                           self.download_retries, self._backoff)
 
 
-def _provider_name(hostname: str) -> str:
-    # Images from an emulator or a proxy must never pass for real ones in a shared cache.
-    return "dashscope" if hostname.endswith(".aliyuncs.com") else f"dashscope@{hostname}"
 
 
 def _endpoint(request: Request) -> str:
