@@ -207,14 +207,12 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
 
     needs_provider = any(s.action == GENERATE for s in todo)
     journal = None
-    if needs_provider and choice.name == "dashscope":
-        from imgbuild.journal import Journal
-
-        journal = Journal(project.state_dir / "journal")
     limiter = None
     if needs_provider and choice.name == "dashscope":
+        from imgbuild.journal import Journal
         from imgbuild.scheduler import Scheduler, default_jobs
 
+        journal = Journal(project.state_dir / "journal")
         # Per-model rate and concurrency limits (model table < project `limits:`) pace the
         # build; the default -j is sized so that they, not -j, are what binds.
         limiter = Scheduler.from_settings(project.settings)
