@@ -123,8 +123,8 @@ def write_project(root: Path, s: Setting, n: int) -> None:
 
 def run_imgbuild(emu: EmulatorProcess, s: Setting, n: int, work: Path) -> dict[str, Any]:
     from imgbuild.cli import main
-    from imgbuild.providers import dashscope
-    from imgbuild.providers.dashscope_timing import PollSchedule
+    from imgbuild.providers.dashscope import client as dashscope
+    from imgbuild.providers.dashscope.timing import PollSchedule
 
     root = work / f"proj-{time.monotonic_ns()}"
     write_project(root, s, n)

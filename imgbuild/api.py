@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO, Union
 
 from imgbuild.commands import Where
-from imgbuild.project import Project
+from imgbuild.spec.project import Project
 from imgbuild.report import Reporter
 
 __all__ = ["build", "check", "load_project"]
@@ -101,7 +101,7 @@ def check(project_dir: PathLike = ".", allow_drafts: bool = False) -> dict[str, 
 
 def load_project(project_dir: PathLike = ".") -> Project:
     """Load and validate the project (imgbuild.yaml plus included spec files); raises SpecError."""
-    from imgbuild import project
+    from imgbuild.spec import project
 
     where = _where(project_dir)
     return project.load_project(project.find_project_file(where.directory, where.file))

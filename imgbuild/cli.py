@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from imgbuild import __version__
+from imgbuild._version import __version__
 
 EXIT_CODES = """\b
 Exit codes:
@@ -213,7 +213,7 @@ def emulator(host: str, port: int, api_key: str | None, config_path: str | None)
 @_output_options
 def init(directory: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
     """Write a starter imgbuild.yaml (never overwriting one) and add .imgbuild/ to .gitignore."""
-    from imgbuild import scaffold
+    from imgbuild.verbs import init as scaffold
 
     return scaffold.init(_where(directory, None), _reporter(json_mode, verbose, quiet))
 
@@ -229,7 +229,7 @@ def cache() -> None:
 def cache_info(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
                quiet: int) -> int:
     """Show the cache folder, its generation entries, blobs and size."""
-    from imgbuild import cachecmd
+    from imgbuild.verbs import cache as cachecmd
 
     return cachecmd.info(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
 
@@ -240,7 +240,7 @@ def cache_info(directory: str | None, project_file: str | None, json_mode: bool,
 def cache_verify(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
                  quiet: int) -> int:
     """Re-hash every stored image; exit 1 if any is damaged."""
-    from imgbuild import cachecmd
+    from imgbuild.verbs import cache as cachecmd
 
     return cachecmd.verify(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
 
@@ -254,7 +254,7 @@ def cache_verify(directory: str | None, project_file: str | None, json_mode: boo
 def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, project_file: str | None,
                 json_mode: bool, verbose: int, quiet: int) -> int:
     """Delete entries no given lockfile references, and blobs no remaining entry uses."""
-    from imgbuild import cachecmd
+    from imgbuild.verbs import cache as cachecmd
 
     return cachecmd.prune(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
                           keep_locks=keep_locks, yes=yes)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild import cost, lockfile, providers
+from imgbuild import providers
+from imgbuild.plan import cost
+from imgbuild.store import lockfile
 from imgbuild.errors import EXIT_FAILED, EXIT_OK, ImgbuildError, UsageError
-from imgbuild.expand import Target, expand
-from imgbuild.plan import GENERATE, NOTHING, UP_TO_DATE, Plan, Step, make_plan
-from imgbuild.project import STATE_DIR, Project, find_project_file, load_project
+from imgbuild.spec.expand import Target, expand
+from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Plan, Step, make_plan
+from imgbuild.spec.project import STATE_DIR, Project, find_project_file, load_project
 from imgbuild.report import Reporter
 
 
@@ -24,7 +26,7 @@ class Where:
 
 def load(where: Where) -> tuple[Project, list[Target]]:
     """The project and its expanded targets; from the plan cache when no input changed."""
-    from imgbuild import statecache
+    from imgbuild.plan import caches as statecache
 
     path = find_project_file(where.directory, where.file)
     state_dir = path.parent / STATE_DIR
@@ -70,13 +72,13 @@ def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
 
 
 def _stat_cache(project: Project) -> Any:
-    from imgbuild.statecache import StatCache
+    from imgbuild.plan.caches import StatCache
 
     return StatCache(project.state_dir)
 
 
 def open_cache(project: Project) -> Any:
-    from imgbuild.cache import Cache, default_dir
+    from imgbuild.store.originals import Cache, default_dir
 
     configured = project.settings.get("cache_dir")
     return Cache(default_dir(project.root / configured if configured else None))
@@ -109,7 +111,7 @@ def build(where: Where, reporter: Reporter, *, no_wait: bool = False, **options:
 
 
 def _project_lock(where: Where, reporter: Reporter, no_wait: bool) -> Any:
-    from imgbuild import projectlock
+    from imgbuild.store import mutex as projectlock
 
     state_dir = find_project_file(where.directory, where.file).parent / STATE_DIR
     return projectlock.hold(state_dir, wait=not no_wait, on_wait=reporter.notice)
@@ -133,7 +135,7 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         paid = choice.name != "placeholder"
         estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
         if dry_run:
-            from imgbuild import variants
+            from imgbuild.plan import derivatives as variants
 
             steps = variants.plan_variants(selected, lock, project.output_dir, stats.sha256)
             return _report_plan(plan, reporter, identity, estimate, paid, steps)
@@ -191,7 +193,7 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
         return []  # a no-op build never imports asyncio and the executor
     import asyncio
 
-    from imgbuild.execute import Executor, Outcome
+    from imgbuild.run.executor import Executor, Outcome
 
     done: list[Outcome] = []
 
@@ -209,8 +211,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
     journal = None
     limiter = None
     if needs_provider and choice.name == "dashscope":
-        from imgbuild.journal import Journal
-        from imgbuild.scheduler import Scheduler, default_jobs
+        from imgbuild.providers.dashscope.journal import Journal
+        from imgbuild.run.scheduler import Scheduler, default_jobs
 
         journal = Journal(project.state_dir / "journal")
         # Per-model rate and concurrency limits (model table < project `limits:`) pace the
@@ -321,7 +323,7 @@ def _sweep(project: Project, targets: Any) -> None:
     """Before writing, remove what a killed build may have left half-way: temp files beside
     the lock, in .imgbuild/ and its journal, in output_dir and in the folders about to be
     written. Builds hold the project lock, so no live writer owns these files."""
-    from imgbuild.fsutil import sweep_temp_files
+    from imgbuild.store.atomic import sweep_temp_files
 
     sweep_temp_files({project.root, project.state_dir, project.output_dir,
                       *((project.output_dir / o).parent for t in targets for o in t.outputs)})
@@ -333,13 +335,13 @@ def _derive(project: Project, targets: list[Target], lock: lockfile.Lock, cache:
     """Web derivatives of every original that is now fresh: local work, no provider."""
     if not any(t.variants for t in targets):
         return []  # most projects: skip importing the derivation stack at all
-    from imgbuild import variants
+    from imgbuild.plan import derivatives as variants
 
     steps = variants.plan_variants(targets, lock, project.output_dir, stats.sha256)
     todo = [s for s in steps if s.state not in (variants.UP_TO_DATE, variants.WAITING)]
     if not todo:
         return []
-    from imgbuild.fsutil import sweep_temp_files
+    from imgbuild.store.atomic import sweep_temp_files
 
     sweep_temp_files({(project.output_dir / s.variant.output).parent for s in todo})
     done: list[Any] = []
@@ -364,8 +366,8 @@ def _variant_row(outcome: Any) -> dict[str, str]:
 
 def _write_manifest(project: Project, targets: list[Target], lock: lockfile.Lock, stats: Any,
                     *, force: bool) -> None:
-    from imgbuild import manifest
-    from imgbuild.fsutil import atomic_write_bytes
+    from imgbuild.store import manifest
+    from imgbuild.store.atomic import atomic_write_bytes
 
     name = manifest.wanted(project.settings, targets)
     if name is None:
@@ -488,7 +490,8 @@ def _check_variants(project: Project, targets: list[Target], lock: lockfile.Lock
     """Rows for web derivatives and the manifest (only for projects that have them)."""
     if not any(t.variants for t in targets) and not any(t.alt for t in targets) and not project.settings.get("manifest"):
         return []
-    from imgbuild import manifest, variants
+    from imgbuild.store import manifest
+    from imgbuild.plan import derivatives as variants
 
     status_of = {variants.NEW: "stale", variants.CHANGED: "stale", variants.WAITING: "stale",
                  variants.MISSING: "missing", variants.MODIFIED: "modified", variants.UP_TO_DATE: UP_TO_DATE}
@@ -544,7 +547,7 @@ def clean(where: Where, reporter: Reporter, *, yes: bool = False, no_wait: bool 
 
 def _clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
     project, targets = load(where)
-    from imgbuild import manifest
+    from imgbuild.store import manifest
 
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     manifest_name = manifest.wanted(project.settings, targets)
@@ -566,7 +569,7 @@ def _clean(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
     for orphan in orphans:
         reporter.line(f"{'dropped' if yes else 'would drop'} lock entry: {orphan}")
     if yes:
-        from imgbuild.outputs import remove_output
+        from imgbuild.store.outputs import remove_output
 
         for rel in stray:
             remove_output(out_dir, rel)
@@ -596,7 +599,7 @@ def html(where: Where, reporter: Reporter, *, name: str, sizes: str, base_url: s
     """Print the `<picture>` markup of one image, from the manifest the last build wrote."""
     import json
 
-    from imgbuild import manifest
+    from imgbuild.store import manifest
 
     project, targets = load(where)
     manifest_name = manifest.wanted(project.settings, targets)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, TextIO
 
-from imgbuild.plan import Plan, Step
+from imgbuild.plan.states import Plan, Step
 
 STATE_LABEL = {
     "new": "new",

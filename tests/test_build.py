@@ -211,9 +211,9 @@ def test_internal_error_exits_3_with_a_log(site: Path, capsys: pytest.CaptureFix
 def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys: pytest.CaptureFixture[str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure part-way keeps every finished target in the lock (no paid image forgotten)."""
-    import imgbuild.outputs
+    import imgbuild.store.outputs
 
-    real = imgbuild.outputs.encode
+    real = imgbuild.store.outputs.encode
     calls = {"n": 0}
 
     def flaky(original: bytes, fmt: str, meta: dict) -> bytes:  # type: ignore[type-arg]
@@ -222,7 +222,7 @@ def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys
             raise OSError(28, "No space left on device")
         return real(original, fmt, meta)
 
-    monkeypatch.setattr(imgbuild.outputs, "encode", flaky)
+    monkeypatch.setattr(imgbuild.store.outputs, "encode", flaky)
     r = run(capsys, "build", "-C", str(site), "-k", "-j", "1", "--json")
     assert r.code == 1
     # a write error (disk full) stops the build even with -k: every other write would fail too
@@ -230,7 +230,7 @@ def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys
     lock = (site / "imgbuild.lock").read_text()
     assert "hero.png" not in lock
     assert not (site / OUT / "hero.png").exists()
-    monkeypatch.setattr(imgbuild.outputs, "encode", real)
+    monkeypatch.setattr(imgbuild.store.outputs, "encode", real)
     r = run(capsys, "build", "-C", str(site), "--json")
     # the hero original reached the cache before the write failed: restored, not paid again
     assert (r.json["restored"], r.json["built"], r.json["provider_calls"]) == (1, 7, 7), r

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run
-from imgbuild.cache import Cache
+from imgbuild.store.originals import Cache
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_prune_lists_then_deletes_only_unreferenced(built: Path, capsys: pytest.
 
 
 def _lock_keys(site: Path) -> set[str]:
-    from imgbuild import lockfile
+    from imgbuild.store import lockfile
 
     # generation keys only: web derivatives have derivation keys, which the cache never holds
     return {e["key"] for e in lockfile.read(site / "imgbuild.lock").outputs.values() if "derived_from" not in e}

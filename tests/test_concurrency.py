@@ -22,7 +22,7 @@ from e2e_support import (
 )
 from helpers import run
 
-from imgbuild.cache import Cache
+from imgbuild.store.originals import Cache
 from imgbuild.emulator import Emulator, EmulatorConfig
 
 COUNT = 9
@@ -89,7 +89,7 @@ def test_two_builds_at_once_are_serialised_and_pay_once(
     assert temp_files(root) == []
     assert run(capsys, "check", "-C", str(root)).code == 0
     # plan and check never take the lock: they work while a build holds it.
-    from imgbuild import projectlock
+    from imgbuild.store import mutex as projectlock
 
     with projectlock.hold(root / ".imgbuild"):
         assert run(capsys, "check", "-C", str(root)).code == 0
@@ -101,7 +101,7 @@ def test_two_builds_at_once_are_serialised_and_pay_once(
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from imgbuild.cache import Cache
+    from imgbuild.store.originals import Cache
 
     directory, who = Path(sys.argv[1]), sys.argv[2]
     with Cache(directory) as cache:

@@ -15,13 +15,13 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from imgbuild import models
+from imgbuild.spec import catalogue as models
 from imgbuild.emulator import Emulator, EmulatorConfig
-from imgbuild.journal import Journal
+from imgbuild.providers.dashscope.journal import Journal
 from imgbuild.providers.base import Generation, ProviderError, Request
-from imgbuild.providers.dashscope import DashScopeProvider, resolve_base_url
-from imgbuild.providers.dashscope_download import Downloader
-from imgbuild.providers.dashscope_timing import Backoff, PollSchedule
+from imgbuild.providers.dashscope.client import DashScopeProvider, resolve_base_url
+from imgbuild.providers.dashscope.download import Downloader
+from imgbuild.providers.dashscope.timing import Backoff, PollSchedule
 
 KEY = "sk-FAKE-do-not-leak-7f3a9c1e5b"  # recognisable, so the secret test can grep for it
 FAST_POLL = PollSchedule(first=0.02, early=0.03, early_for=0.5, late=0.05)

@@ -223,7 +223,7 @@ def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
 def test_a_download_above_the_cap_fails_that_target_only(
         tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from imgbuild.providers import dashscope
+    from imgbuild.providers.dashscope import client as dashscope
 
     # The cap (64 MiB by default) set below the size of the big images but above the small ones.
     real = dashscope.DashScopeProvider.__init__

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.journal import Journal
+from imgbuild.providers.dashscope.journal import Journal
 
 
 def _record(journal: Journal, key: str = "k1", task_id: str = "t-1") -> dict[str, object]:

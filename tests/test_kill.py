@@ -47,9 +47,9 @@ from e2e_support import (
 )
 from helpers import run
 
-from imgbuild.cache import Cache
+from imgbuild.store.originals import Cache
 from imgbuild.emulator import Emulator, EmulatorConfig
-from imgbuild.journal import Journal
+from imgbuild.providers.dashscope.journal import Journal
 
 COUNT = 9  # 3 sync qwen-image-plus, 3 wan2.6-t2i tasks, 3 wan2.2-t2i-flash tasks
 RUNS = int(os.environ.get("IMGBUILD_KILL_RUNS", "20"))

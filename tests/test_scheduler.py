@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import Result, run
 
-from imgbuild import models
+from imgbuild.spec import catalogue as models
 from imgbuild.emulator import Emulator, EmulatorConfig
-from imgbuild.providers import dashscope
+from imgbuild.providers.dashscope import client as dashscope
 from imgbuild.providers.base import Request
-from imgbuild.providers.dashscope_timing import PollSchedule
-from imgbuild.scheduler import Scheduler, default_jobs
+from imgbuild.providers.dashscope.timing import PollSchedule
+from imgbuild.run.scheduler import Scheduler, default_jobs
 
 KEY = "sk-scheduler-test"
 GENERATION_PATHS = tuple(models.ENDPOINT_PATHS.values())

@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from imgbuild import models
-from imgbuild.models import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
+from imgbuild.spec import catalogue as models
+from imgbuild.spec.catalogue import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
 
 from .faults import ERRORS, Fault
 

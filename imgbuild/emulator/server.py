@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from imgbuild.models import ASYNC, ENDPOINT_PATHS, LEGACY, SYNC
+from imgbuild.spec.catalogue import ASYNC, ENDPOINT_PATHS, LEGACY, SYNC
 
 from . import protocol
 from .faults import EmulatorConfig

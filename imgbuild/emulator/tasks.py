@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgbuild import models
+from imgbuild.spec import catalogue as models
 
 from .faults import Fault
 from .images import ImageSpec

@@ -41,13 +41,13 @@ def identity(choice: Choice, settings: Mapping[str, Any], env: Mapping[str, str]
     """The provider name that goes into generation keys, without creating a client."""
     if choice.name == "placeholder":
         return "placeholder"
-    from imgbuild.providers.dashscope_hosts import identity_for
+    from imgbuild.providers.dashscope.hosts import identity_for
 
     return identity_for(_base_url(settings, env))
 
 
 def _base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    from imgbuild.providers.dashscope_hosts import resolve_base_url
+    from imgbuild.providers.dashscope.hosts import resolve_base_url
 
     try:
         return resolve_base_url(region=settings.get("region"), workspace=settings.get("workspace"),
@@ -58,12 +58,12 @@ def _base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> str:
 
 def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
            limiter: Any = None, env: Mapping[str, str] = os.environ) -> Any:
-    """The provider; `limiter` (imgbuild.scheduler.Scheduler) paces DashScope submissions."""
+    """The provider; `limiter` (imgbuild.run.scheduler.Scheduler) paces DashScope submissions."""
     if choice.name == "placeholder":
         from imgbuild.providers.placeholder import PlaceholderProvider
 
         return PlaceholderProvider()
-    from imgbuild.providers.dashscope import DashScopeProvider
+    from imgbuild.providers.dashscope.client import DashScopeProvider
 
     key = env[settings.get("api_key_env", DEFAULT_KEY_ENV)]
     # `timeouts:` in imgbuild.yaml: request = one HTTP request (then retried), poll = how long

@@ -15,7 +15,7 @@ import aiohttp
 from PIL import Image
 
 from imgbuild.providers.base import ProviderError
-from imgbuild.providers.dashscope_timing import Backoff
+from imgbuild.providers.dashscope.timing import Backoff
 
 log = logging.getLogger("imgbuild.dashscope")
 

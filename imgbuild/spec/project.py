@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from imgbuild import yamlio
+from imgbuild.spec import yamlio
 from imgbuild.errors import Problem, SpecError, UsageError
 
 PROJECT_FILE = "imgbuild.yaml"
@@ -204,7 +204,7 @@ def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
         return [Problem(display, line, col, where or "(top level)",
                         f"missing required field '{m}'") for m in missing]
     if v == "enum" and path and path[-1] == "model":
-        from imgbuild import models
+        from imgbuild.spec import catalogue as models
 
         hint = models.suggest(str(err.instance))
         msg = f"unknown model '{err.instance}'" + (f" (did you mean '{hint}'?)" if hint else "")

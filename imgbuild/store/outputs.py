@@ -8,10 +8,10 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from imgbuild import metadata
+from imgbuild.images import metadata
 from imgbuild.errors import ImgbuildError
-from imgbuild.expand import FORMATS, Target
-from imgbuild.fsutil import atomic_write_bytes
+from imgbuild.spec.expand import FORMATS, Target
+from imgbuild.store.atomic import atomic_write_bytes
 
 
 def image_meta(target: Target, key: str, provider: str, record: dict[str, Any]) -> dict[str, Any]:

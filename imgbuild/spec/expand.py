@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild import models, yamlio
-from imgbuild.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
+from imgbuild.spec import catalogue as models
+from imgbuild.spec import yamlio
+from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
 from imgbuild.errors import Problem, SpecError
-from imgbuild.project import Project, SpecFile, describe_path, display_path
+from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
 from imgbuild.providers.base import Request
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -256,7 +257,7 @@ class _Renderer:
                 tail = f" (did you mean '{hint[0]}'?)" if hint else f"; defined here: {', '.join(known)}"
                 return f"undefined variable '{name}'{tail}"
             # values from YAML are imgbuild's position-keeping containers: name them plainly
-            text = re.sub(r"'imgbuild\.yamlio\.Loc(Dict|List) object'",
+            text = re.sub(r"'imgbuild(?:\.\w+)*\.yamlio\.Loc(Dict|List) object'",
                           lambda m: "the mapping" if m.group(1) == "Dict" else "the list", str(error))
             return f"undefined value: {text}"
         return f"template error: {type(error).__name__}: {error}"

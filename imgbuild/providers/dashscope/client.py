@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from imgbuild import __version__, models
-from imgbuild.journal import Journal
-from imgbuild.providers import dashscope_wire as wire
+from imgbuild._version import __version__
+from imgbuild.spec import catalogue as models
+from imgbuild.providers.dashscope.journal import Journal
+from imgbuild.providers.dashscope import wire
 from imgbuild.providers.base import Generation, ProviderError, Request, report_progress
-from imgbuild.providers.dashscope_hosts import provider_name, resolve_base_url
-from imgbuild.providers.dashscope_download import DownloadError, Downloader
-from imgbuild.providers.dashscope_timing import Backoff, PollSchedule, parse_retry_after
+from imgbuild.providers.dashscope.hosts import provider_name, resolve_base_url
+from imgbuild.providers.dashscope.download import DownloadError, Downloader
+from imgbuild.providers.dashscope.timing import Backoff, PollSchedule, parse_retry_after
 
 log = logging.getLogger("imgbuild.dashscope")
 

@@ -46,7 +46,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from imgbuild import models
+from imgbuild.spec import catalogue as models
 from imgbuild.providers.base import Request
 
 # `-j` default when the DashScope provider runs (see default_jobs).

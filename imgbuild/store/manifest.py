@@ -11,9 +11,9 @@ import posixpath
 from html import escape
 from typing import Any
 
-from imgbuild.derive import MIME
-from imgbuild.expand import Target
-from imgbuild.lockfile import Lock
+from imgbuild.images.derive import MIME
+from imgbuild.spec.expand import Target
+from imgbuild.store.lockfile import Lock
 
 MANIFEST_VERSION = 1
 _EXT_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif"}

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgbuild.cache import Cache
-from imgbuild.outputs import write_target
-from imgbuild.plan import RESTORE, Step
+from imgbuild.store.originals import Cache
+from imgbuild.store.outputs import write_target
+from imgbuild.plan.states import RESTORE, Step
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
 
 BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
@@ -67,7 +67,7 @@ class Executor:
         self.keep_going = keep_going
         self.on_outcome = on_outcome
         self.journal = journal
-        # The scheduler (imgbuild.scheduler): a per-model concurrency slot is held around each
+        # The scheduler (imgbuild.run.scheduler): a per-model concurrency slot is held around each
         # generation, released on success or failure; `jobs` still caps the total in flight.
         self.limiter = limiter
         self.stop_reason: str | None = None

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from imgbuild import models
-from imgbuild.plan import GENERATE, RESTORE, Step
+from imgbuild.spec import catalogue as models
+from imgbuild.plan.states import GENERATE, RESTORE, Step
 
 DEFAULT_REGION = "beijing"
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild.derive import Variant, derive
-from imgbuild.expand import Target
-from imgbuild.fsutil import atomic_write_bytes
-from imgbuild.lockfile import Lock
-from imgbuild.outputs import safe_destination
-from imgbuild.plan import generation_key
+from imgbuild.images.derive import Variant, derive
+from imgbuild.spec.expand import Target
+from imgbuild.store.atomic import atomic_write_bytes
+from imgbuild.store.lockfile import Lock
+from imgbuild.store.outputs import safe_destination
+from imgbuild.plan.states import generation_key
 
 UP_TO_DATE, NEW, CHANGED, MISSING, MODIFIED, WAITING = (
     "up_to_date", "new", "changed", "missing", "modified", "waiting")

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgbuild import models
+from imgbuild.spec import catalogue as models
 from imgbuild.providers.base import Request
 
 ASYNC_HEADER = "X-DashScope-Async"

@@ -16,9 +16,9 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from imgbuild.expand import Target
-from imgbuild.fsutil import sha256_file
-from imgbuild.lockfile import Lock
+from imgbuild.spec.expand import Target
+from imgbuild.store.atomic import sha256_file
+from imgbuild.store.lockfile import Lock
 from imgbuild.providers.base import Request
 
 KEY_VERSION = "imgbuild-key-1"

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imgbuild import lockfile
-from imgbuild.cache import Cache, default_dir
+from imgbuild.store import lockfile
+from imgbuild.store.originals import Cache, default_dir
 from imgbuild.commands import Where
 from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
-from imgbuild.project import LOCK_FILE, PROJECT_FILE, display_path, find_project_file
+from imgbuild.spec.project import LOCK_FILE, PROJECT_FILE, display_path, find_project_file
 from imgbuild.report import Reporter
 
 
@@ -29,7 +29,7 @@ def cache_dir(where: Where) -> Path:
     project_file = _project_file(where)
     configured = None
     if project_file is not None:
-        from imgbuild import yamlio
+        from imgbuild.spec import yamlio
 
         try:
             data = yamlio.load_file(project_file, display_path(project_file))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from imgbuild.commands import Where
 from imgbuild.errors import EXIT_OK, UsageError
-from imgbuild.project import PROJECT_FILE, STATE_DIR, display_path
+from imgbuild.spec.project import PROJECT_FILE, STATE_DIR, display_path
 from imgbuild.report import Reporter
 
 # The schema is not published at a public URL (its $id is an identifier, not a download), so

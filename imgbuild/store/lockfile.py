@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.errors import ImgbuildError
-from imgbuild.fsutil import atomic_write_bytes
+from imgbuild.store.atomic import atomic_write_bytes
 
 LOCK_VERSION = 1
 

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imgbuild import __version__
-from imgbuild.derive import Variant
-from imgbuild.expand import Target
-from imgbuild.fsutil import atomic_write_bytes, sha256_file
+from imgbuild._version import __version__
+from imgbuild.images.derive import Variant
+from imgbuild.spec.expand import Target
+from imgbuild.store.atomic import atomic_write_bytes, sha256_file
 from imgbuild.providers.base import Request
 
 PLAN_FILE = "plan-cache.json"

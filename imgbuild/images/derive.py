@@ -97,7 +97,7 @@ def derive(original: bytes, variant: Variant, meta: dict[str, Any]) -> bytes:
     """Encode one variant from the original's bytes, deterministically, with provenance."""
     from PIL import Image
 
-    from imgbuild import metadata
+    from imgbuild.images import metadata
 
     with Image.open(io.BytesIO(original)) as im:
         im.load()
