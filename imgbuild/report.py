@@ -148,7 +148,7 @@ class Reporter:
         if isinstance(error, SpecError):
             text = problems_text(error.problems)
         elif isinstance(error, KeyboardInterrupt):
-            text = "imgbuild: interrupted before anything was built"
+            text = "imgbuild: interrupted; what finished is kept in the lock, and the next build resumes from there"
         elif crash_log is not None:
             text = (f"imgbuild: internal error (a bug). The traceback is in {crash_log}; "
                     "please report it with that file.")
