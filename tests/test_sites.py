@@ -8,9 +8,14 @@ installs them all.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from PIL import Image
 
 from browser import Browser, chromium_path, serve
 from conftest import REPO
+from e2e_support import wait_for
 from helpers import run
 
 from imgbuild.store import manifest
@@ -100,6 +106,72 @@ def test_mkdocs_site_serves_every_generated_image_as_avif_or_webp(
     _run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet"], project)
     _check_site(browser, project / "site", project / "docs" / "img" / "generated", MKDOCS_PAGES,
                 tmp_path / "mkdocs")
+
+
+def test_hugo_server_serves_what_imgbuild_watch_regenerates_without_a_restart(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented dev loop, `imgbuild watch & hugo server`: edit a prompt, and the running
+    server serves the new image."""
+    hugo = shutil.which("hugo")
+    require(hugo is not None, "hugo", "apt-get install hugo")
+    project = _generate("hugo", tmp_path, capsys)
+    server = subprocess.Popen([str(hugo), "server", "--bind", "127.0.0.1", "--port", str(_free_port()),
+                               "--disableLiveReload"], cwd=project, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watcher = subprocess.Popen([sys.executable, "-m", "imgbuild", "watch", "-C", str(project), "--json"],
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        ready = _first_line(server, lambda line: "Web Server is available at" in line)
+        url = "http://127.0.0.1:" + ready.split("//localhost:")[1].split("/")[0] + "/img/generated/hero-960.avif"
+        image = project / "generated" / "hero-960.avif"
+        old = image.read_bytes()
+        assert _get(url) == old
+        assert '"command": "build"' in _first_line(watcher, lambda line: '"command"' in line)
+        (project / "imgbuild.yaml").write_text(
+            (project / "imgbuild.yaml").read_text("utf-8").replace("morning light", "evening light"), "utf-8")
+        rebuilt = _first_line(watcher, lambda line: '"command"' in line)
+        assert '"status": "built"' in rebuilt and image.read_bytes() != old
+        wait_for(lambda: _get(url) == image.read_bytes(), 30, "hugo server to serve the new image")
+        assert server.poll() is None, "the same server process, never restarted"
+    finally:
+        for proc in (watcher, server):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            finally:
+                proc.kill()
+                assert proc.stdout is not None
+                proc.stdout.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _first_line(proc: subprocess.Popen[str], wanted: Any, timeout: float = 120) -> str:
+    """The next line of proc's stdout that `wanted` accepts (read in a thread, so a silent
+    process fails the test after `timeout` instead of hanging it)."""
+    found: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if wanted(line):
+                found.put(line)
+                return
+        found.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    line = found.get(timeout=timeout)
+    assert line, f"{proc.args[0]} exited ({proc.poll()}) before printing the line awaited"
+    return line
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
 
 
 def _check_site(browser: Browser, site: Path, generated: Path, pages: list[Any], shots: Path) -> None:
