@@ -166,11 +166,13 @@ def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
           json_mode: bool, verbose: int, quiet: int) -> int:
     """Build, then rebuild whenever imgbuild.yaml, a spec file, a prompt template or a matrix
     data file changes, until Ctrl-C. Run it beside a dev server: `imgbuild watch & hugo server`."""
-    from imgbuild.verbs import watch as watcher
+    from imgbuild.verbs.build import BuildOptions
+    from imgbuild.verbs.watch import watch as run
 
-    return watcher.watch(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                         patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
-                         force=force, budget=budget, max_images=max_images)
+    where = _where(directory, project_file)
+    options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
+                           force=force, budget=budget, max_images=max_images)
+    return _run("watch", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
 
 
 @cli.command(epilog=EXIT_CODES)

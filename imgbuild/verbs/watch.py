@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild.commands import Where
-from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError, Interrupted, SpecError
-from imgbuild.report import Reporter
+from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError, SpecError
 from imgbuild.spec.project import LOCK_FILE, STATE_DIR, display_path, find_project_file
+from imgbuild.verbs.common import Where
+from imgbuild.verbs.results import DataResult
 
 POLL = 0.1  # seconds between two looks at the watched files
 QUIET = 0.2  # debounce: a rebuild starts once the watched files stayed unchanged this long
@@ -116,39 +116,48 @@ class Inputs:
         return {p for p in found if not any(p == i or i in p.parents for i in self.ignored)}
 
 
-def watch(where: Where, reporter: Reporter, **options: Any) -> int:
-    """Build now, then after every change; only Ctrl-C ends it (exit 130). A failed build or a
-    spec error is reported and watching goes on."""
+def watch(where: Where, sink: Any, options: Any) -> DataResult:
+    """Build now, then after every change, until Ctrl-C (exit 130). Each build's result goes to
+    `sink` as `build` would show it; a failed build or a spec error is shown and watching goes
+    on. `options` are `build`'s (verbs.build.BuildOptions)."""
     inputs = Inputs(find_project_file(where.directory, where.file))
     changed: list[Path] = []
+    builds = 0
+    building = False
     try:
         while True:
             before = Snapshot.take(inputs.paths())  # an edit during the build sets off the next
             if changed:
-                reporter.notice(f"{_names(changed)} changed: rebuilding")
-            _build(where, reporter, inputs, options)
+                sink.notice(f"{_names(changed)} changed: rebuilding")
+            builds += 1
+            building = True
+            if _build(where, sink, inputs, options) == EXIT_INTERRUPTED:
+                break  # Ctrl-C stopped that build in its loop: its result said what was kept
+            building = False
             inputs.refresh()
             if not changed:
-                reporter.notice(f"watching {len(inputs.paths())} file(s) for changes (Ctrl-C to stop)")
+                sink.notice(f"watching {len(inputs.paths())} file(s) for changes (Ctrl-C to stop)")
             changed = _next_change(before.including(inputs.paths(), inputs.digests), inputs)
-    except Interrupted:
-        raise  # a build stopped mid-way: its own message says what was kept
     except KeyboardInterrupt:
-        reporter.notice("stopped watching")
-        return EXIT_INTERRUPTED
+        # While waiting; or in a build outside its generation loop (loading, deriving), whose
+        # own `finally` wrote the lock with what it finished, all files being written atomically.
+        pass
+    return DataResult("watch", {"builds": builds, "interrupted_build": building}, exit_code=EXIT_INTERRUPTED)
 
 
-def _build(where: Where, reporter: Reporter, inputs: Inputs, options: dict[str, Any]) -> None:
-    from imgbuild import commands
+def _build(where: Where, sink: Any, inputs: Inputs, options: Any) -> int:
+    """One build, shown as `imgbuild build` shows it; its exit code."""
+    from imgbuild.verbs.build import build
 
     try:
-        commands.build(where, reporter, **options)
-    except SpecError as e:
-        reporter.error(str(e))
-        # watch the files the problems are in, even those no plan has listed yet
-        inputs.add(Path(p.file).resolve() for p in e.problems if p.file)
+        result = build(where, sink, options)
     except ImgbuildError as e:
-        reporter.error(f"imgbuild: error: {e}")
+        sink.failure("build", e, e.exit_code)
+        if isinstance(e, SpecError):  # watch the files with problems, even those no plan listed
+            inputs.add(Path(p.file).resolve() for p in e.problems if p.file)
+        return e.exit_code
+    sink.result(result)
+    return int(result.exit_code)
 
 
 def _next_change(before: Snapshot, inputs: Inputs) -> list[Path]:
