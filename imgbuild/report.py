@@ -448,8 +448,16 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    text = f"imgbuild: stopped watching after {d['builds']} build(s)"
+    if d["interrupted_build"]:
+        text += "; the last one was interrupted, and what it finished is in the lock"
+    return [], text, False
+
+
 _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
-         "cache verify": _render_cache_verify, "cache prune": _render_cache_prune}
+         "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
+         "watch": _render_watch}
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
