@@ -11,6 +11,20 @@ from imgbuild.store.atomic import atomic_write_bytes
 
 LOCK_VERSION = 1
 
+# The provider identity of images from Alibaba Cloud's own endpoints. Anything else (the
+# placeholder, an emulator or a proxy: `dashscope@HOST`) made a stand-in, not a final image.
+PRODUCTION = "dashscope"
+
+
+def is_final(provider: str) -> bool:
+    return provider == PRODUCTION
+
+
+def is_draft(entry: dict[str, Any]) -> bool:
+    """A lock entry's image is a draft when it says so, or when anyone but the production
+    service made it (entries written before emulator images counted as drafts say draft: false)."""
+    return bool(entry.get("draft")) or ("provider" in entry and not is_final(str(entry["provider"])))
+
 
 class Lock:
     def __init__(self, outputs: dict[str, dict[str, Any]] | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from imgbuild.images.derive import MIME
 from imgbuild.spec.types import Target
-from imgbuild.store.lockfile import Lock
+from imgbuild.store.lockfile import Lock, is_draft
 
 MANIFEST_VERSION = 1
 _EXT_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif"}
@@ -48,7 +48,7 @@ def build(targets: list[Target], lock: Lock) -> bytes:
                                      "bytes": ventry.get("bytes"), "sha256": ventry["sha256"]})
             images[image_name(target, index)] = {
                 "alt": target.alt or "",
-                "draft": bool(entry.get("draft")),
+                "draft": is_draft(entry),
                 "original": original,
                 "variants": variants,  # in the spec's format order (preference), then by width
             }

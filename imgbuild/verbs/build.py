@@ -14,6 +14,7 @@ from imgbuild.plan import cost
 from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
+from imgbuild.store.lockfile import is_final
 from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
@@ -145,7 +146,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
             money.resumed += o.images_bought * price
         else:
             money.spent += o.images_bought * price
-        if o.status == "restored" and not o.step.draft:
+        if o.status == "restored" and is_final(o.step.provider):  # a restored draft saved nothing
             money.saved_by_cache += o.step.target.request.n * price
     return money
 
