@@ -86,3 +86,66 @@ def test_emulator_images_are_drafts_until_the_production_service_replaces_them(
         assert r.code == 0, r
         assert r.json["provider"] == "dashscope" and r.json["images_to_generate"] == 1, r
     assert emu.billed == 1  # plan sent nothing
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under the project, `.imgbuild/` included: bytes, mtime and inode (an atomic
+    replace changes the inode even within one tick of the file-time clock)."""
+    found = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            st = path.stat()
+            found[str(path.relative_to(root))] = (path.read_bytes(), st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def age(root: Path, *, keep: str = "generated") -> None:
+    """Give every file but the outputs (whose mtimes the stat cache records) an mtime in the
+    past, so that any write, even in the same clock tick, shows as a changed mtime."""
+    for path in root.rglob("*"):
+        if path.is_file() and keep not in path.relative_to(root).parts:
+            os.utime(path, ns=(10**18, 10**18))
+
+
+MANIFEST_SPEC = SPEC + "    alt: a red bike\nmanifest: manifest.json\n"
+
+
+# --- item 4: a no-op build changes no file ---------------------------------------------------
+
+def test_a_no_op_build_changes_no_file_not_even_its_mtime(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", MANIFEST_SPEC)
+    build(capsys, root, "--provider", "placeholder")
+    build(capsys, root, "--provider", "placeholder")  # settles the plan and stat caches
+    assert (root / ".imgbuild" / "build.lock").is_file()
+    age(root)
+    before = snapshot(root)
+    build(capsys, root, "--provider", "placeholder")
+    assert snapshot(root) == before
+
+
+# --- item 5: build repairs whatever check reports ---------------------------------------------
+
+def test_build_repairs_a_stale_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", MANIFEST_SPEC)
+    build(capsys, root, "--provider", "placeholder")
+    manifest = root / "generated" / "manifest.json"
+    good = manifest.read_bytes()
+    manifest.write_text("{}\n")
+    r = run(capsys, "check", "-C", str(root), "--allow-drafts")
+    assert r.code == 1 and "manifest" in r.out + r.err, r
+    build(capsys, root, "--provider", "placeholder")
+    assert manifest.read_bytes() == good
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+
+
+def test_a_target_renamed_with_a_fixed_seed_converges(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", MANIFEST_SPEC.replace("    alt:", "    seed: 7\n    alt:"))
+    build(capsys, root, "--provider", "placeholder")
+    (root / "imgbuild.yaml").write_text(
+        (root / "imgbuild.yaml").read_text().replace("name: a", "name: b"))
+    build(capsys, root, "--provider", "placeholder")
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+    assert sorted(lock(root)) == ["b.png"]

@@ -99,7 +99,7 @@ def derive(ctx: Any, targets: list[Any], run: Run) -> None:
     run.derived.extend(derivatives.derive_fresh(ctx, targets, ctx.options.jobs or DEFAULT_JOBS))
 
 
-def write_manifest(project: Any, targets: list[Any], lock: Any, *, force: bool) -> None:
+def write_manifest(project: Any, targets: list[Any], lock: Any) -> None:
     from imgbuild.store import manifest
 
-    manifest.write(project.output_dir, project.settings, targets, lock, force=force)
+    manifest.write(project.output_dir, project.settings, targets, lock)

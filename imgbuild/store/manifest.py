@@ -105,17 +105,16 @@ def picture(image: dict[str, Any], *, sizes: str = "100vw", base_url: str = "",
     return "\n".join(lines)
 
 
-def write(output_dir: Path, settings: Mapping[str, Any], targets: list[Target], lock: Lock, *,
-          force: bool) -> None:
-    """Write the manifest when it is wanted and its bytes changed (never touch an equal file)."""
+def write(output_dir: Path, settings: Mapping[str, Any], targets: list[Target], lock: Lock) -> None:
+    """Write the manifest when it is wanted and its bytes changed (never touch an equal file).
+    The bytes are compared on every build, a no-op too, so a build repairs a manifest that
+    `check` reports stale even when no image changed."""
     from imgbuild.store.atomic import atomic_write_bytes
 
     name = wanted(settings, targets)
     if name is None:
         return
     path = output_dir / name
-    if not force and path.exists():
-        return  # nothing changed this run; `check` compares the manifest in full
     data = build(targets, lock)
     try:
         if path.read_bytes() == data:

@@ -98,7 +98,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
             lock.outputs.pop(orphan, None)
         if todo or run.derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
             lockfile.write(project.lock_path, lock)
-        execute.write_manifest(project, targets, lock, force=bool(todo or run.derived or prune))
+        execute.write_manifest(project, targets, lock)
         ctx.stats.save()
     return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
 
