@@ -149,3 +149,18 @@ def test_a_target_renamed_with_a_fixed_seed_converges(
     build(capsys, root, "--provider", "placeholder")
     assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
     assert sorted(lock(root)) == ["b.png"]
+
+
+# --- item 9: check names the remedy that works ------------------------------------------------
+
+def test_check_on_drafts_names_a_key_or_allow_drafts_not_build(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    build(capsys, root, "--provider", "placeholder")
+    r = run(capsys, "check", "-C", str(root))
+    summary = (r.out + r.err).strip().splitlines()[-1]
+    assert r.code == 1 and "need `imgbuild build`" not in summary, r
+    assert "DASHSCOPE_API_KEY" in summary and "--allow-drafts" in summary, r
+    (root / "generated" / "a.png").unlink()  # now a build does help, and says so
+    summary = (lambda x: (x.out + x.err).strip().splitlines()[-1])(run(capsys, "check", "-C", str(root)))
+    assert "1 of 1 files need `imgbuild build`" in summary, summary
