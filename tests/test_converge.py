@@ -164,3 +164,36 @@ def test_check_on_drafts_names_a_key_or_allow_drafts_not_build(
     (root / "generated" / "a.png").unlink()  # now a build does help, and says so
     summary = (lambda x: (x.out + x.err).strip().splitlines()[-1])(run(capsys, "check", "-C", str(root)))
     assert "1 of 1 files need `imgbuild build`" in summary, summary
+
+
+# --- item 3: clean knows every file imgbuild wrote --------------------------------------------
+
+def test_clean_removes_the_old_output_dir_tree_but_never_a_file_it_did_not_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", SPEC.replace("version: 1\n", "version: 1\noutput_dir: old/img\n")
+                   + "  - name: b\n    model: wan2.2-t2i-flash\n    size: \"512*512\"\n    prompt: B.\n")
+    build(capsys, root, "--provider", "placeholder")
+    (root / "old" / "img" / "notes.txt").write_text("mine")  # a person's file
+    (root / "imgbuild.yaml").write_text((root / "imgbuild.yaml").read_text().replace("old/img", "new"))
+    build(capsys, root, "--provider", "placeholder")
+    (root / "old" / "img" / "b.png").write_bytes(b"edited by hand")  # no longer imgbuild's bytes
+    r = run(capsys, "clean", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["files"] == ["old/img/a.png"], r
+    assert "1 file and 0 lock entries" in run(capsys, "clean", "-C", str(root)).out
+    run(capsys, "clean", "-C", str(root), "--yes")
+    assert sorted(p.name for p in (root / "old" / "img").iterdir()) == ["b.png", "notes.txt"]
+    (root / "old" / "img" / "notes.txt").unlink()
+    (root / "old" / "img" / "b.png").unlink()
+    assert run(capsys, "clean", "-C", str(root), "--json").json["files"] == []
+    assert (root / "new" / "a.png").is_file() and run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+
+
+def test_clean_removes_a_renamed_targets_file_and_the_folders_it_emptied(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", SPEC + "    output: deep/er/a.png\n")
+    build(capsys, root, "--provider", "placeholder")
+    (root / "imgbuild.yaml").write_text((root / "imgbuild.yaml").read_text().replace("deep/er/a.png", "a.png"))
+    build(capsys, root, "--provider", "placeholder")  # prunes the lock entry of deep/er/a.png
+    r = run(capsys, "clean", "-C", str(root), "--yes", "--json")
+    assert r.json["files"] == ["generated/deep/er/a.png"], r
+    assert not (root / "generated" / "deep").exists() and (root / "generated" / "a.png").is_file()

@@ -27,14 +27,20 @@ def is_draft(entry: dict[str, Any]) -> bool:
 
 
 class Lock:
-    def __init__(self, outputs: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, outputs: dict[str, dict[str, Any]] | None = None,
+                 output_dir: str | None = None) -> None:
         self.outputs: dict[str, dict[str, Any]] = outputs or {}
+        # the folder (relative to the project) the outputs were written under: when the project
+        # moves output_dir, the files under the old one are still imgbuild's to clean
+        self.output_dir = output_dir
 
     def get(self, output: str) -> dict[str, Any] | None:
         return self.outputs.get(output)
 
     def dumps(self) -> bytes:
-        doc = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
+        doc: dict[str, Any] = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
+        if self.output_dir is not None:
+            doc["output_dir"] = self.output_dir
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -54,7 +60,8 @@ def read(path: Path) -> Lock:
             f"{path}: the lockfile is damaged ({e}). Restore it from git (git checkout -- {path.name}) "
             "or delete it and run `imgbuild build`: images in the cache are restored without cost."
         ) from None
-    return Lock(doc["outputs"])
+    folder = doc.get("output_dir")
+    return Lock(doc["outputs"], folder if isinstance(folder, str) else None)
 
 
 def write(path: Path, lock: Lock) -> bool:

@@ -15,7 +15,7 @@ from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
-from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
+from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -94,13 +94,29 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         if run.interruption is None:
             execute.derive(ctx, selected, run)
     finally:
+        moved = _retire(project, lock, prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
-        if todo or run.derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        if todo or run.derived or prune or moved:
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
     return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
+
+
+def _retire(project: Project, lock: lockfile.Lock, prune: list[str]) -> bool:
+    """Remember the files of entries leaving the lock (and, when output_dir moved, every file
+    under the old folder) so that `clean` can remove them; True when output_dir moved."""
+    from imgbuild.store import written
+
+    folder = project_folder(project)
+    old = lock.output_dir if lock.output_dir is not None else folder
+    gone = lock.outputs if old != folder else {o: lock.outputs[o] for o in prune if o in lock.outputs}
+    written.remember(project.state_dir, {(o if old == "." else f"{old}/{o}"): str(e.get("sha256"))
+                                         for o, e in gone.items()})
+    lock.output_dir = folder
+    return old != folder
 
 
 def _rows(step: Step, status: str, reason: str) -> list[Row]:
