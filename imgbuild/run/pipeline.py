@@ -103,3 +103,4 @@ def write_manifest(project: Any, targets: list[Any], lock: Any) -> None:
     from imgbuild.store import manifest
 
     manifest.write(project.output_dir, project.settings, targets, lock)
+

@@ -74,3 +74,48 @@ def write(path: Path, lock: Lock) -> bool:
         pass
     atomic_write_bytes(path, data)
     return True
+
+# --- what imgbuild wrote and then stopped producing ------------------------------------------
+# `.imgbuild/written.json`: project-relative path -> sha256 of the bytes imgbuild wrote. A build
+# adds to it when entries leave the lock (a target renamed or removed, output_dir moved); `clean`
+# deletes such a file only while its bytes are still imgbuild's, so it never touches a file a
+# person made or edited. Local to this checkout; a damaged one reads as empty.
+
+WRITTEN_FILE = "written.json"
+_WRITTEN_FORMAT = 1
+
+
+def load_written(state_dir: Path) -> dict[str, str]:
+    try:
+        doc = json.loads((state_dir / WRITTEN_FILE).read_bytes())
+        files = doc["files"] if doc.get("format") == _WRITTEN_FORMAT else {}
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def save_written(state_dir: Path, files: dict[str, str]) -> None:
+    doc = {"format": _WRITTEN_FORMAT, "files": dict(sorted(files.items()))}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(state_dir / WRITTEN_FILE, json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def remember_written(state_dir: Path, files: dict[str, str]) -> None:
+    """Add `files` (project-relative path -> sha256); nothing is written when nothing is new."""
+    if not files:
+        return
+    known = load_written(state_dir)
+    if all(known.get(k) == v for k, v in files.items()):
+        return
+    save_written(state_dir, {**known, **files})
+
+
+def retire(state_dir: Path, lock: Lock, folder: str, prune: list[str]) -> bool:
+    """Remember the files of lock entries about to leave the lock (`prune`) and, when output_dir
+    moved to `folder`, every file under the old one; record `folder` in the lock. True when
+    output_dir moved (the lock must be written even if nothing else changed)."""
+    old = lock.output_dir if lock.output_dir is not None else folder
+    gone = lock.outputs if old != folder else {o: lock.outputs[o] for o in prune if o in lock.outputs}
+    remember_written(state_dir, {(o if old == "." else f"{old}/{o}"): str(e.get("sha256")) for o, e in gone.items()})
+    lock.output_dir = folder
+    return old != folder

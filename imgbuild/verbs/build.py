@@ -94,7 +94,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         if run.interruption is None:
             execute.derive(ctx, selected, run)
     finally:
-        moved = _retire(project, lock, prune)
+        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
@@ -103,20 +103,6 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
     return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
-
-
-def _retire(project: Project, lock: lockfile.Lock, prune: list[str]) -> bool:
-    """Remember the files of entries leaving the lock (and, when output_dir moved, every file
-    under the old folder) so that `clean` can remove them; True when output_dir moved."""
-    from imgbuild.store import written
-
-    folder = project_folder(project)
-    old = lock.output_dir if lock.output_dir is not None else folder
-    gone = lock.outputs if old != folder else {o: lock.outputs[o] for o in prune if o in lock.outputs}
-    written.remember(project.state_dir, {(o if old == "." else f"{old}/{o}"): str(e.get("sha256"))
-                                         for o, e in gone.items()})
-    lock.output_dir = folder
-    return old != folder
 
 
 def _rows(step: Step, status: str, reason: str) -> list[Row]:

@@ -22,7 +22,7 @@ def clean(where: Where, sink: Any, *, yes: bool = False, no_wait: bool = False) 
 
 
 def _clean(where: Where, *, yes: bool) -> CleanResult:
-    from imgbuild.store import manifest, written
+    from imgbuild.store import manifest
 
     project, targets = load(where)
     folder = project_folder(project)
@@ -33,7 +33,7 @@ def _clean(where: Where, *, yes: bool) -> CleanResult:
     lock = lockfile.read(project.lock_path)
     orphans = sorted(o for o in lock.outputs if o not in produced)
     old = lock.output_dir if lock.output_dir is not None else folder
-    candidates = written.load(project.state_dir)
+    candidates = lockfile.load_written(project.state_dir)
     for output, entry in lock.outputs.items():
         if old != folder or output in orphans:
             candidates[_join(old, output)] = str(entry.get("sha256"))
@@ -47,9 +47,9 @@ def _clean(where: Where, *, yes: bool) -> CleanResult:
             lock.outputs.pop(orphan)
         if orphans:
             lockfile.write(project.lock_path, lock)
-        history = {p: d for p, d in written.load(project.state_dir).items() if p not in stray}
-        if history != written.load(project.state_dir):
-            written.save(project.state_dir, history)
+        history = {p: d for p, d in lockfile.load_written(project.state_dir).items() if p not in stray}
+        if history != lockfile.load_written(project.state_dir):
+            lockfile.save_written(project.state_dir, history)
     return CleanResult(files=stray, lock_entries=orphans, deleted=yes)
 
 
