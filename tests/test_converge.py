@@ -197,3 +197,15 @@ def test_clean_removes_a_renamed_targets_file_and_the_folders_it_emptied(
     r = run(capsys, "clean", "-C", str(root), "--yes", "--json")
     assert r.json["files"] == ["generated/deep/er/a.png"], r
     assert not (root / "generated" / "deep").exists() and (root / "generated" / "a.png").is_file()
+
+
+# --- friction: html --base-url without a trailing slash ---------------------------------------
+
+@pytest.mark.parametrize("base", ["/img", "/img/", "https://cdn.example/img"])
+def test_html_base_url_is_joined_with_one_slash(base: str) -> None:
+    from imgbuild.store.manifest import picture
+
+    image = {"alt": "x", "original": {"path": "products/a.png", "width": 8, "height": 8,
+                                      "format": "png"}, "variants": []}
+    markup = picture(image, base_url=base)
+    assert f'{base.rstrip("/")}/products/a.png' in markup and "imgproducts" not in markup, markup

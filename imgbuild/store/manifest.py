@@ -75,7 +75,9 @@ def picture(image: dict[str, Any], *, sizes: str = "100vw", base_url: str = "",
     """`<picture>` with one `<source>` per format and a fallback `<img>` (the last format listed,
     or the original when there are no variants) carrying width, height, alt and lazy loading."""
     def url(path: str) -> str:
-        return escape(base_url + path, quote=True)
+        # `/img` and `/img/` both mean the folder: join with exactly one slash
+        joined = base_url.rstrip("/") + "/" + path.lstrip("/") if base_url else path
+        return escape(joined, quote=True)
 
     by_format: dict[str, list[dict[str, Any]]] = {}
     for v in image["variants"]:
