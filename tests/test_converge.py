@@ -209,3 +209,11 @@ def test_html_base_url_is_joined_with_one_slash(base: str) -> None:
                                       "format": "png"}, "variants": []}
     markup = picture(image, base_url=base)
     assert f'{base.rstrip("/")}/products/a.png' in markup and "imgproducts" not in markup, markup
+
+
+# --- friction: an unquoted ratio --------------------------------------------------------------
+
+def test_an_unquoted_ratio_gets_a_quote_it_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", "version: 1\nimages:\n  - name: a\n    prompt: p\n    size: 16:9\n")
+    r = run(capsys, "validate", "-C", str(root))
+    assert r.code == 2 and 'quote it: size: "16:9"' in r.err and "imgbuild.yaml:5:" in r.err, r
