@@ -217,3 +217,14 @@ def test_an_unquoted_ratio_gets_a_quote_it_hint(tmp_path: Path, capsys: pytest.C
     root = project(tmp_path / "p", "version: 1\nimages:\n  - name: a\n    prompt: p\n    size: 16:9\n")
     r = run(capsys, "validate", "-C", str(root))
     assert r.code == 2 and 'quote it: size: "16:9"' in r.err and "imgbuild.yaml:5:" in r.err, r
+
+
+# --- friction: plan sends nothing, so it needs no key -----------------------------------------
+
+def test_plan_with_the_dashscope_provider_needs_no_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    root = project(tmp_path / "p")
+    r = run(capsys, "plan", "-C", str(root), "--provider", "dashscope", "--json")
+    assert r.code == 0 and r.json["images_to_generate"] == 1 and r.json["provider"] == "dashscope", r
+    assert run(capsys, "build", "-C", str(root), "--provider", "dashscope").code == 2  # build still does

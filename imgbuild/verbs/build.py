@@ -59,7 +59,8 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
     project, targets = load(where)
     selected = select(targets, options.patterns)
-    choice = providers.choose(options.provider, project.settings)
+    # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
+    choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
