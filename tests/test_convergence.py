@@ -100,7 +100,10 @@ class Project(RuleBasedStateMachine):
 
     @rule(data=st.data(), n=st.integers(1, 2))
     def change_n(self, data: st.DataObject, n: int) -> None:
-        self.specs[self._pick(data)]["n"] = n
+        spec = self.specs[self._pick(data)]
+        spec["n"] = n
+        if n > 1 and "output" in spec and "{{ index }}" not in spec["output"]:
+            spec["output"] = spec["output"].replace("{{ name }}", "{{ name }}-{{ index }}")  # as a user would
         self._save()
 
     @rule(data=st.data(), where=st.sampled_from(["x/{{ name }}.png", "{{ name }}.webp", None]))
