@@ -151,8 +151,9 @@ class Project(RuleBasedStateMachine):
         if lock.exists():
             # the lock was the only record of its files: their bytes stay, imgbuild may rewrite
             # them, but a moved output_dir before the next build leaves them unknown
-            for output in json.loads(lock.read_text())["outputs"]:
-                self.earlier.pop(f"{self.output_dir}/{output}", None)
+            doc = json.loads(lock.read_text())
+            for output in doc["outputs"]:
+                self.earlier.pop(f"{doc.get('output_dir', self.output_dir)}/{output}", None)
             lock.unlink()
 
     @rule()
