@@ -11,7 +11,7 @@ from imgbuild.run.loop import Interruption
 UP_TO_DATE = "up_to_date"
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One output file and what happened to it (or what state it is in)."""
 
