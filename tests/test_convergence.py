@@ -159,7 +159,13 @@ class Project(RuleBasedStateMachine):
     @rule()
     def delete_state(self) -> None:
         shutil.rmtree(self.root / ".imgbuild", ignore_errors=True)
-        self.earlier.clear()  # the record of earlier files lives there
+        # the record of files that left the lock lives there; the lock still names its own
+        self.earlier.clear()
+        lock = self.root / "imgbuild.lock"
+        if lock.exists():
+            doc = json.loads(lock.read_text())
+            self.earlier.update({f"{doc.get('output_dir', 'generated')}/{o}": e["sha256"]
+                                 for o, e in doc["outputs"].items()})
 
     # --- build and the invariants --------------------------------------------------------
 
