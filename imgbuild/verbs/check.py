@@ -19,9 +19,15 @@ def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
                      cache=None, hasher=stats.sha256)
     rows: list[Row] = []
     for step in plan.steps:
+        if step.candidate > 1:
+            continue  # a pending target is one row, whatever its number of candidates
         for output in step.target.outputs:
             status, reason = _status(step, output, allow_drafts)
             rows.append(Row(step.target.name, output, status, reason))
+    if any(t.candidates > 1 for t in targets):
+        from imgbuild.plan.candidates import pinned
+
+        targets = pinned(targets, lock)  # derivatives follow the accepted pick's seed
     rows.extend(_variant_rows(project, targets, lock, stats, allow_drafts))
     stats.save()
     for orphan in plan.orphans:
@@ -64,6 +70,10 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
 
 
 def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+    if step.state == "pending":
+        why = ("the accepted pick is not in the cache" if not step.candidate else
+               f"pending: {step.target.candidates} candidates, run imgbuild review / imgbuild accept")
+        return "pending", why
     if step.state in ("new", "changed"):
         return "stale", "; ".join(step.reasons)
     if output in step.damage:

@@ -71,6 +71,7 @@ class BuildResult:
     nothing_to_do: bool = False
     notices: list[str] = field(default_factory=list)
     command: str = "build"
+    pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
 
     @property
     def rows(self) -> list[Row]:
@@ -90,6 +91,8 @@ class BuildResult:
         if self.interrupted is not None:
             return EXIT_INTERRUPTED
         c = self.counts
+        if self.pending_fails and c.get("pending"):
+            return EXIT_FAILED
         return EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
