@@ -30,6 +30,8 @@ from imgbuild.plan.states import (
 from imgbuild.spec.types import Target
 
 SEED_SPACE = 2**31
+#: what an accepted pick adds to its output's lock entry (kept when the build restores it)
+PIN_FIELDS = ("picked_from", "base_key", "original", "candidate_seeds")
 
 
 def candidate_seeds(seed: int, k: int, rejected: Iterable[int] = ()) -> list[int]:
@@ -56,6 +58,28 @@ def pin_of(target: Target, entry: dict[str, Any] | None) -> dict[str, Any] | Non
     if entry.get("base_key") != generation_key(str(entry.get("provider", "")), target.request):
         return None
     return entry
+
+
+def adopt(targets: list[Target], lock: Any) -> list[Target]:
+    """Targets that `build --candidates k` made pending or picked stay candidate targets while
+    the lock says so, though the spec says candidates: 1 (else the pick would be regenerated)."""
+    if not lock.pending and not any("picked_from" in e for e in lock.outputs.values()):
+        return targets
+    out = []
+    for t in targets:
+        k = t.candidates
+        if k == 1:
+            entry = lock.get(t.outputs[0]) or {}
+            record = lock.pending.get(t.name, {})
+            k = len(record.get("candidates", [])) or int(record.get("k") or entry.get("picked_from") or 1)
+        out.append(replace(t, candidates=k) if k != t.candidates else t)
+    return out
+
+
+def keep_pin(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    """A restore or --force rewrite of an accepted pick stays a pick: same key, same pin."""
+    if old and old.get("picked_from") and old.get("key") == new.get("key"):
+        new.update({f: old[f] for f in PIN_FIELDS if f in old})
 
 
 def pinned(targets: list[Target], lock: Any) -> list[Target]:
@@ -121,7 +145,7 @@ def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: A
     for name in [n for n in lock.pending if n in own and n not in by_name]:
         rejected = lock.pending[name].get("rejected")
         if rejected:
-            lock.pending[name] = {"rejected": rejected}
+            lock.pending[name] = {"rejected": rejected}  # a pick was accepted: its k is in the entry
         else:
             del lock.pending[name]
     for name, group in by_name.items():

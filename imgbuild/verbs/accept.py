@@ -12,7 +12,7 @@ from imgbuild.errors import ImgbuildError, UsageError
 from imgbuild.plan.candidates import pin_of, with_seed
 from imgbuild.plan.states import generation_key
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, load, open_cache, project_lock, select
+from imgbuild.verbs.common import Where, adopt, load, open_cache, project_lock, select
 from imgbuild.verbs.results import BuildResult, DataResult, Row
 
 
@@ -27,6 +27,7 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
     with project_lock(where, sink.notice, False):
         project, targets = load(where)
         lock = lockfile.read(project.lock_path)
+        targets = adopt(targets, lock)
         chosen = _pending(select(targets, patterns) if patterns else targets, lock, strict=bool(patterns))
         if not chosen:
             raise UsageError("no target is pending: nothing to accept")
@@ -123,6 +124,7 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
     with project_lock(where, sink.notice, False):
         project, targets = load(where)
         lock = lockfile.read(project.lock_path)
+        targets = adopt(targets, lock)
         done = []
         for t in select(targets, patterns):
             if t.candidates == 1:
@@ -135,7 +137,7 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
                 if entry and entry.get("picked_from"):
                     seen |= {int(entry["seed"]), *map(int, entry.get("candidate_seeds", []))}
                     lock.outputs[output] = {k: v for k, v in entry.items() if k not in ("picked_from", "base_key")}
-            lock.pending[t.name] = {"rejected": sorted(seen)}
+            lock.pending[t.name] = {"rejected": sorted(seen), "k": t.candidates}
             done.append({"name": t.name, "rejected_seeds": sorted(seen)})
         lockfile.write(project.lock_path, lock)
     return DataResult("reject", {"targets": done})

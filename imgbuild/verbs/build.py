@@ -17,7 +17,7 @@ from imgbuild.plan.states import GENERATE, NOTHING, PENDING, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
-from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.common import Where, adopt, load, open_cache, project_folder, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -71,6 +71,7 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
+    targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
     with open_cache(project) as cache:
         plan = make_plan(selected, lock, project.output_dir, provider=identity,

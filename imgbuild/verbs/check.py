@@ -7,13 +7,14 @@ from typing import Any
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, load, stat_cache
+from imgbuild.verbs.common import Where, adopt, load, stat_cache
 from imgbuild.verbs.results import CheckResult, Row
 
 
 def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
     project, targets = load(where)
     lock = lockfile.read(project.lock_path)
+    targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256)
