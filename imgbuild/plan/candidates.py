@@ -30,8 +30,6 @@ from imgbuild.plan.states import (
 from imgbuild.spec.types import Target
 
 SEED_SPACE = 2**31
-#: what an accepted pick adds to its output's lock entry (kept when the build restores it)
-PIN_FIELDS = ("picked_from", "base_key", "original", "candidate_seeds")
 
 
 def candidate_seeds(seed: int, k: int, rejected: Iterable[int] = ()) -> list[int]:
@@ -74,12 +72,6 @@ def adopt(targets: list[Target], lock: Any) -> list[Target]:
             k = len(record.get("candidates", [])) or int(record.get("k") or entry.get("picked_from") or 1)
         out.append(replace(t, candidates=k) if k != t.candidates else t)
     return out
-
-
-def keep_pin(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-    """A restore or --force rewrite of an accepted pick stays a pick: same key, same pin."""
-    if old and old.get("picked_from") and old.get("key") == new.get("key"):
-        new.update({f: old[f] for f in PIN_FIELDS if f in old})
 
 
 def pinned(targets: list[Target], lock: Any) -> list[Target]:

@@ -37,7 +37,6 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     """Run the executor over `todo` (a no-op build never imports asyncio or the executor)."""
     if not todo:
         return
-    from imgbuild.plan.candidates import keep_pin
     from imgbuild.run.executor import Executor, Outcome
     from imgbuild.run.loop import run_executor
 
@@ -45,8 +44,6 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     provider, journal, limiter, jobs = _provider(ctx, todo)
 
     def record(outcome: Outcome) -> None:
-        for output, entry in outcome.entries.items():
-            keep_pin(ctx.lock.outputs.get(output), entry)
         ctx.lock.outputs.update(outcome.entries)
         for output, entry in outcome.entries.items():
             ctx.stats.remember(project.output_dir / output, entry["sha256"])

@@ -48,6 +48,18 @@ class Lock:
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+#: what an accepted pick (`imgbuild accept`) adds to its output's entry
+PIN_FIELDS = ("picked_from", "base_key", "original", "candidate_seeds")
+
+
+def keep_pins(lock: Lock, before: dict[str, dict[str, Any]]) -> None:
+    """A pick restored or rewritten with the same key stays a pick (entries in `before`)."""
+    for output, old in before.items():
+        new = lock.outputs.get(output)
+        if new is not None and new is not old and new.get("key") == old.get("key"):
+            new.update({f: old[f] for f in PIN_FIELDS if f in old})
+
+
 def read(path: Path) -> Lock:
     try:
         raw = path.read_bytes()

@@ -17,7 +17,18 @@ from imgbuild.plan.states import GENERATE, NOTHING, PENDING, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
-from imgbuild.verbs.common import Where, adopt, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.common import (
+    Where,
+    adopt,
+    as_made,
+    load,
+    open_cache,
+    project_folder,
+    project_lock,
+    record_pending,
+    select,
+    stat_cache,
+)
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -98,19 +109,19 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     todo = [s for s in plan.steps if s.action != NOTHING]
     fresh = [s for s in plan.steps if s.action == NOTHING and s.state != PENDING]
     pending_before = json.dumps(lock.pending, sort_keys=True)
+    picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:
-            execute.derive(ctx, _as_made(selected, lock), run)
+            execute.derive(ctx, as_made(selected, lock), run)
     finally:
+        lockfile.keep_pins(lock, picks)
         moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         if any(t.candidates > 1 for t in selected) or lock.pending:
-            from imgbuild.plan.candidates import record_pending
-
             record_pending(plan.steps, selected, lock, ctx.cache)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
         if todo or run.derived or prune or moved or json.dumps(lock.pending, sort_keys=True) != pending_before:
@@ -133,14 +144,6 @@ def pending_rows(steps: list[Step]) -> list[Row]:
             why = next((r for r in step.reasons if r.startswith(("pending", "the accepted"))), "pending")
             rows.append(Row(step.target.name, step.target.outputs[0], PENDING, why))
     return rows
-
-
-def _as_made(targets: list[Any], lock: lockfile.Lock) -> list[Any]:
-    if not any(t.candidates > 1 for t in targets):
-        return targets
-    from imgbuild.plan.candidates import pinned
-
-    return pinned(targets, lock)
 
 
 def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],

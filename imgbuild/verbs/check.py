@@ -7,7 +7,7 @@ from typing import Any
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, adopt, load, stat_cache
+from imgbuild.verbs.common import Where, adopt, as_made, load, stat_cache
 from imgbuild.verbs.results import CheckResult, Row
 
 
@@ -25,10 +25,7 @@ def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
         for output in step.target.outputs:
             status, reason = _status(step, output, allow_drafts)
             rows.append(Row(step.target.name, output, status, reason))
-    if any(t.candidates > 1 for t in targets):
-        from imgbuild.plan.candidates import pinned
-
-        targets = pinned(targets, lock)  # derivatives follow the accepted pick's seed
+    targets = as_made(targets, lock)  # derivatives follow the accepted pick's seed
     rows.extend(_variant_rows(project, targets, lock, stats, allow_drafts))
     stats.save()
     for orphan in plan.orphans:

@@ -101,3 +101,18 @@ def adopt(targets: list[Target], lock: Any) -> list[Any]:
     from imgbuild.plan.candidates import adopt as keep_candidates
 
     return keep_candidates(targets, lock)
+
+
+def as_made(targets: list[Target], lock: Any) -> list[Target]:
+    """Targets as their outputs were made: an accepted pick with its own seed (derivatives follow it)."""
+    if not any(t.candidates > 1 for t in targets):
+        return targets
+    from imgbuild.plan.candidates import pinned
+
+    return pinned(targets, lock)
+
+
+def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any) -> None:
+    from imgbuild.plan import candidates
+
+    candidates.record_pending(steps, targets, lock, cache)
