@@ -196,7 +196,13 @@ def accept(targets: tuple[str, ...], pick: int | None, digest: str | None, all_f
         raise click.UsageError("name the TARGETs to accept, or pass --all-first")
     where = _where(directory, project_file)
     choice = Choice(pick, digest, all_first)
-    return _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    if code == 2 and choice == Choice() and len(targets) == 1 and not json_mode and _isatty(sys.stdin):
+        # a person at a terminal: the candidates were just listed, ask which one
+        number = click.prompt("accept candidate number (Ctrl-C to leave it pending)", type=click.IntRange(1, 8))
+        choice = Choice(pick=number)
+        code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    return code
 
 
 @cli.command(epilog=EXIT_CODES)

@@ -478,8 +478,8 @@ def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
 
 
 def _render_accept_list(d: dict[str, Any]) -> tuple[list[str], str, bool]:
-    lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  ->  {c['command']}"
-             for c in d["candidates"]]
+    lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  "
+             f"{c['file'] or '(not in the cache)'}  ->  {c['command']}" for c in d["candidates"]]
     return lines, "imgbuild: pick one with --pick N or --digest PREFIX (or --all-first)", True
 
 

@@ -186,6 +186,8 @@ def test_build_candidates_flag_accept_by_digest_and_all_first(
     assert set(pending) == {"a", "b"} and all(len(p["candidates"]) == 2 for p in pending.values())
     listing = cli(capsys, tmp_path, "accept", "a")
     assert listing.code == 2 and "imgbuild accept a --pick 2" in listing.out, listing
+    shown = tmp_path / ".imgbuild" / "candidates" / "a" / "2.png"
+    assert str(shown) in listing.out and hashlib.sha256(shown.read_bytes()).hexdigest() == pending["a"]["candidates"][1]["sha256"]
     prefix = pending["a"]["candidates"][1]["sha256"][:10]
     assert cli(capsys, tmp_path, "accept", "a", "--digest", prefix).code == 0
     assert lock(tmp_path)["outputs"]["a.png"]["original"].startswith(prefix)

@@ -32,7 +32,8 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
         if not chosen:
             raise UsageError("no target is pending: nothing to accept")
         if choice.pick is None and choice.digest is None and not choice.all_first:
-            return listing(chosen, lock)
+            with open_cache(project) as cache:
+                return listing(chosen, lock, cache, project.state_dir / "candidates")
         accepted: list[Row] = []
         with open_cache(project) as cache:
             for target in chosen:
@@ -108,13 +109,23 @@ def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choi
                                             f"sha256 {cand['sha256'][:12]})") for o in entries]
 
 
-def listing(targets: list[Any], lock: lockfile.Lock) -> DataResult:
-    """What `accept TARGET` without a choice shows: each candidate and the command to pick it."""
+def listing(targets: list[Any], lock: lockfile.Lock, cache: Any, folder: Any) -> DataResult:
+    """What `accept TARGET` without a choice shows: each candidate, a copy of its original to
+    look at (.imgbuild/candidates/NAME/N.png, local and disposable) and the command to pick it."""
+    from imgbuild.store.atomic import atomic_write_bytes
+
     rows = []
     for t in targets:
         for i, c in enumerate(lock.pending[t.name]["candidates"], 1):
+            found = cache.get(c["key"])
+            path = None
+            if found is not None and hashlib.sha256(found[0][0]).hexdigest() == c["sha256"]:
+                dest = folder / t.name.replace("/", "_") / f"{i}.png"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(dest, found[0][0])
+                path = str(dest)
             rows.append({"name": t.name, "pick": i, "seed": c["seed"], "sha256": c["sha256"], "key": c["key"],
-                         "command": f"imgbuild accept {t.name} --pick {i}"})
+                         "file": path, "command": f"imgbuild accept {t.name} --pick {i}"})
     return DataResult("accept-list", {"candidates": rows}, exit_code=2)
 
 
