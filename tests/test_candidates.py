@@ -211,3 +211,15 @@ def test_bad_candidates_are_located_spec_errors(tmp_path: Path, capsys: pytest.C
         f"version: 1\nprovider: placeholder\nimages:\n  - name: a\n    prompt: x\n    {field}\n", encoding="utf-8")
     r = cli(capsys, tmp_path, "validate")
     assert r.code == 2 and "imgbuild.yaml:" in r.err and message in r.err, r
+
+
+def test_cache_prune_keeps_the_candidates_waiting_for_a_pick(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    (tmp_path / "imgbuild.yaml").write_text(PLAIN, encoding="utf-8")
+    assert cli(capsys, tmp_path, "build", "--candidates", "3").code == 0
+    r = run(capsys, "cache", "prune", "-C", str(tmp_path), "--yes", "--json")
+    assert r.code == 0, r
+    keys = [c["key"] for p in lock(tmp_path)["pending"].values() for c in p["candidates"]]
+    for key in keys:
+        cached_original(key)
