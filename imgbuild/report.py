@@ -373,9 +373,12 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")
+    pending = sum(1 for row in bad if row.status == "pending")
     parts = []
-    if len(bad) > drafts:
-        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if len(bad) > drafts + pending:
+        parts.append(f"{len(bad) - drafts - pending} of {len(r.rows)} files need `imgbuild build`")
+    if pending:
+        parts.append(f"{pending} pending: pick a candidate with `imgbuild accept TARGET --pick N`")
     if drafts:
         parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
                      "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
