@@ -92,17 +92,28 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_REMOTE_REQUIRED = click.option(
+    "--remote-required", is_flag=True,
+    help="Exit 1 on any error of the remote cache (default: say so and go on locally). For CI.")
+
+
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
 @click.option("--no-wait", is_flag=True,
               help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@click.option("--shard", metavar="I/N",
+              help="Build only shard I of N (1-based; by generation key), e.g. one of N CI jobs "
+                   "that share a remote cache.")
+@_REMOTE_REQUIRED
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
-          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
+          remote_required: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
-    """Generate every image that is new or changed; restore from the cache what was paid for.
+    """Generate every image that is new or changed; restore from the cache (local, then the
+    remote) what was paid for.
 
     TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
     from imgbuild import commands
@@ -110,7 +121,36 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
                           patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
                           provider=provider, force=force, budget=budget, max_images=max_images,
-                          no_wait=no_wait)
+                          no_wait=no_wait, shard=shard, remote_required=remote_required)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Outputs written at once.")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@_REMOTE_REQUIRED
+@_project_options
+@_output_options
+def pull(jobs: int | None, no_wait: bool, remote_required: bool, directory: str | None,
+         project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Restore every output the lock names from the local cache or the remote, and derive
+    what is missing. Needs no API key and never calls the provider."""
+    from imgbuild.verbs import pull as pulling
+
+    return pulling.pull(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                        jobs=jobs, no_wait=no_wait, remote_required=remote_required)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_project_options
+@_output_options
+def push(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         quiet: int) -> int:
+    """Upload to the remote the originals the lock references that it lacks (from the local
+    cache). Exit 1 on any remote error."""
+    from imgbuild.verbs import push as pushing
+
+    return pushing.push(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
 
 
 @cli.command(epilog=EXIT_CODES)

@@ -119,17 +119,29 @@ def _project_lock(where: Where, reporter: Reporter, no_wait: bool) -> Any:
 
 def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), jobs: int | None = None,
           dry_run: bool = False, keep_going: bool = False, provider: str | None = None,
-          force: bool = False, budget: float | None = None, max_images: int | None = None) -> int:
+          force: bool = False, budget: float | None = None, max_images: int | None = None,
+          shard: str | None = None, remote_required: bool = False) -> int:
     project, targets = load(where)
     selected = select(targets, patterns)
     choice = providers.choose(provider, project.settings)
     identity = providers.identity(choice, project.settings)
+    if shard is not None:
+        selected = _shard(selected, identity, shard)
     lock = lockfile.read(project.lock_path)
     stats = _stat_cache(project)
+    link = None if dry_run else _open_link(project, reporter, remote_required)
     with open_cache(project) as cache:
-        plan = make_plan(selected, lock, project.output_dir, provider=identity,
-                         provider_draft=choice.name == "placeholder", cache=cache, force=force,
-                         hasher=stats.sha256)
+        def planned() -> Plan:
+            return make_plan(selected, lock, project.output_dir, provider=identity,
+                             provider_draft=choice.name == "placeholder", cache=cache, force=force,
+                             hasher=stats.sha256)
+
+        plan = planned()
+        if link is not None and any(s.action == GENERATE for s in plan.steps):
+            from imgbuild.verbs.remote_link import fetch_for
+
+            if fetch_for(link, plan.steps, lock, cache, reporter, then="falls back to the next source"):
+                plan = planned()  # what came from the remote is now restored from the local cache
         if choice.notice and any(s.action == GENERATE for s in plan.steps):
             reporter.notice(choice.notice)
         paid = choice.name != "placeholder"
@@ -140,7 +152,7 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
             steps = variants.plan_variants(selected, lock, project.output_dir, stats.sha256)
             return _report_plan(plan, reporter, identity, estimate, paid, steps)
         _enforce_limits(estimate, paid, budget, max_images)
-        prune = [] if patterns else plan.orphans
+        prune = [] if patterns or shard else plan.orphans
         todo = [s for s in plan.steps if s.action != NOTHING]
         rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
         outcomes: list[Any] = []
@@ -148,7 +160,7 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         _sweep(project, (s.target for s in todo))
         try:
             outcomes = _execute(project, todo, lock, cache, reporter, choice=choice, identity=identity,
-                                jobs=jobs, keep_going=keep_going, prune=prune, stats=stats)
+                                jobs=jobs, keep_going=keep_going, prune=prune, stats=stats, link=link)
             derived = _derive(project, selected, lock, cache, reporter, jobs, stats)
         finally:
             for orphan in prune:
@@ -169,6 +181,12 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
                "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
                "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune),
                **_spending(outcomes, estimate, paid)}
+    if shard is not None:
+        summary["shard"] = shard
+        _write_fragment(project, lock, selected, shard)
+    if link is not None:
+        link.say_new_faults(reporter)
+        summary["remote"] = link.summary()
     if not todo and not prune and not derived:
         text = f"imgbuild: nothing to do ({counts['up_to_date']} up to date)"
     else:
@@ -182,13 +200,44 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         if summary["spent"] or summary["saved_by_cache"]:
             text += (f"; spent {summary['spent']:.2f} {summary['currency']}, "
                      f"saved {summary['saved_by_cache']:.2f} by the cache")
+    if link is not None:
+        text += "\nimgbuild: " + link.line()
     reporter.summary(summary, text)
-    return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
+    code = EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
+    return link.exit_code(code, remote_required) if link is not None else code
+
+
+def _open_link(project: Project, reporter: Reporter, required: bool) -> Any:
+    from imgbuild.store.remote import REMOTE_ENV
+
+    if not required and not project.settings.get("remote") and not os.environ.get(REMOTE_ENV):
+        return None  # most projects: never import the remote stack
+    from imgbuild.verbs.remote_link import open_link
+
+    return open_link(project.settings, reporter, required=required)
+
+
+def _shard(targets: list[Target], identity: str, shard: str) -> list[Target]:
+    """--shard I/N: the targets whose generation key falls in shard I."""
+    from imgbuild.plan import shards
+    from imgbuild.plan.states import generation_key
+
+    index, total = shards.parse(shard)
+    return [t for t in targets if shards.owns(generation_key(identity, t.request), index, total)]
+
+
+def _write_fragment(project: Project, lock: lockfile.Lock, targets: list[Target], shard: str) -> None:
+    """The lock entries this shard built, in .imgbuild/ (for CI artifacts and debugging): the
+    assembling build needs only the remote, whose records hold the same facts."""
+    mine = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+    fragment = lockfile.Lock({o: e for o, e in lock.outputs.items() if o in mine})
+    name = "lock-shard-" + shard.replace("/", "-of-").replace(" ", "") + ".json"
+    lockfile.write(project.state_dir / name, fragment)
 
 
 def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any, reporter: Reporter,
              *, choice: providers.Choice, identity: str, jobs: int | None, keep_going: bool,
-             prune: list[str], stats: Any) -> list[Any]:
+             prune: list[str], stats: Any, link: Any = None) -> list[Any]:
     if not todo:
         return []  # a no-op build never imports asyncio and the executor
     import asyncio
@@ -224,9 +273,14 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
     jobs = jobs or DEFAULT_JOBS
     provider = (providers.create(choice, project.settings, journal=journal, limiter=limiter)
                 if needs_provider else None)
+    on_stored = None
+    if link is not None and link.remote is not None:
+        from imgbuild.run.transfer import upload_hook
+
+        on_stored = upload_hook(link.remote, link.config, identity)
     executor = Executor(provider=provider, provider_name=identity, draft=choice.name == "placeholder",
                         cache=cache, output_dir=project.output_dir, jobs=jobs, keep_going=keep_going,
-                        on_outcome=record, journal=journal, limiter=limiter,
+                        on_outcome=record, journal=journal, limiter=limiter, on_stored=on_stored,
                         on_event=lambda step, state: reporter.event(step.target.name, step.target.outputs, state))
 
     async def run() -> None:

@@ -27,7 +27,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ DENIED = "denied"
 TAMPERED = "tampered"
 UNDECODABLE = "undecodable"
 BAD_RECORD = "bad_record"
+MISMATCH = "mismatch"
 FAILED = "failed"
 _FAULT_TEXT = {
     UNREACHABLE: "the store did not answer",
@@ -58,6 +59,7 @@ _FAULT_TEXT = {
     TAMPERED: "content does not match its sha256 name: tampered or damaged, not used",
     UNDECODABLE: "not a readable image, not used",
     BAD_RECORD: "not a valid imgbuild record, not used",
+    MISMATCH: "does not match the lock, not used",
     FAILED: "the request failed",
 }
 
@@ -233,13 +235,18 @@ class Remote:
 
     # --- whole generations ---------------------------------------------------------------------
 
-    def fetch(self, key: str) -> tuple[list[bytes], dict[str, Any]] | None:
+    def fetch(self, key: str, accept: Callable[[list[bytes], dict[str, Any]], str | None] | None = None
+              ) -> tuple[list[bytes], dict[str, Any]] | None:
         """The verified originals and record of `key`, or None when the remote has none.
-        Raises RemoteError when something is there but cannot be used."""
+        `accept` may refuse them with a reason (the lock pins other bytes). Raises RemoteError
+        when something is there but cannot be used."""
         record = self.record(key)
         if record is None:
             return None
         images = [self.original(digest) for digest in record["images"]]
+        refused = accept(images, record) if accept is not None else None
+        if refused is not None:
+            raise self._fault(MISMATCH, record_path(key), refused)
         self._count("hits")
         return images, record
 
