@@ -287,3 +287,25 @@ def test_without_a_remote_no_object_store_code_is_imported(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(
         IMGBUILD_CACHE_DIR=str(tmp_path / "cache")), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_push_uploads_what_the_lock_references_once(
+        tmp_path: Path, s3_url: str, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a = tmp_path / "a"
+    project(a, s3_url, 4, variants=1)
+    assert cli(capsys, monkeypatch, tmp_path / "cache-a", "build", "-C", str(a)).code == 0
+    monkeypatch.setenv(rm.REMOTE_ENV, s3_url + "-pushed")  # another, empty remote
+    pushed = cli(capsys, monkeypatch, tmp_path / "cache-a", "push", "-C", str(a))
+    assert pushed.code == 0, pushed
+    assert remote_line(pushed) == "imgbuild: remote: 0 hits, 4 uploaded, 0 already there, 0 errors"
+    again = cli(capsys, monkeypatch, tmp_path / "cache-a", "push", "-C", str(a))
+    assert remote_line(again) == "imgbuild: remote: 0 hits, 0 uploaded, 4 already there, 0 errors"
+    b = clone(a, tmp_path / "b")
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    emu.reset()
+    pulled = cli(capsys, monkeypatch, tmp_path / "cache-b", "pull", "-C", str(b))
+    assert pulled.code == 0 and files(b) == files(a) and emu.requests == [], pulled
+    monkeypatch.setenv(rm.READ_ONLY_ENV, "1")
+    refused = cli(capsys, monkeypatch, tmp_path / "cache-a", "push", "-C", str(a))
+    assert refused.code == 2 and "read-only" in refused.err, refused
