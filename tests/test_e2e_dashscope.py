@@ -157,7 +157,7 @@ def test_site_builds_through_dashscope_then_reruns_and_restores_with_zero_reques
 def test_placeholder_drafts_are_replaced_by_dashscope_images(
         site: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     r = run(capsys, "build", "--provider", "placeholder", "-C", str(site), "--json")
-    assert r.code == 0 and r.json["images_bought"] == 8
+    assert r.code == 0 and r.json["images_bought"] == 0  # drafts are never bought
     assert all(lock_outputs(site)[o]["draft"] is True for o in SITE_SIZES)
     assert len(emu.requests) == 0
     check = run(capsys, "check", "-C", str(site), "--json")
@@ -216,7 +216,9 @@ def test_killed_build_resumes_the_same_tasks_and_pays_once(
     r = build(capsys, root, "-j", "8", "--json")
     assert r.code == 0, r
     assert r.json["built"] == len(ASYNC_OUTPUTS) and r.json["provider_calls"] == 4
-    assert r.json["images_bought"] == ASYNC_IMAGES
+    # submitted (and so paid for) by the killed run: counted once, as resumed, not as new spending
+    assert r.json["images_bought"] == 0 and r.json["images_resumed"] == ASYNC_IMAGES
+    assert r.json["spent"] == 0 and r.json["resumed"] > 0
 
     assert posts(emu) == submitted  # no new submission: the journal's tasks were polled
     polled = {req["path"].rsplit("/", 1)[1] for req in emu.requests if req["endpoint"] == "tasks.get"}

@@ -256,7 +256,7 @@ def test_the_sandbox_guard_still_lets_prompts_format_real_numbers(
     monkeypatch.chdir(tmp_path)
     r = run(capsys, "plan", "--json")
     assert r.code == 0, r
-    from imgbuild.commands import Where, load
+    from imgbuild.verbs.common import Where, load
 
     _, [target] = load(Where())
     assert target.request.prompt == ("A banner: 2,500,000 residents, 150000 visitors, 3750000 trees, "

@@ -16,10 +16,9 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from imgbuild.spec.expand import Target
 from imgbuild.store.atomic import sha256_file
 from imgbuild.store.lockfile import Lock
-from imgbuild.providers.base import Request
+from imgbuild.spec.types import Request, Target
 
 KEY_VERSION = "imgbuild-key-1"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild.plan.states import GENERATE, Step, generation_key
-from imgbuild.spec.expand import Target
+from imgbuild.spec.types import Target
 from imgbuild.store.lockfile import Lock
 from imgbuild.store.outputs import render
 from imgbuild.store.remote import Fault, Remote, RemoteConfig, RemoteError

@@ -229,3 +229,10 @@ def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
     if v == "minLength" and err.validator_value == 1:
         return [Problem(display, line, col, where, "must not be empty")]
     return [Problem(display, line, col, where, err.message)]
+
+
+def schema_text() -> str:
+    """The JSON Schema of imgbuild.yaml, as shipped (for `imgbuild schema` and `init`)."""
+    from importlib.resources import files
+
+    return files("imgbuild").joinpath("_schemas/imgbuild.schema.json").read_text("utf-8")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import posixpath
 from html import escape
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from imgbuild.images.derive import MIME
-from imgbuild.spec.expand import Target
+from imgbuild.spec.types import Target
 from imgbuild.store.lockfile import Lock
 
 MANIFEST_VERSION = 1
@@ -101,3 +103,23 @@ def picture(image: dict[str, Any], *, sizes: str = "100vw", base_url: str = "",
     lines.append(f"  <img {' '.join(attrs)}>")
     lines.append("</picture>")
     return "\n".join(lines)
+
+
+def write(output_dir: Path, settings: Mapping[str, Any], targets: list[Target], lock: Lock, *,
+          force: bool) -> None:
+    """Write the manifest when it is wanted and its bytes changed (never touch an equal file)."""
+    from imgbuild.store.atomic import atomic_write_bytes
+
+    name = wanted(settings, targets)
+    if name is None:
+        return
+    path = output_dir / name
+    if not force and path.exists():
+        return  # nothing changed this run; `check` compares the manifest in full
+    data = build(targets, lock)
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)

@@ -10,7 +10,8 @@ from typing import Any
 
 from imgbuild.images import metadata
 from imgbuild.errors import ImgbuildError
-from imgbuild.spec.expand import FORMATS, Target
+from imgbuild.spec.expand import FORMATS
+from imgbuild.spec.types import Target
 from imgbuild.store.atomic import atomic_write_bytes
 
 

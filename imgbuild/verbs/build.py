@@ -1,0 +1,193 @@
+"""`imgbuild build`: generate what is new or changed, restore what the cache holds, derive the
+web variants, write the lock and the manifest. `build --dry-run` is `verbs.plan`.
+
+Holds the build mutex (.imgbuild/build.lock) while it writes; a second build waits for the
+first, or with `no_wait` refuses. The lock is written also when the run is interrupted."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imgbuild import providers
+from imgbuild.errors import LimitExceeded
+from imgbuild.plan import cost
+from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
+from imgbuild.store import lockfile
+from imgbuild.verbs import remote as remote_verbs
+from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
+from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
+
+
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    patterns: tuple[str, ...] = ()
+    jobs: int | None = None
+    dry_run: bool = False
+    keep_going: bool = False
+    provider: str | None = None
+    force: bool = False
+    budget: float | None = None
+    max_images: int | None = None
+    no_wait: bool = False
+    shard: str | None = None  # "I/N": only the targets whose key falls in shard I of N
+    remote_required: bool = False
+
+
+@dataclass
+class Context:
+    """One build's collaborators, passed down instead of a dozen arguments."""
+
+    project: Any  # spec.project.Project (not imported: this module is at its limit of 9)
+    choice: Any  # providers.Choice
+    identity: str
+    lock: lockfile.Lock
+    cache: Any
+    stats: Any
+    sink: Any  # report.Reporter (progress, notices)
+    options: BuildOptions
+    notices: list[str] = field(default_factory=list)
+    link: Any = None  # verbs.remote.Link when the project has a remote cache
+    on_stored: Any = None  # the executor's write-through to it (uploads each paid original)
+
+
+def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> BuildResult | PlanResult:
+    if options.dry_run:  # only reads: never takes the build mutex
+        return _build(where, sink, options)
+    with project_lock(where, sink.notice, options.no_wait):
+        return _build(where, sink, options)
+
+
+def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
+    project, targets = load(where)
+    selected = select(targets, options.patterns)
+    choice = providers.choose(options.provider, project.settings)
+    identity = providers.identity(choice, project.settings)
+    lock = lockfile.read(project.lock_path)
+    stats = stat_cache(project)
+    remote = None
+    if options.shard or options.remote_required or remote_verbs.configured(project.settings):
+        if options.shard:
+            selected = remote_verbs.shard_targets(selected, identity, options.shard)
+        if not options.dry_run:  # a plan shows what the local cache holds; it asks no store
+            remote = remote_verbs.open_link(project.settings, sink, required=options.remote_required)
+    with open_cache(project) as cache:
+        ctx = Context(project, choice, identity, lock, cache, stats, sink, options, link=remote,
+                      on_stored=remote_verbs.write_through(remote, identity))
+        plan = _plan(ctx, selected)
+        if choice.notice and any(s.action == GENERATE for s in plan.steps):
+            sink.notice(choice.notice)
+        estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
+        if options.dry_run:
+            from imgbuild.verbs.plan import plan_result
+
+            return plan_result(ctx, plan, selected, estimate)
+        _enforce_limits(estimate, choice.name != "placeholder", options)
+        return _run(ctx, plan, targets, selected, estimate)
+
+
+def _plan(ctx: Context, selected: list[Any]) -> Any:
+    """The plan; with a remote, what the plan would pay for is first looked up there (and,
+    once verified, put into the local cache, from which the plan then restores it)."""
+    def planned() -> Any:
+        return make_plan(selected, ctx.lock, ctx.project.output_dir, provider=ctx.identity,
+                         provider_draft=ctx.choice.name == "placeholder", cache=ctx.cache,
+                         force=ctx.options.force, hasher=ctx.stats.sha256)
+
+    plan = planned()
+    if ctx.link is not None and any(s.action == GENERATE for s in plan.steps):
+        if remote_verbs.fetch_for(ctx.link, plan.steps, ctx.lock, ctx.cache, ctx.sink,
+                                  then="falls back to the next source"):
+            plan = planned()
+    return plan
+
+
+def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
+         estimate: dict[str, Any]) -> BuildResult:
+    from imgbuild.run import pipeline as execute
+
+    project, lock = ctx.project, ctx.lock
+    prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
+    todo = [s for s in plan.steps if s.action != NOTHING]
+    rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
+    run = execute.Run()
+    execute.sweep(project, (s.target for s in todo))
+    try:
+        execute.generate(ctx, todo, run)
+        if run.interruption is None:
+            execute.derive(ctx, selected, run)
+    finally:
+        for orphan in prune:
+            lock.outputs.pop(orphan, None)
+        if todo or run.derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+            lockfile.write(project.lock_path, lock)
+        execute.write_manifest(project, targets, lock, force=bool(todo or run.derived or prune))
+        ctx.stats.save()
+        if ctx.options.shard:
+            remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
+    return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
+
+
+def _rows(step: Step, status: str, reason: str) -> list[Row]:
+    return [Row(step.target.name, o, status, reason) for o in step.target.outputs]
+
+
+def _result(ctx: Context, run: Any, rows: list[Row], prune: list[str], estimate: dict[str, Any],
+            nothing: bool) -> BuildResult:
+    for d in run.derived:
+        rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
+                        d.error or d.step.reason))
+    for outcome in run.outcomes:
+        reason = "; ".join(outcome.step.reasons)
+        for output in outcome.step.target.outputs:
+            if outcome.status == "failed" and output in outcome.entries:
+                # partial success (n>1): this image was written and is in the lock
+                rows.append(Row(outcome.step.target.name, output, "built", "kept from a partial result"))
+            else:
+                rows.append(Row(outcome.step.target.name, output, outcome.status, reason, failure=outcome.failure))
+    stopped = next((o.failure for o in run.outcomes if o.status == "skipped" and o.failure
+                    and o.failure.code != "Interrupted"), None)
+    paid = ctx.choice.name != "placeholder"
+    return BuildResult(
+        provider=ctx.identity, rows=rows,
+        provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
+        images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
+        images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
+        possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
+        pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
+        interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
+        remote=_remote_summary(ctx), shard=ctx.options.shard)
+
+
+def _remote_summary(ctx: Context) -> Any:
+    if ctx.link is None:
+        return None
+    ctx.link.say_new_faults(ctx.sink)  # failed uploads, said once each
+    return ctx.link.summary()
+
+
+def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
+    """Money counted once, where it was spent: images billed in this run; tasks paid in an
+    earlier run and collected now as `resumed`; restores as saved. Drafts cost nothing."""
+    money = Money(estimate["currency"])
+    if not paid:
+        return money
+    region = estimate["region"]
+    for o in outcomes:
+        price = cost.unit_price(o.step.target.request.model, region)
+        if o.resumed:
+            money.resumed += o.images_bought * price
+        else:
+            money.spent += o.images_bought * price
+        if o.status == "restored" and not o.step.draft:
+            money.saved_by_cache += o.step.target.request.n * price
+    return money
+
+
+def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions) -> None:
+    """Refuse, before any request, a build that would exceed --max-images or --budget."""
+    if options.max_images is not None and estimate["images"] > options.max_images:
+        raise LimitExceeded("--max-images", options.max_images, estimate)
+    if options.budget is not None and paid and estimate["total"] > options.budget:
+        raise LimitExceeded("--budget", options.budget, estimate)
