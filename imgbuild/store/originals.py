@@ -7,6 +7,7 @@ that names them, so a record always points at complete blobs; blobs are verified
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ class Cache:
             digest = hashlib.sha256(data).hexdigest()
             blob = f"blob:{digest}"
             if blob not in self._store:
-                self._store.set(blob, data)
+                # As a file object: diskcache writes plain bytes by iterating a BytesIO, i.e.
+                # line by line (thousands of writes per image); a reader goes in 4 MiB chunks.
+                self._store.set(blob, io.BytesIO(data), read=True)
             digests.append(digest)
         self._store.set(f"gen:{key}", {**meta, "images": digests})
         return digests
