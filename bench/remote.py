@@ -113,11 +113,6 @@ def main() -> None:
             raw_copy(raw, digests, work / f"copy{round_}", args.jobs)
             results["raw_client"].append(total_mb / (time.perf_counter() - t))
             t = time.perf_counter()
-            if os.environ.get("BENCH_PROFILE"):
-                import cProfile
-
-                cProfile.runctx("imgbuild_fetch(Remote(RemoteConfig(BUCKET, 'bench')), keys, work / 'prof', args.jobs)",
-                                globals(), locals(), str(work.parent / "remote-bench.prof"))
             imgbuild_fetch(Remote(RemoteConfig(BUCKET, "bench")), keys, work / f"cache{round_}", args.jobs)
             results["imgbuild"].append(total_mb / (time.perf_counter() - t))
             print(f"round {round_ + 1}: raw {results['raw_client'][-1]:.0f} MB/s, "
@@ -126,7 +121,9 @@ def main() -> None:
         print(json.dumps({"count": args.count, "mb": round(total_mb), "jobs": args.jobs,
                           "raw_client_mb_s": round(best["raw_client"], 1),
                           "imgbuild_mb_s": round(best["imgbuild"], 1),
-                          "ratio": round(best["imgbuild"] / best["raw_client"], 2)}))
+                          "ratio": round(best["imgbuild"] / best["raw_client"], 2),
+                          "ratio_per_round": [round(i / r, 2) for i, r in
+                                              zip(results["imgbuild"], results["raw_client"])]}))
     finally:
         server.stop()
         import shutil

@@ -58,10 +58,13 @@ class Cache:
         record = self._store.get(f"gen:{key}")
         return record is not None and len(record["images"]) >= n
 
-    def put(self, key: str, images: list[bytes], meta: dict[str, Any]) -> list[str]:
+    def put(self, key: str, images: list[bytes], meta: dict[str, Any],
+            digests_known: list[str] | None = None) -> list[str]:
+        """Store `images` under `key`. `digests_known`: their sha256, when the caller has just
+        verified them (a restore from the remote), so that they are not hashed twice."""
         digests = []
-        for data in images:
-            digest = hashlib.sha256(data).hexdigest()
+        for i, data in enumerate(images):
+            digest = digests_known[i] if digests_known else hashlib.sha256(data).hexdigest()
             blob = f"blob:{digest}"
             if blob not in self._store:
                 # As a file object: diskcache writes plain bytes by iterating a BytesIO, i.e.
