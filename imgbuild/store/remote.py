@@ -20,16 +20,13 @@ Import cost: obstore is imported when a `Remote` is opened, never by a project w
 """
 from __future__ import annotations
 
-import configparser
 import hashlib
 import io
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +127,8 @@ def configure(settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) 
 # --- credentials: the standard variables, or a profile of the shared files ---------------------
 
 def _profile_section(path: Path, name: str) -> dict[str, str]:
+    import configparser  # only when a remote is opened: start-up stays lean without one
+
     parser = configparser.RawConfigParser()
     try:
         parser.read(path, encoding="utf-8")
@@ -207,6 +206,9 @@ class Remote:
     """Get and put originals and records. Thread-safe: callers run many at once."""
 
     def __init__(self, config: RemoteConfig, env: Mapping[str, str] = os.environ) -> None:
+        import threading
+        from datetime import timedelta
+
         from obstore.store import S3Store
 
         self.config = config
