@@ -55,7 +55,7 @@ def wants_for(steps: Iterable[Step], lock: Lock) -> list[Want]:
         entries = [lock.get(o) for o in target.outputs]
         first = entries[0]
         if first and all(entries) and first.get("key") == generation_key(
-                first.get("provider", ""), target.request) and not first.get("draft"):
+                first.get("provider", ""), target.request):
             pins = {o: e["sha256"] for o, e in zip(target.outputs, entries) if e.get("key") == first["key"]}
             wants.append(Want(first["key"], first["provider"], target, pins))
             if step.key == first["key"]:
@@ -181,11 +181,12 @@ def upload_hook(remote: Remote, config: RemoteConfig, provider: str) -> Callable
 
 
 def push(remote: Remote, lock: Lock, cache: Any, jobs: int = REMOTE_JOBS) -> list[str]:
-    """Upload every original the lock references that the remote lacks; returns the keys that
-    are neither uploadable nor in the local cache (drafts and local-only providers are skipped)."""
+    """Upload every original the lock references that the remote lacks; returns the keys not in
+    the local cache. Images of providers that stay local (placeholder drafts, an emulator) are
+    skipped: which providers go up is the remote's setting, not the lock's draft flag."""
     keys = {}
     for entry in lock.outputs.values():
-        if "key" in entry and not entry.get("draft") and remote.config.uploads(entry.get("provider", "")):
+        if "key" in entry and remote.config.uploads(entry.get("provider", "")):
             keys[entry["key"]] = entry
     missing: list[str] = []
 

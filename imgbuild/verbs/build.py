@@ -11,10 +11,11 @@ from typing import Any
 from imgbuild import providers
 from imgbuild.errors import LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
+from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
 from imgbuild.store import lockfile
+from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
-from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
+from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -62,7 +63,8 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
     project, targets = load(where)
     selected = select(targets, options.patterns)
-    choice = providers.choose(options.provider, project.settings)
+    # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
+    choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
@@ -110,7 +112,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     project, lock = ctx.project, ctx.lock
     prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
     todo = [s for s in plan.steps if s.action != NOTHING]
-    rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
+    fresh = [s for s in plan.steps if s.action == NOTHING]
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
     try:
@@ -118,23 +120,22 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         if run.interruption is None:
             execute.derive(ctx, selected, run)
     finally:
+        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
-        if todo or run.derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        if todo or run.derived or prune or moved:
             lockfile.write(project.lock_path, lock)
-        execute.write_manifest(project, targets, lock, force=bool(todo or run.derived or prune))
+        execute.write_manifest(project, targets, lock)
         ctx.stats.save()
         if ctx.options.shard:
             remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
-    return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
+    return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
 
 
-def _rows(step: Step, status: str, reason: str) -> list[Row]:
-    return [Row(step.target.name, o, status, reason) for o in step.target.outputs]
-
-
-def _result(ctx: Context, run: Any, rows: list[Row], prune: list[str], estimate: dict[str, Any],
+def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
             nothing: bool) -> BuildResult:
+    rows: list[Row] = []
     for d in run.derived:
         rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
                         d.error or d.step.reason))
@@ -150,7 +151,7 @@ def _result(ctx: Context, run: Any, rows: list[Row], prune: list[str], estimate:
                     and o.failure.code != "Interrupted"), None)
     paid = ctx.choice.name != "placeholder"
     return BuildResult(
-        provider=ctx.identity, rows=rows,
+        provider=ctx.identity, changed=rows, fresh=fresh,
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
@@ -180,7 +181,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
             money.resumed += o.images_bought * price
         else:
             money.spent += o.images_bought * price
-        if o.status == "restored" and not o.step.draft:
+        if o.status == "restored" and is_final(o.step.provider):  # a restored draft saved nothing
             money.saved_by_cache += o.step.target.request.n * price
     return money
 

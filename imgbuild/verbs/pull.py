@@ -45,7 +45,7 @@ def _pull(where: Where, sink: Any, jobs: int | None, remote_required: bool) -> P
         finally:
             if todo or run.derived:
                 lockfile.write(project.lock_path, lock)
-            pipeline.write_manifest(project, targets, lock, force=bool(todo or run.derived))
+            pipeline.write_manifest(project, targets, lock)
             ctx.stats.save()
     if link is not None:
         link.say_new_faults(sink)
