@@ -453,7 +453,8 @@ def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     from imgbuild.spec.project import display_path
 
     shown = [c for c in r.comparison.changes if c.kind != UNCHANGED or verbosity > 0]
-    lines = [f"{c.kind:<10} {c.output} ({c.name}): {describe(c)}" for c in shown]
+    lines = [f"{c.kind:<10} {c.output} ({c.name})" + (f": {describe(c)}" if c.kind != UNCHANGED else "")
+             for c in shown]
     counts, m = r.counts, r.comparison
     text = (f"imgbuild: against {r.base.ref} ({r.base.commit[:10]}): "
             + ", ".join(f"{counts[k]} {k}" for k in KINDS)

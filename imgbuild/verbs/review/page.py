@@ -19,7 +19,7 @@ from imgbuild.plan import compare as diff
 from imgbuild.store.atomic import atomic_write_bytes
 
 THUMBS = "thumbs"
-ASSETS = Path(__file__).with_name("review_assets")
+ASSETS = Path(__file__).with_name("assets")
 FACTS = (("key", "short_key"), ("pixels", "pixels"), ("bytes", "bytes"), ("draft", "draft"),
          ("image from", "source"))
 MARKDOWN_ROWS = 50  # a PR comment holds 65,536 characters; the page has the rest
@@ -56,7 +56,8 @@ def _side(entry: dict[str, Any], found: Any, folder: Path) -> dict[str, Any]:
     key = str(entry.get("key", ""))
     side: dict[str, Any] = {"key": key, "short_key": key[:12], "sha256": entry.get("sha256"),
                             "draft": bool(entry.get("draft")), "provider": entry.get("provider"),
-                            "source": None, "thumb": None, "bytes": None, "width": None, "height": None}
+                            "source": None, "thumb": None, "bytes": None, "width": None, "height": None,
+                            "unreadable": None}
     if found is None:
         return side
     data, source = found
