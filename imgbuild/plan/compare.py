@@ -130,7 +130,7 @@ def _prompts(old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str
     found = {}
     for name in PROMPTS:
         x, y = a.get(name), b.get(name)
-        if x == y or (old is not None and new is not None and not isinstance(x, str)):
+        if x == y or not (x or y) or (old is not None and new is not None and not isinstance(x, str)):
             continue
         x, y = str(x or ""), str(y or "")
         found[name] = {"before": x if old else None, "after": y if new else None,

@@ -57,7 +57,7 @@ def review(where: Where, sink: Any, options: ReviewOptions) -> ReviewResult:
     review_page.number(cards)
     for note in notices:
         sink.notice(note)
-    result = ReviewResult(project=project.display(project.file), base=revision, comparison=comparison,
+    result = ReviewResult(project=repo.relative(project.file), base=revision, comparison=comparison,
                           cards=cards, out_dir=out, notices=notices)
     review_page.write(result, options)
     if options.open_browser:
