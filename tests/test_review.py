@@ -243,3 +243,37 @@ def test_images_paid_count_real_images_whose_key_is_new_at_the_regions_price() -
     singapore = compare(before, after, region="singapore")
     expected = unit_price("qwen-image-2.0", "singapore") + unit_price("qwen-image-2.0-pro", "singapore")
     assert singapore.spent == pytest.approx(expected) and singapore.spent > result.spent
+
+
+def test_open_hands_the_page_to_the_web_browser(
+        repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import webbrowser
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda uri, *a, **k: opened.append(uri) or True)
+    assert run(capsys, "review", "-C", str(repo), "--open").code == 0
+    assert opened == [(repo / ".imgbuild" / "review" / "index.html").as_uri()]
+
+
+class StandInRemote:
+    """What review uses of store.remote.Remote (issue 14): fetch(key) -> (images, record) | None,
+    raising an ImgbuildError for anything it holds but cannot vouch for."""
+
+    def __init__(self, held: dict[str, list[bytes]]) -> None:
+        self.held = held
+
+    def fetch(self, key: str) -> tuple[list[bytes], dict[str, Any]] | None:
+        if key == "tampered":
+            from imgbuild.errors import ImgbuildError
+
+            raise ImgbuildError("remote: content does not match its sha256 name")
+        images = self.held.get(key)
+        return None if images is None else (images, {"key": key})
+
+
+def test_remote_originals_are_found_by_key_and_index_and_faults_mean_not_found() -> None:
+    from imgbuild.verbs.review.sources import RemoteImages
+
+    remote = RemoteImages(StandInRemote({"k": [b"one", b"two"]}))
+    assert (remote.get("k", 0), remote.get("k", 1), remote.get("k", 2)) == (b"one", b"two", None)
+    assert remote.get("absent", 0) is None and remote.get("tampered", 0) is None

@@ -215,3 +215,17 @@ def test_a_page_of_500_targets_renders_in_under_2_seconds(tmp_path: Path, browse
     assert timing["cards"] == 500 and timing["images"] == 250 * 2 + 250
     assert timing["ms"] < 2000, timing
     assert timing["loaded"] < timing["images"] / 4, f"thumbnails are not lazy-loaded: {timing}"
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import cdp
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is missing"):
+        cdp.require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        cdp.require_chromium()
