@@ -158,6 +158,24 @@ def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider:
 
 
 @cli.command(epilog=EXIT_CODES)
+@_build_options
+@_project_options
+@_output_options
+def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
+          budget: float | None, max_images: int | None, directory: str | None, project_file: str | None,
+          json_mode: bool, verbose: int, quiet: int) -> int:
+    """Build, then rebuild whenever imgbuild.yaml, a spec file, a prompt template or a matrix
+    data file changes, until Ctrl-C. Run it beside a dev server: `imgbuild watch & hugo server`."""
+    from imgbuild.verbs.build import BuildOptions
+    from imgbuild.verbs.watch import watch as run
+
+    where = _where(directory, project_file)
+    options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
+                           force=force, budget=budget, max_images=max_images)
+    return _run("watch", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
 @click.option("--allow-drafts", is_flag=True, help="Accept placeholder drafts as up to date.")
 @_project_options
 @_output_options

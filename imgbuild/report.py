@@ -148,7 +148,7 @@ class Reporter:
         if isinstance(error, SpecError):
             text = problems_text(error.problems)
         elif isinstance(error, KeyboardInterrupt):
-            text = "imgbuild: interrupted before anything was built"
+            text = "imgbuild: interrupted; what finished is kept in the lock, and the next build resumes from there"
         elif crash_log is not None:
             text = (f"imgbuild: internal error (a bug). The traceback is in {crash_log}; "
                     "please report it with that file.")
@@ -465,8 +465,16 @@ def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     return lines, text, False
 
 
+def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    text = f"imgbuild: stopped watching after {d['builds']} build(s)"
+    if d["interrupted_build"]:
+        text += "; the last one was interrupted, and what it finished is in the lock"
+    return [], text, False
+
+
 _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
-         "cache verify": _render_cache_verify, "cache prune": _render_cache_prune}
+         "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
+         "watch": _render_watch}
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,

@@ -84,6 +84,19 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], rea
     _write_quietly(state_dir / PLAN_FILE, doc)
 
 
+def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], dict[str, Any]] | None:
+    """The files (with the sha256 of the content it read) and the settings the last plan was
+    made from, whether or not they changed since: what `imgbuild watch` watches. None without
+    a readable plan cache of this project."""
+    try:
+        doc = json.loads((state_dir / PLAN_FILE).read_bytes())
+        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
+            return None
+        return {Path(name): str(digest) for name, digest in doc["inputs"].items()}, dict(doc["settings"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _write_quietly(path: Path, doc: Any) -> None:
     try:
         atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

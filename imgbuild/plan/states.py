@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,14 @@ GENERATE = "generate"
 NOTHING = "none"
 
 
+_pixels = operator.attrgetter(*PIXEL_FIELDS)  # C-speed: 10k keys on every no-op build
+
+
 def generation_key(provider: str, request: Request) -> str:
     """sha256 of a canonical JSON array: a fixed field order makes it canonical without
     sort_keys, and lets the C encoder do it (10k keys in ~30 ms)."""
-    canonical = json.dumps([KEY_VERSION, provider, *(getattr(request, f) for f in PIXEL_FIELDS)],
-                           separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps([KEY_VERSION, provider, *_pixels(request)], separators=(",", ":"),
+                           ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -51,11 +51,13 @@ class Request:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Request:
         """The inverse of `to_dict`; a missing or unknown field raises (TypeError/KeyError)."""
-        names = [f.name for f in fields(cls)]
-        unknown = set(data) - set(names)
+        unknown = data.keys() - _REQUEST_FIELDS
         if unknown:
             raise KeyError(f"unknown Request field(s): {sorted(unknown)}")
         return cls(**data)
+
+
+_REQUEST_FIELDS = frozenset(f.name for f in fields(Request))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from imgbuild import providers
 from imgbuild.errors import LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
+from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
 from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
@@ -85,7 +85,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     project, lock = ctx.project, ctx.lock
     prune = [] if ctx.options.patterns else plan.orphans
     todo = [s for s in plan.steps if s.action != NOTHING]
-    rows = [r for s in plan.steps if s.action == NOTHING for r in _rows(s, UP_TO_DATE, "")]
+    fresh = [s for s in plan.steps if s.action == NOTHING]
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
     try:
@@ -99,15 +99,12 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock, force=bool(todo or run.derived or prune))
         ctx.stats.save()
-    return _result(ctx, run, rows, prune, estimate, nothing=not (todo or prune or run.derived))
+    return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
 
 
-def _rows(step: Step, status: str, reason: str) -> list[Row]:
-    return [Row(step.target.name, o, status, reason) for o in step.target.outputs]
-
-
-def _result(ctx: Context, run: Any, rows: list[Row], prune: list[str], estimate: dict[str, Any],
+def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
             nothing: bool) -> BuildResult:
+    rows: list[Row] = []
     for d in run.derived:
         rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
                         d.error or d.step.reason))
@@ -123,7 +120,7 @@ def _result(ctx: Context, run: Any, rows: list[Row], prune: list[str], estimate:
                     and o.failure.code != "Interrupted"), None)
     paid = ctx.choice.name != "placeholder"
     return BuildResult(
-        provider=ctx.identity, rows=rows,
+        provider=ctx.identity, changed=rows, fresh=fresh,
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,

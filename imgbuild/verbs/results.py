@@ -11,7 +11,7 @@ from imgbuild.run.loop import Interruption
 UP_TO_DATE = "up_to_date"
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One output file and what happened to it (or what state it is in)."""
 
@@ -58,7 +58,8 @@ class Money:
 @dataclass
 class BuildResult:
     provider: str
-    rows: list[Row]
+    changed: list[Row]  # every output this run touched (built, restored, derived, failed...)
+    fresh: list[Any] = field(default_factory=list)  # plan steps already up to date
     provider_calls: int = 0
     images_bought: int = 0  # billed for requests this run submitted
     images_resumed: int = 0  # from async tasks an earlier run submitted (paid there)
@@ -72,8 +73,17 @@ class BuildResult:
     command: str = "build"
 
     @property
+    def rows(self) -> list[Row]:
+        """One row per output; up-to-date ones are made only when asked for (--json): a no-op
+        build of 10k targets needs only their count."""
+        return [*(Row(s.target.name, o, UP_TO_DATE) for s in self.fresh for o in s.target.outputs),
+                *self.changed]
+
+    @property
     def counts(self) -> dict[str, int]:
-        return count(self.rows, "skipped", "derived")
+        c = count(self.changed, "skipped", "derived")
+        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh)
+        return c
 
     @property
     def exit_code(self) -> int:
