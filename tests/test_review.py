@@ -277,3 +277,25 @@ def test_remote_originals_are_found_by_key_and_index_and_faults_mean_not_found()
     remote = RemoteImages(StandInRemote({"k": [b"one", b"two"]}))
     assert (remote.get("k", 0), remote.get("k", 1), remote.get("k", 2)) == (b"one", b"two", None)
     assert remote.get("absent", 0) is None and remote.get("tampered", 0) is None
+
+
+def test_a_lock_naming_paths_outside_output_dir_is_not_read_through(
+        repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    secret = repo / "secret.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(secret)
+    lock_path = repo / "imgbuild.lock"
+    lock = json.loads(lock_path.read_text())
+    lock["outputs"]["../secret.png"] = {**lock["outputs"]["fresh.png"], "key": "f" * 64, "index": "x"}
+    lock_path.write_text(json.dumps(lock))
+    assert run(capsys, "review", "-C", str(repo)).code == 0
+    escaped = by_output(review_doc(repo))["../secret.png"]
+    assert escaped["kind"] == "new" and escaped["after"]["source"] is None
+
+
+def test_a_damaged_lock_at_the_base_is_a_located_error(
+        repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "imgbuild.lock").write_text("{not json")
+    git(repo, "commit", "-q", "-am", "break the lock")
+    (repo / "imgbuild.lock").write_text(json.dumps({"version": 1, "generator": "imgbuild", "outputs": {}}))
+    r = run(capsys, "review", "-C", str(repo), "--base", "HEAD")
+    assert r.code == 1 and "HEAD:imgbuild.lock: not an imgbuild lockfile" in r.err

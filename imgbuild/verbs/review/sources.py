@@ -43,20 +43,24 @@ class Images:
             return after, after  # same key, same bytes: one lookup serves both
         if change.before is None:
             return None, after
-        at_base = self._at_base(change.output)
-        if change.kind == diff.MODIFIED and at_base is not None:
-            return at_base, after  # a hand edit: compare with the file as it was, not the original
-        return self._originals(change.before) or at_base, after
+        if change.kind == diff.MODIFIED:  # a hand edit: compare with the file as it was, not the original
+            return self._at_base(change.output) or self._originals(change.before), after
+        return self._originals(change.before) or self._at_base(change.output), after
 
     def after(self, change: diff.Change) -> Found | None:
-        try:
-            return (self.output_dir / change.output).read_bytes(), OUTPUT_FILE
-        except OSError:
+        from imgbuild.store.outputs import safe_destination
+
+        try:  # a lock names its outputs: never read one that resolves outside output_dir
+            return safe_destination(self.output_dir, change.output).read_bytes(), OUTPUT_FILE
+        except (OSError, ImgbuildError):
             assert change.after is not None
             return self._originals(change.after)
 
     def _originals(self, entry: dict[str, Any]) -> Found | None:
-        key, index = str(entry.get("key", "")), int(entry.get("index", 1)) - 1
+        position = entry.get("index", 1)  # 1-based among the n images of one request
+        if not isinstance(position, int) or position < 1:
+            return None
+        key, index = str(entry.get("key", "")), position - 1
         if self.cache is not None:
             got = self.cache.get(key)
             if got is not None and index < len(got[0]):
@@ -68,7 +72,10 @@ class Images:
         return None
 
     def _at_base(self, output: str) -> Found | None:
-        data = self.repo.show(self.revision.commit, posixpath.normpath(f"{self.base_output_dir}/{output}"))
+        path = posixpath.normpath(f"{self.base_output_dir}/{output}")
+        if path.startswith("../") or posixpath.isabs(path):
+            return None
+        data = self.repo.show(self.revision.commit, path)
         return None if data is None else (data, f"git {self.revision.ref}")
 
 
