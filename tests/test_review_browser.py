@@ -111,6 +111,15 @@ async def exercise(chromium: Chromium, url: str, screenshot: Path) -> None:
         assert all(i["naturalWidth"] > 0 and i["error"] is None for i in images), images
         await click(page, "label:has(#f-changed)")
         assert "t-keep-png" not in (await page.eval(STATE))["cards"]
+        # nothing to fetch but the report's own thumbnails: styles and script inline, no CDN or font
+        links = await page.eval("""({
+          urls: [...document.querySelectorAll("[src], [href]")].map((e) => e.getAttribute("src") || e.getAttribute("href")),
+          sheets: [...document.styleSheets].map((s) => s.href),
+          fonts: [...document.fonts].length,
+          imports: [...document.styleSheets].flatMap((s) => [...s.cssRules]).filter((r) => /url\\(|@import/.test(r.cssText)).length,
+        })""")
+        assert links["urls"] and all(u.startswith("thumbs/") for u in links["urls"]), links
+        assert links["sheets"] == [None] and links["fonts"] == 0 and links["imports"] == 0, links
 
         # side by side: the after-image to the right of the before-image
         await page.eval(f"document.querySelector('{card}').scrollIntoView()")
