@@ -360,9 +360,18 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
 
     bad = r.bad
     lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}" for row in sort_rows(bad)]
-    if bad:
-        return lines, f"imgbuild: {len(bad)} of {len(r.rows)} outputs need `imgbuild build`", True
-    return lines, f"imgbuild: all {len(r.rows)} outputs are up to date", False
+    if not bad:
+        return lines, f"imgbuild: all {len(r.rows)} files are up to date", False
+    # A build without a key cannot replace a draft: name the remedy that does, or users go round
+    # between `check` (fails) and `build` (nothing to do).
+    drafts = sum(1 for row in bad if row.status == "draft")
+    parts = []
+    if len(bad) > drafts:
+        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if drafts:
+        parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
+                     "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
+    return lines, "imgbuild: " + "; ".join(parts), True
 
 
 def _render_validate(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -371,16 +380,21 @@ def _render_validate(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     return [], f"imgbuild: {r.files} file(s), {r.targets} target(s): valid", False
 
 
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return one if count == 1 else (many or one + "s")
+
+
 def _render_clean(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     lines = [f"{'deleted' if r.deleted else 'would delete'}: {rel}" for rel in r.files]
     lines += [f"{'dropped' if r.deleted else 'would drop'} lock entry: {o}" for o in r.lock_entries]
     files, entries = len(r.files), len(r.lock_entries)
+    said = f"{files} {_plural(files, 'file')} and {entries} {_plural(entries, 'lock entry', 'lock entries')}"
     if not files and not entries:
         text = "imgbuild: nothing to clean"
     elif r.deleted:
-        text = f"imgbuild: deleted {files} file(s), dropped {entries} lock entries"
+        text = f"imgbuild: deleted {files} {_plural(files, 'file')}, dropped {entries} {_plural(entries, 'lock entry', 'lock entries')}"
     else:
-        text = f"imgbuild: {files} file(s) and {entries} lock entries to clean; run with --yes to delete"
+        text = f"imgbuild: {said} to clean; run with --yes to delete"
     return lines, text, False
 
 

@@ -64,14 +64,13 @@ INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
 
 
 class Executor:
-    def __init__(self, *, provider: Provider | None, provider_name: str, draft: bool, cache: Cache,
+    def __init__(self, *, provider: Provider | None, provider_name: str, cache: Cache,
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  journal: Any = None, limiter: Any = None,
                  on_event: Callable[[Step, str], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
-        self.draft = draft
         self.cache = cache
         self.output_dir = output_dir
         self.jobs = max(1, jobs)
@@ -201,8 +200,7 @@ class Executor:
                 CACHE_DAMAGED, "the cache entry vanished or is damaged; run the build again",
                 where=step.target.where))
         images, record = found
-        entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
-                               step.draft, record)
+        entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record)
         return Outcome(step, RESTORED, entries)
 
     async def _generate(self, step: Step) -> Outcome:
@@ -235,7 +233,7 @@ class Executor:
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
-                               self.provider_name, self.draft, record, generation.slots)
+                               self.provider_name, record, generation.slots)
         bought = len(generation.images)
         n = step.target.request.n
         if bought < n:

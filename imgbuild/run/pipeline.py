@@ -52,7 +52,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
         sink.progress(len(run.outcomes), len(todo), outcome.status, outcome.step, outcome.failure)
 
-    executor = Executor(provider=provider, provider_name=ctx.identity, draft=ctx.choice.name == "placeholder",
+    executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,
                         keep_going=ctx.options.keep_going, on_outcome=record, journal=journal,
                         limiter=limiter,
@@ -99,7 +99,8 @@ def derive(ctx: Any, targets: list[Any], run: Run) -> None:
     run.derived.extend(derivatives.derive_fresh(ctx, targets, ctx.options.jobs or DEFAULT_JOBS))
 
 
-def write_manifest(project: Any, targets: list[Any], lock: Any, *, force: bool) -> None:
+def write_manifest(project: Any, targets: list[Any], lock: Any) -> None:
     from imgbuild.store import manifest
 
-    manifest.write(project.output_dir, project.settings, targets, lock, force=force)
+    manifest.write(project.output_dir, project.settings, targets, lock)
+

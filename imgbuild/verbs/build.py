@@ -14,7 +14,8 @@ from imgbuild.plan import cost
 from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
 from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, load, open_cache, project_lock, select, stat_cache
+from imgbuild.store.lockfile import is_final
+from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -58,7 +59,8 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
     project, targets = load(where)
     selected = select(targets, options.patterns)
-    choice = providers.choose(options.provider, project.settings)
+    # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
+    choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
@@ -93,11 +95,13 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         if run.interruption is None:
             execute.derive(ctx, selected, run)
     finally:
+        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
-        if todo or run.derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+        if todo or run.derived or prune or moved:
             lockfile.write(project.lock_path, lock)
-        execute.write_manifest(project, targets, lock, force=bool(todo or run.derived or prune))
+        execute.write_manifest(project, targets, lock)
         ctx.stats.save()
     return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
 
@@ -142,7 +146,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
             money.resumed += o.images_bought * price
         else:
             money.spent += o.images_bought * price
-        if o.status == "restored" and not o.step.draft:
+        if o.status == "restored" and is_final(o.step.provider):  # a restored draft saved nothing
             money.saved_by_cache += o.step.target.request.n * price
     return money
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
+from imgbuild.store.lockfile import is_draft
 from imgbuild.verbs.common import Where, load, stat_cache
 from imgbuild.verbs.results import CheckResult, Row
 
@@ -43,8 +44,9 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
     rows = []
     for s in variants.plan_variants(targets, lock, project.output_dir, stats.sha256):
         status, reason = status_of[s.state], s.reason
-        if status == UP_TO_DATE and not allow_drafts and (lock.get(s.variant.output) or {}).get("draft"):
-            status, reason = "draft", "derived from a placeholder draft"
+        source = lock.get(s.variant.source) or {}
+        if status == UP_TO_DATE and not allow_drafts and (is_draft(source) or (lock.get(s.variant.output) or {}).get("draft")):
+            status, reason = "draft", f"derived from a draft made by {source.get('provider', 'the placeholder')}"
         rows.append(Row(s.target.name, s.variant.output, status, reason))
     name = manifest.wanted(project.settings, targets)
     if name is not None:
@@ -68,5 +70,6 @@ def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
         kind = step.damage[output]
         return kind, "the file is missing" if kind == "missing" else "the file differs from its lock hash (edited by hand?)"
     if step.state == UP_TO_DATE and step.draft and not allow_drafts:
-        return "draft", "placeholder draft (build with a real provider, or pass --allow-drafts)"
+        return "draft", (f"draft made by {step.provider or 'an unknown provider'}, not by the production "
+                         "service (build with a DashScope API key, or pass --allow-drafts)")
     return UP_TO_DATE, ""

@@ -3,6 +3,7 @@ when nothing they depend on changed), selecting targets, and opening the stores.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +87,8 @@ def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
 
     state_dir = find_project_file(where.directory, where.file).parent / STATE_DIR
     return mutex.hold(state_dir, wait=not no_wait, on_wait=on_wait)
+
+
+def project_folder(project: Project) -> str:
+    """output_dir relative to the project root, in POSIX form (as the lock records it)."""
+    return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")
