@@ -184,7 +184,7 @@ def big_review(out: Path, targets: int = 500) -> Path:
     pictures = []
     for i in range(2 * targets):
         buffer = io.BytesIO()
-        Image.new("RGB", (96, 96), (i % 256, i // 256 * 40, 90)).save(buffer, "PNG")
+        Image.new("RGB", (32, 32), (i % 256, i // 256 * 40, 90)).save(buffer, "PNG")
         pictures.append(buffer.getvalue())
     outputs = [f"set/{i:03d}.png" for i in range(targets)]
     before = Lock({o: fake_entry(o, f"{i}") for i, o in enumerate(outputs)})

@@ -79,7 +79,7 @@ def _thumbnail(data: bytes, folder: Path, name: str) -> dict[str, Any] | None:
         picture = thumbs.thumbnail(data)
         if picture is None:
             return None
-        atomic_write_bytes(path, picture.data)
+        atomic_write_bytes(path, picture.data, durable=False)  # remade when unreadable
         made = (picture.width, picture.height)
     return {"width": size[0], "height": size[1], "thumb": f"{THUMBS}/{path.name}",
             "thumb_width": made[0], "thumb_height": made[1]}
@@ -92,7 +92,7 @@ def _pixel_diff(before: bytes, after: bytes, folder: Path) -> dict[str, Any]:
     if result.picture is None:
         return {"thumb": None, "changed": 1.0, "box": None, "note": "sizes differ"}
     name = f"diff-{hashlib.sha256(before).hexdigest()[:12]}-{hashlib.sha256(after).hexdigest()[:12]}.webp"
-    atomic_write_bytes(folder / name, result.picture.data)
+    atomic_write_bytes(folder / name, result.picture.data, durable=False)
     share = result.changed * 100
     note = "identical pixels" if result.box is None else f"{share:.2f}% of pixels differ"
     return {"thumb": f"{THUMBS}/{name}", "thumb_width": result.picture.width,
