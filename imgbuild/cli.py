@@ -277,6 +277,29 @@ def html(name: str, sizes: str, base_url: str, css_class: str | None, directory:
                 lambda sink: run(where, name=name, sizes=sizes, base_url=base_url, css_class=css_class), where)
 
 
+@cli.command(epilog=EXIT_CODES)
+@click.option("--base", metavar="REF",
+              help="Git revision to compare with (default: the merge base with the default branch, else HEAD).")
+@click.option("-o", "--output", "out_dir", metavar="DIR", help="Write the report here (default: .imgbuild/review/).")
+@click.option("--markdown", metavar="FILE", help="Also write a summary for a pull-request comment.")
+@click.option("--report-url", metavar="URL",
+              help="Where the report will be published; the summary links there (default: a relative path).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the report in a web browser.")
+@_project_options
+@_output_options
+def review(base: str | None, out_dir: str | None, markdown: str | None, report_url: str | None,
+           open_browser: bool, directory: str | None, project_file: str | None, json_mode: bool,
+           verbose: int, quiet: int) -> int:
+    """Show what changed in the images, before and after, as a static page (index.html, thumbnails,
+    review.json). Offline: no key, no provider call."""
+    from imgbuild.verbs.review import ReviewOptions, review as run
+
+    where = _where(directory, project_file)
+    options = ReviewOptions(base=base, out_dir=out_dir, markdown=markdown, report_url=report_url,
+                            open_browser=open_browser)
+    return _run("review", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
+
+
 @cli.command()
 def schema() -> int:
     """Print the JSON Schema of imgbuild.yaml."""

@@ -508,6 +508,23 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.plan.compare import KINDS, UNCHANGED, describe
+    from imgbuild.spec.project import display_path
+
+    shown = [c for c in r.comparison.changes if c.kind != UNCHANGED or verbosity > 0]
+    lines = [f"{c.kind:<10} {c.output} ({c.name})" + (f": {describe(c)}" if c.kind != UNCHANGED else "")
+             for c in shown]
+    counts, m = r.counts, r.comparison
+    text = (f"imgbuild: against {r.base.ref} ({r.base.commit[:10]}): "
+            + ", ".join(f"{counts[k]} {k}" for k in KINDS)
+            + f"; {m.images_paid} image(s) paid, {m.spent:.2f} {m.currency}"
+            + f"\nimgbuild: report: {display_path(r.index)}")
+    if r.markdown is not None:
+        text += f"\nimgbuild: summary: {r.markdown}"
+    return lines, text, False
+
+
 def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     text = f"imgbuild: stopped watching after {d['builds']} build(s)"
     if d["interrupted_build"]:
@@ -522,4 +539,4 @@ _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
            "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data,
-           "PullResult": _render_pull, "PushResult": _render_push}
+           "ReviewResult": _render_review, "PullResult": _render_pull, "PushResult": _render_push}

@@ -276,3 +276,51 @@ class DataResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, **self.data}
+
+
+@dataclass
+class ReviewResult:
+    """`imgbuild review`: the comparison of two locks and the page written for it."""
+
+    project: str  # the project file, as displayed
+    base: Any  # store.gitref.Revision
+    comparison: Any  # plan.compare.Comparison
+    cards: list[dict[str, Any]]  # one per output, as review.json lists them (see verbs.review_page)
+    out_dir: Any  # Path of the report folder
+    markdown: Any = None  # Path of the summary, when written
+    notices: list[str] = field(default_factory=list)
+    command: str = "review"
+    exit_code: int = EXIT_OK
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.comparison.counts()  # type: ignore[no-any-return]
+
+    @property
+    def changed(self) -> list[dict[str, Any]]:
+        return [c for c in self.cards if c["kind"] != "unchanged"]
+
+    @property
+    def index(self) -> Any:
+        return self.out_dir / "index.html"
+
+    def document(self) -> dict[str, Any]:
+        """review.json: everything the page shows, for scripts."""
+        targets = [{k: v for k, v in c.items() if k != "ops"} for c in self.cards]
+        return {"version": 1, "project": self.project, "base": self._base(), **self._money(),
+                "counts": self.counts, "targets": targets}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "project": self.project, "base": self._base(),
+                **self.counts, **self._money(), "report": str(self.index),
+                "markdown": None if self.markdown is None else str(self.markdown),
+                "notices": self.notices,
+                "targets": [{"name": c["name"], "output": c["output"], "kind": c["kind"]}
+                            for c in self.changed]}
+
+    def _base(self) -> dict[str, str]:
+        return {"ref": self.base.ref, "commit": self.base.commit, "how": self.base.how}
+
+    def _money(self) -> dict[str, Any]:
+        c = self.comparison
+        return {"images_paid": c.images_paid, "spent": c.spent, "currency": c.currency}
