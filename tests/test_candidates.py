@@ -223,3 +223,26 @@ def test_cache_prune_keeps_the_candidates_waiting_for_a_pick(
     keys = [c["key"] for p in lock(tmp_path)["pending"].values() for c in p["candidates"]]
     for key in keys:
         cached_original(key)
+
+
+def test_accept_at_a_terminal_lists_then_asks_for_the_number(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("CI", raising=False)
+    (tmp_path / "imgbuild.yaml").write_text(PLAIN, encoding="utf-8")
+    assert cli(capsys, tmp_path, "build", "--candidates", "3", "a").code == 0
+    leader, follower = pty.openpty()  # stdin is a terminal; the answer is typed ahead
+    os.write(leader, b"3\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", "import sys; from imgbuild.cli import main; sys.exit(main())",
+                               "accept", "a", "-C", str(tmp_path)], stdin=follower,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    out = done.stdout.decode()
+    assert done.returncode == 0 and "imgbuild accept a --pick 3" in out and "1 accepted" in out, (out, done.stderr)
+    assert lock(tmp_path)["outputs"]["a.png"]["seed"] == derive_seed("a") + 2
