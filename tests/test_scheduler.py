@@ -23,7 +23,9 @@ from imgbuild.providers.dashscope.timing import PollSchedule
 from imgbuild.run.scheduler import Scheduler, default_jobs
 
 KEY = "sk-scheduler-test"
-GENERATION_PATHS = tuple(models.ENDPOINT_PATHS.values())
+GENERATION_PATHS = ("/services/aigc/multimodal-generation/generation",  # documented [API §2]
+                    "/services/aigc/image-generation/generation",
+                    "/services/aigc/text2image/image-synthesis")
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ Everything the emulator does differently from "a fast, healthy DashScope" is a f
 from a YAML mapping (`imgbuild emulator --config faults.yaml`), or at runtime with
 `POST /__emulator__/config` and a JSON object of changes.
 
+Service
+    region             which region the emulator plays (beijing, singapore, virginia): the
+                       models it offers (others answer "Model not exist") and their
+                       documented limits come from `tables` (default beijing)
+
 Timings (seconds)
     task_duration      time an async task spends RUNNING before it finishes (default 0.5)
     pending_time       minimum time an async task stays PENDING, even with free capacity (0)
@@ -19,12 +24,13 @@ Limits
                        max(1, 1/rps) seconds (so 2/60 means 1 request per 30 s). "*" applies
                        to every model without its own entry. Excess -> 429
                        Throttling.RateQuota with a Retry-After header. Default {} = unlimited.
-    documented_rate_limits  when true, models without an entry use models.Model.rps (§8)
+    documented_rate_limits  when true, models without an entry use the documented rate of
+                       the region (tables; §8)
     retry_after        value (seconds) of the Retry-After header on 429 answers; None (default)
                        = time until the rate window has room, rounded up, at least 1
     sync_concurrency   {model or "*": max in-flight sync calls}; excess -> 429 Throttling
     task_concurrency   {model or "*": max RUNNING async tasks}; overrides the documented
-                       per-model value (models.Model.concurrency); excess tasks wait PENDING
+                       per-model value of the region (tables); excess tasks wait PENDING
     documented_concurrency  when false, async tasks are not limited unless task_concurrency
                        says so (default true)
 
@@ -55,6 +61,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from .tables import REGIONS
 
 # code -> (HTTP status, message). Messages follow the Model Studio error-code table (§7).
 ERRORS: dict[str, tuple[int, str]] = {
@@ -122,6 +130,8 @@ class Fault:
 class EmulatorConfig:
     """See the module docstring for what each field does."""
 
+    region: str = "beijing"
+
     task_duration: float = 0.5
     pending_time: float = 0.0
     sync_latency: float = 0.0
@@ -147,6 +157,10 @@ class EmulatorConfig:
     download_corrupt_next: int = 0
     download_reset_next: int = 0
 
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise ValueError(f"emulator region {self.region!r}: choose from {', '.join(REGIONS)}")
+
     def update(self, **changes: Any) -> None:
         """Apply runtime changes; unknown names are an error so typos do not pass silently."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -155,6 +169,9 @@ class EmulatorConfig:
             raise ValueError(f"unknown emulator config field(s): {', '.join(unknown)}")
         for name, value in changes.items():
             _check_type(name, value)
+            if name == "region" and value not in REGIONS:
+                raise ValueError(f"emulator region {value!r}: choose from {', '.join(REGIONS)}")
+        for name, value in changes.items():
             setattr(self, name, _copy(value))
 
     def to_dict(self) -> dict[str, Any]:

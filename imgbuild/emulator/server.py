@@ -17,15 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from imgbuild.spec.catalogue import ASYNC, ENDPOINT_PATHS, LEGACY, SYNC
-
-from . import protocol
+from . import protocol, tables
 from .faults import EmulatorConfig
 from .protocol import ApiError, new_request_id
 from .state import State, now_str, redact_headers
+from .tables import API_PREFIX, ASYNC, LEGACY, ROUTES, SYNC
 from .tasks import TaskManager, produce_slots
 
-API_PREFIX = "/api/v1"
 STATE_KEY = web.AppKey("state", State)
 TASKS_KEY = web.AppKey("tasks", TaskManager)
 API_KEY_KEY = web.AppKey("api_key", str)
@@ -52,7 +50,7 @@ def ctx(request: web.Request) -> RequestContext:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_ENDPOINT_BY_PATH = {API_PREFIX + path: ep for ep, path in ENDPOINT_PATHS.items()}
+_ENDPOINT_BY_PATH = {API_PREFIX + path: ep for ep, path in ROUTES.items()}
 _CHUNK = 64 * 1024
 
 
@@ -61,7 +59,7 @@ def create_app(state: State, api_key: str | None = None) -> web.Application:
     app[STATE_KEY] = state
     app[TASKS_KEY] = TaskManager(state)
     app[API_KEY_KEY] = api_key or ""
-    for endpoint, path in ENDPOINT_PATHS.items():
+    for endpoint, path in ROUTES.items():
         app.router.add_post(API_PREFIX + path, _generation_handler(endpoint))
     app.router.add_get(API_PREFIX + "/tasks/{task_id}", _get_task)
     app.router.add_post(API_PREFIX + "/tasks/{task_id}/cancel", _cancel_task)
@@ -132,7 +130,7 @@ async def _log_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     entry["status"] = response.status
     if response.status == 429:
         state.count_throttled()
-    if endpoint in ENDPOINT_PATHS:
+    if endpoint in ROUTES:
         _log_submission(state, request, endpoint, body, response)
     return response
 
@@ -218,13 +216,13 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if ctx(request).bad_json:
         raise protocol.bad("The request body is not valid JSON.")
     body = ctx(request).json
-    model = protocol.resolve_model(endpoint, body)
+    model = protocol.resolve_model(endpoint, body, state.config.region)
     is_async = request.headers.get("X-DashScope-Async", "").strip().lower() == "enable"
     if endpoint == SYNC and is_async:
         raise ApiError(403, "AccessDenied", protocol.ASYNC_UNSUPPORTED)
     if endpoint in (ASYNC, LEGACY) and not is_async:
         raise ApiError(403, "AccessDenied", protocol.SYNC_UNSUPPORTED)
-    wait = state.check_rate(model.name, model.rps)
+    wait = state.check_rate(model.name, tables.documented_limit(model, state.config.region).rps)
     if wait is not None:
         raise ApiError(
             429,

@@ -14,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgbuild.spec import catalogue as models
-
+from . import tables
 from .faults import Fault
 from .images import ImageSpec
 from .protocol import SLOT_TIMEOUT, GenRequest, Slot, succeeded_output
@@ -161,8 +160,9 @@ class TaskManager:
         task.end_time = time.time()
 
     def _limit(self, model_name: str) -> int | None:
-        model = models.get(model_name)
-        return self.state.config.task_limit_for(model_name, model.concurrency if model else 0)
+        model = tables.MODELS.get(model_name)
+        documented = tables.documented_limit(model, self.state.config.region).tasks if model else 0
+        return self.state.config.task_limit_for(model_name, documented)
 
     async def _acquire(self, task: Task) -> None:
         name = task.req.model.name
