@@ -168,6 +168,7 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
     summary = {"command": "build", "provider": identity, **counts, "targets": _sorted(rows),
                "provider_calls": sum(1 for o in outcomes if o.step.action == GENERATE and o.status != "skipped"),
                "images_bought": sum(o.images_bought for o in outcomes), "pruned_lock_entries": len(prune),
+               "possibly_paid": sum(o.possibly_paid for o in outcomes),
                **_spending(outcomes, estimate, paid)}
     if not todo and not prune and not derived:
         text = f"imgbuild: nothing to do ({counts['up_to_date']} up to date)"
@@ -182,6 +183,9 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         if summary["spent"] or summary["saved_by_cache"]:
             text += (f"; spent {summary['spent']:.2f} {summary['currency']}, "
                      f"saved {summary['saved_by_cache']:.2f} by the cache")
+        if summary["possibly_paid"]:
+            text += (f"\nimgbuild: possibly paid: {summary['possibly_paid']} request(s) failed after "
+                     "sending (timeout or lost connection); each may be billed with no image")
     reporter.summary(summary, text)
     return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
 
@@ -206,6 +210,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
         reporter.progress(len(done), len(todo), outcome.status, outcome.step, outcome.error)
+        for warning in outcome.warnings:
+            reporter.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 
     needs_provider = any(s.action == GENERATE for s in todo)
     journal = None
@@ -390,6 +396,9 @@ def _enforce_limits(estimate: dict[str, Any], paid: bool, budget: float | None,
     if max_images is not None and estimate["images"] > max_images:
         raise ImgbuildError(f"this build would generate {estimate['images']} image(s), more than "
                             f"--max-images {max_images}; nothing was generated\n" + "\n".join(cost.describe(estimate)))
+    if budget is not None and paid and estimate.get("price_unknown"):
+        raise ImgbuildError(f"--budget cannot be checked: no {estimate['region']} price is known for "
+                            f"{', '.join(estimate['price_unknown'])}; nothing was generated")
     if budget is not None and paid and estimate["total"] > budget:
         raise ImgbuildError(f"this build would cost {estimate['total']:.2f} {estimate['currency']}, more than "
                             f"--budget {budget:g}; nothing was generated\n" + "\n".join(cost.describe(estimate)))
@@ -400,7 +409,7 @@ def _spending(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> dict
     saved = 0.0
     region = estimate["region"]
     for o in outcomes:
-        price = cost.unit_price(o.step.target.request.model, region)
+        price = cost.unit_price(o.step.target.request.model, region) or 0.0  # unknown: not counted
         if paid:
             spent += o.images_bought * price
         if o.status == "restored":

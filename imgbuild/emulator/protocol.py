@@ -276,6 +276,23 @@ def sync_body(req: GenRequest, slots: list[Slot], request_id: str) -> dict[str, 
     }
 
 
+def legacy_sync_body(req: GenRequest, slots: list[Slot], request_id: str, submitted: str,
+                     ended: str) -> dict[str, Any]:
+    """Endpoint C answered without the async header (the SDK's ImageSynthesis.sync_call, for
+    wan2.2 only). Its shape is not documented: the finished task in one answer, which is
+    what the SDK's ImageSynthesisResponse reads (output.task_status, output.results)."""
+    extra, usage = succeeded_output(req, slots)
+    output: dict[str, Any] = {
+        "task_id": str(uuid.uuid4()),
+        "task_status": "SUCCEEDED",
+        "submit_time": submitted,
+        "scheduled_time": submitted,
+        "end_time": ended,
+        **extra,
+    }
+    return {"request_id": request_id, "output": output, "usage": usage}
+
+
 def submit_body(task_id: str, request_id: str) -> dict[str, Any]:
     return {"output": {"task_id": task_id, "task_status": "PENDING"}, "request_id": request_id}
 
@@ -320,6 +337,7 @@ __all__ = [
     "new_request_id",
     "parse_generation",
     "resolve_model",
+    "legacy_sync_body",
     "submit_body",
     "succeeded_output",
     "sync_body",

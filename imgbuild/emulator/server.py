@@ -217,10 +217,13 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
         raise protocol.bad("The request body is not valid JSON.")
     body = ctx(request).json
     model = protocol.resolve_model(endpoint, body, state.config.region)
+    if model.name in state.config.denied_models:
+        raise ApiError(403, "Model.AccessDenied", "Model access denied.")
     is_async = request.headers.get("X-DashScope-Async", "").strip().lower() == "enable"
     if endpoint == SYNC and is_async:
         raise ApiError(403, "AccessDenied", protocol.ASYNC_UNSUPPORTED)
-    if endpoint in (ASYNC, LEGACY) and not is_async:
+    legacy_sync = endpoint == LEGACY and not is_async and model.legacy_sync
+    if endpoint in (ASYNC, LEGACY) and not is_async and not legacy_sync:
         raise ApiError(403, "AccessDenied", protocol.SYNC_UNSUPPORTED)
     wait = state.check_rate(model.name, tables.documented_limit(model, state.config.region).rps)
     if wait is not None:
@@ -234,7 +237,7 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if protocol.moderation_hit(req, state.config.moderation_words):
         raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
     origin = f"{request.scheme}://{request.host}"
-    if endpoint == SYNC:
+    if endpoint == SYNC or legacy_sync:
         return await _run_sync(state, req, origin)
     task = request.app[TASKS_KEY].submit(req, origin)
     ctx(request).task_id = task.task_id
@@ -248,7 +251,9 @@ def _retry_after(config: EmulatorConfig, wait: float) -> str:
 
 
 async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.Response:
+    """Endpoint A, or C without the async header (ImageSynthesis.sync_call, wan2.2 only)."""
     name = req.model.name
+    started = time.time()
     if not state.try_start_sync(name):
         raise ApiError(
             429,
@@ -267,7 +272,11 @@ async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.
     if ok == 0:
         raise ApiError.from_fault(protocol.SLOT_TIMEOUT)
     state.bill(name, ok)
-    return web.json_response(protocol.sync_body(req, slots, new_request_id()))
+    if req.endpoint == LEGACY:
+        body = protocol.legacy_sync_body(req, slots, new_request_id(), now_str(started), now_str())
+    else:
+        body = protocol.sync_body(req, slots, new_request_id())
+    return web.json_response(body)
 
 
 # ---- task endpoints -------------------------------------------------------------------------
@@ -287,9 +296,10 @@ async def _get_task(request: web.Request) -> web.Response:
             {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
         )
     if task.status == "SUCCEEDED":
-        # Asked again, a finished task hands out fresh URLs for those that expired.
-        if task.reported:
-            state = request.app[STATE_KEY]
+        # Asked again, a finished task hands out fresh URLs for those that expired: only when
+        # told to, since the docs never promise it.
+        state = request.app[STATE_KEY]
+        if task.reported and state.config.resign_expired_urls:
             for slot in task.slots:
                 if slot.url:
                     slot.url = state.refresh_url(slot.url)

@@ -164,10 +164,15 @@ class State:
 
     # ---- result images ---------------------------------------------------------------
 
-    def store_image(self, spec: ImageSpec, origin: str) -> str:
+    def url_ttl(self, *, task: bool) -> float:
+        if task and self.config.task_url_ttl is not None:
+            return float(self.config.task_url_ttl)
+        return float(self.config.url_ttl)
+
+    def store_image(self, spec: ImageSpec, origin: str, *, task: bool = False) -> str:
         """Register an image and return its signed, expiring URL on this server."""
         image_id = secrets.token_hex(12)
-        expires_at = time.time() + float(self.config.url_ttl)
+        expires_at = time.time() + self.url_ttl(task=task)
         with self.lock:
             self._images[image_id] = StoredImage(spec, expires_at)
         expires = math.ceil(expires_at)
@@ -183,7 +188,7 @@ class State:
         stored = self.image(rest.split(".png", 1)[0]) if sep else None
         if stored is None or time.time() <= stored.expires_at:
             return url
-        return self.store_image(stored.spec, origin)
+        return self.store_image(stored.spec, origin)  # a re-signed URL lives url_ttl
 
     def sign(self, image_id: str, expires: str) -> str:
         return hmac.new(self._secret, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()[

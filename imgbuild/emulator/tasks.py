@@ -23,18 +23,18 @@ from .state import State, now_str
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
-def produce_slots(req: GenRequest, state: State, origin: str) -> list[Slot]:
+def produce_slots(req: GenRequest, state: State, origin: str, *, task: bool = False) -> list[Slot]:
     """Create the requested images (URLs; pixels are rendered lazily on download)."""
     failing = set(state.config.fail_slots) if req.n > 1 else set()
+    dx, dy = (list(state.config.result_size_offset) + [0, 0])[:2]
     slots = []
     for i in range(req.n):
         if i in failing:
             slots.append(Slot(i, fault=SLOT_TIMEOUT))
             continue
-        spec = ImageSpec(
-            req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark
-        )
-        slots.append(Slot(i, url=state.store_image(spec, origin)))
+        spec = ImageSpec(req.model.name, req.image_prompt, req.seed + i, i,
+                         max(1, req.width + int(dx)), max(1, req.height + int(dy)), req.watermark)
+        slots.append(Slot(i, url=state.store_image(spec, origin, task=task)))
     return slots
 
 
@@ -149,7 +149,7 @@ class TaskManager:
     def _finish(self, task: Task) -> None:
         fault = self.state.pop_fault("fail_tasks_next")
         if fault is None:
-            task.slots = produce_slots(task.req, self.state, task.origin)
+            task.slots = produce_slots(task.req, self.state, task.origin, task=True)
             ok = sum(1 for s in task.slots if s.url)
             if ok == 0:
                 fault = SLOT_TIMEOUT

@@ -59,22 +59,45 @@ class Generation:
     # 1-based position in the request of each image (seed, seed+1, ...); None = 1..len(images).
     # With a partial result, image k must still land in output k.
     slots: list[int] | None = None
+    # Things the user should hear about although the images arrived (one line each), e.g. an
+    # image a few pixels off the requested size, or answers that were cut to n images.
+    warnings: list[str] = field(default_factory=list)
+    # Requests that may have been billed without an image (see ProviderError.possibly_paid).
+    possibly_paid: int = 0
+
+
+ACCOUNT = "account"  # ProviderError.scope: no request with this key can succeed; stop all
+MODEL = "model"  # ProviderError.scope: this model refuses this account; stop only that model
 
 
 class ProviderError(Exception):
     """A generation failed. Carries data only; reporters format it.
 
-    `fatal` means no further request can succeed (bad key, arrears): stop submitting.
+    `scope`: ACCOUNT (bad key, arrears: stop submitting anything), MODEL (the model is not
+    activated for this account: stop submitting to it, other models go on) or None (this
+    target only). `hint`: what the user can do about it, when there is something. `retryable`:
+    a later build may well succeed as is. `possibly_paid`: requests of this generation that
+    may have been billed although no image came back (e.g. a sync call that timed out after
+    it was sent).
     """
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None,
-                 fatal: bool = False, status: int | None = None) -> None:
+                 status: int | None = None, retryable: bool = False, scope: str | None = None,
+                 hint: str | None = None, possibly_paid: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
-        self.fatal = fatal
         self.status = status
+        self.retryable = retryable
+        self.scope = scope
+        self.hint = hint
+        self.possibly_paid = possibly_paid
+
+    @property
+    def fatal(self) -> bool:
+        """No further request of this build can succeed: stop submitting."""
+        return self.scope == ACCOUNT
 
 
 class Provider(Protocol):

@@ -50,6 +50,9 @@ class Outcome:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
     images_bought: int = 0
+    warnings: list[str] = field(default_factory=list)  # the target went through, but note this
+    possibly_paid: int = 0  # requests that may have been billed without an image
+    hint: str | None = None  # what the user can do about `error`
 
 
 class Executor:
@@ -159,7 +162,10 @@ class Executor:
             elif not self.keep_going:
                 self.stop_reason = f"{step.target.name} failed (use -k to keep going)"
             rid = f" (request id {e.request_id})" if e.request_id else ""
-            return Outcome(step, FAILED, error=f"{e.code}: {e.message}{rid}")
+            # a model that refuses this account: say how to fix it where it failed
+            how = f"; {e.hint}" if e.hint and e.scope == "model" else ""
+            return Outcome(step, FAILED, error=f"{e.code}: {e.message}{rid}{how}",
+                           possibly_paid=e.possibly_paid, hint=e.hint)
         except Stopped:
             return Outcome(step, SKIPPED, error=INTERRUPTED)
         except OSError as e:
@@ -210,9 +216,10 @@ class Executor:
                                self.provider_name, self.draft, record, generation.slots)
         bought = len(generation.images)
         n = step.target.request.n
+        notes = {"warnings": list(generation.warnings), "possibly_paid": generation.possibly_paid}
         if bought < n:
             why = "; ".join(generation.failures) or "no reason given"
             return Outcome(step, FAILED, entries,
                            error=f"{n - bought} of {n} images failed ({why}); kept the {bought} that succeeded",
-                           images_bought=bought)
-        return Outcome(step, BUILT, entries, images_bought=bought)
+                           images_bought=bought, **notes)
+        return Outcome(step, BUILT, entries, images_bought=bought, **notes)

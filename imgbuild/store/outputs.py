@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.images import metadata
+from imgbuild.images.header import header_size
 from imgbuild.errors import ImgbuildError
 from imgbuild.spec.expand import FORMATS, Target
 from imgbuild.store.atomic import atomic_write_bytes
@@ -76,6 +77,10 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
+        actual = header_size(original)
+        if actual is not None and f"{actual[0]}*{actual[1]}" != target.request.size:
+            # a paid image a few pixels off the request is kept; the lock says what it is
+            entries[output]["actual_size"] = f"{actual[0]}*{actual[1]}"
     return entries
 
 

@@ -19,11 +19,6 @@ WORKSPACE_HEADER = "X-DashScope-WorkSpace"
 WAITING = frozenset({"PENDING", "RUNNING", "SUSPENDED"})
 SUCCEEDED, FAILED, CANCELED, UNKNOWN = "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"
 
-# §7: codes that mean no further request can succeed until a human acts.
-_FATAL_CODES = frozenset({"InvalidApiKey", "Arrearage", "Throttling.AllocationQuota",
-                          "CommodityNotPurchased"})
-
-
 # --- requests -----------------------------------------------------------------------------
 
 def build_body(req: Request, endpoint: str) -> dict[str, Any]:
@@ -39,7 +34,7 @@ def build_body(req: Request, endpoint: str) -> dict[str, Any]:
         "prompt_extend": req.prompt_extend,
         "watermark": req.watermark,
     }
-    if endpoint == models.LEGACY:
+    if endpoint in (models.LEGACY, models.LEGACY_SYNC):
         # Legacy text2image keeps negative_prompt in `input`, not `parameters` (§4.3).
         inp: dict[str, Any] = {"prompt": req.prompt}
         if req.negative_prompt:
@@ -83,21 +78,6 @@ def parse_error(status: int, raw: bytes) -> ApiError:
     message = str(data.get("message") or data.get("msg") or f"HTTP {status}")
     request_id = data.get("request_id")
     return ApiError(status, code, message, str(request_id) if request_id else None)
-
-
-def is_fatal(status: int, code: str) -> bool:
-    """No request with this key can succeed (bad key, arrears, quota): stop submitting."""
-    return (status == 401 or code in _FATAL_CODES
-            or "AccessDenied" in code  # AccessDenied.Unpurchased, Workspace.AccessDenied, ...
-            or code.startswith("AllocationQuota.")  # AllocationQuota.FreeTierOnly
-            or code.endswith("BillOverdue"))  # PrepaidBillOverdue, PostpaidBillOverdue
-
-
-def is_retryable(status: int, code: str) -> bool:
-    """Transient: rate limits (but not quota/billing 429s), timeouts and server errors."""
-    if is_fatal(status, code):
-        return False
-    return status in (408, 429) or status >= 500
 
 
 # --- responses ----------------------------------------------------------------------------
