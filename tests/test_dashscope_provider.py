@@ -21,7 +21,7 @@ from imgbuild.providers.dashscope.journal import Journal
 from imgbuild.providers.base import Generation, ProviderError, Request
 from imgbuild.providers.dashscope.client import DashScopeProvider, resolve_base_url
 from imgbuild.providers.dashscope.download import Downloader
-from imgbuild.providers.dashscope.timing import Backoff, PollSchedule
+from imgbuild.providers.dashscope.timing import Backoff, PollSchedule, TaskDurations
 
 KEY = "sk-FAKE-do-not-leak-7f3a9c1e5b"  # recognisable, so the secret test can grep for it
 FAST_POLL = PollSchedule(first=0.02, early=0.03, early_for=0.5, late=0.05)
@@ -738,3 +738,57 @@ def test_poll_schedule_slows_down() -> None:
     assert schedule.delay(0, 0.0) == 1.0
     assert schedule.delay(1, 1.0) == schedule.delay(5, 29.0) == 3.0
     assert 5.0 <= schedule.delay(11, 31.0) <= 10.0
+
+
+def test_poll_schedule_polls_right_after_the_expected_finish() -> None:
+    schedule = PollSchedule()
+    # one poll just after the expected end (5% + 0.1 s later), from wherever the wait starts
+    assert schedule.delay(0, 0.0, expected=20.0) == pytest.approx(21.1)
+    assert schedule.delay(0, 5.0, expected=20.0) == pytest.approx(16.1)
+    assert schedule.delay(0, 30.0, expected=20.0) == 0.0  # a resumed task: poll at once
+    # not done yet: follow-ups 10% of the duration apart, within [0.5, 3] s, then slower
+    assert schedule.delay(1, 21.1, expected=20.0) == pytest.approx(2.0)
+    assert schedule.delay(1, 3.2, expected=3.0) == 0.5
+    assert schedule.delay(1, 63.0, expected=60.0) == 3.0
+    assert schedule.delay(9, 51.0, expected=20.0) == 8.0
+    # the fixed schedule when nothing is known yet, or learning is off
+    assert schedule.delay(0, 0.0, expected=None) == 1.0
+    assert PollSchedule(learn=False).delay(0, 0.0, expected=20.0) == 1.0
+
+
+def test_task_durations_come_from_the_services_clock() -> None:
+    durations = TaskDurations(keep=3)
+    assert durations.expected("m") is None
+    for end in ("00:00:08.000", "00:00:20.500", "00:00:09.000", "00:00:10.000"):
+        durations.observe("m", {"submit_time": "2026-01-01 00:00:00.000",
+                                "end_time": f"2026-01-01 {end}"})
+    assert durations.expected("m") == 10.0  # the median of the last three
+    durations.observe("m", {"submit_time": "yesterday", "end_time": "2026-01-01 00:00:01.000"})
+    durations.observe("m", {"submit_time": "2026-01-01 00:00:09.000",
+                            "end_time": "2026-01-01 00:00:01.000"})  # ends before it began
+    assert durations.expected("m") == 10.0 and durations.expected("other") is None
+
+
+def test_the_build_learns_task_durations_and_polls_near_the_end(emu: Emulator) -> None:
+    """The first task of a model is polled on the fixed schedule; the next one, once its
+    duration is known, about when it ends: later than the fixed schedule would, and less."""
+    emu.configure(task_duration=0.6)
+    schedule = PollSchedule(first=0.05, early=0.15, early_for=5.0, late=0.5)
+
+    async def two() -> DashScopeProvider:
+        provider = make_provider(emu, poll_schedule=schedule)
+        try:
+            for seed in (1, 2):
+                await provider.generate(make_request("wan2.2-t2i-flash", "512*512", seed=seed),
+                                        f"k{seed}")
+        finally:
+            await provider.close()
+        return provider
+
+    provider = asyncio.run(two())
+    expected = provider._durations.expected("wan2.2-t2i-flash")
+    assert expected is not None and expected >= 0.6
+    first, second = sorted(emu.stats()["tasks"], key=lambda t: t["submit"])
+    gets = [r["time"] for r in api_calls(emu, "GET") if r["path"].endswith(second["task_id"])]
+    assert gets[0] - second["submit"] >= 0.95 * expected  # not at 0.05 s: the learnt time
+    assert second["polls"] < first["polls"]

@@ -22,7 +22,7 @@ from .faults import EmulatorConfig
 from .protocol import ApiError, new_request_id
 from .state import State, now_str, redact_headers
 from .tables import API_PREFIX, ASYNC, LEGACY, ROUTES, SYNC
-from .tasks import TaskManager, produce_slots
+from .tasks import TERMINAL, TaskManager, produce_slots
 
 STATE_KEY = web.AppKey("state", State)
 TASKS_KEY = web.AppKey("tasks", TaskManager)
@@ -304,6 +304,7 @@ async def _get_task(request: web.Request) -> web.Response:
                 if slot.url:
                     slot.url = state.refresh_url(slot.url)
         task.reported = True
+    request.app[STATE_KEY].task_polled(task_id, task.status in TERMINAL)
     output, usage = task.output()
     body: dict[str, Any] = {"request_id": request_id, "output": output}
     if usage is not None:

@@ -88,6 +88,7 @@ class TaskManager:
     def submit(self, req: GenRequest, origin: str) -> Task:
         task = Task(str(uuid.uuid4()), req, origin)
         self.tasks[task.task_id] = task
+        self.state.log_task(task.task_id, model=req.model.name, submit=task.submit_time)
         task.runner = asyncio.get_running_loop().create_task(self._run(task))
         return task
 
@@ -158,6 +159,7 @@ class TaskManager:
         task.fault = fault
         task.status = "FAILED" if fault else "SUCCEEDED"
         task.end_time = time.time()
+        self.state.log_task(task.task_id, end=task.end_time, status=task.status)
 
     def _limit(self, model_name: str) -> int | None:
         model = tables.MODELS.get(model_name)

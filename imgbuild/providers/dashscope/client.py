@@ -30,7 +30,8 @@ from imgbuild.providers.dashscope import policy, wire
 from imgbuild.providers.dashscope.download import DownloadError, Downloader, Fetched
 from imgbuild.providers.dashscope.hosts import provider_name, resolve_base_url
 from imgbuild.providers.dashscope.journal import Journal
-from imgbuild.providers.dashscope.timing import Backoff, PollSchedule, parse_retry_after
+from imgbuild.providers.dashscope.timing import (
+    Backoff, PollSchedule, TaskDurations, parse_retry_after)
 
 log = logging.getLogger("imgbuild.dashscope")
 
@@ -103,6 +104,7 @@ class DashScopeProvider:
         self._session: aiohttp.ClientSession | None = None
         self._refused: dict[str, ProviderError] = {}  # model -> why it refuses this account
         self._slow_sync: set[str] = set()  # models whose sync call timed out in this build
+        self._durations = TaskDurations()  # learnt per model, to poll near the expected finish
 
     def __repr__(self) -> str:
         return f"DashScopeProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -224,7 +226,7 @@ class DashScopeProvider:
 
     async def _finish_task(self, task_id: str, request: Request, key: str, *,
                            resumed: bool) -> Generation:
-        status, body = await self._wait(task_id)
+        status, body = await self._wait(task_id, request.model)
         if status in (wire.FAILED, wire.CANCELED, wire.UNKNOWN):
             self._forget(key)  # this task will never give images
             if status == wire.UNKNOWN and resumed:
@@ -275,15 +277,16 @@ class DashScopeProvider:
                           failures=results.messages(), slots=results.slots,
                           warnings=_size_warnings(fetched, request))
 
-    async def _wait(self, task_id: str) -> tuple[str, dict[str, Any]]:
+    async def _wait(self, task_id: str, model: str) -> tuple[str, dict[str, Any]]:
         """Poll until the task leaves PENDING/RUNNING/SUSPENDED; (final status, body)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         polls = 0
         status = "PENDING"
+        expected = self._durations.expected(model)
         while True:
             elapsed = loop.time() - start
-            delay = self._poll.delay(polls, elapsed)
+            delay = self._poll.delay(polls, elapsed, expected)
             if elapsed + delay > self.poll_timeout:
                 kept = "; the journal keeps it for the next run" if self._journal else ""
                 raise ProviderError("WaitTaskTimeout",
@@ -291,8 +294,12 @@ class DashScopeProvider:
             await asyncio.sleep(delay)
             body = await self._query(task_id)
             polls += 1
-            status, _ = wire.task_state(body)
+            status, output = wire.task_state(body)
             if status not in wire.WAITING:
+                if status == wire.SUCCEEDED:
+                    self._durations.observe(model, output)
+                log.debug("task %s %s after %d poll(s), %.1fs", task_id, status, polls,
+                          loop.time() - start)
                 return status, body
 
     def _forget(self, key: str) -> None:
