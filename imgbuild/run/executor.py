@@ -179,9 +179,14 @@ class Executor:
         if found is None:
             return Outcome(step, FAILED, error="the cache entry vanished or is damaged; run the build again")
         images, record = found
+        n = step.target.request.n
+        warnings = []
+        if len(images) > n:  # a surprising entry (an older build, another tool): never crash
+            warnings.append(f"the cache holds {len(images)} images for n={n}: restored the first {n}")
+            images = images[:n]
         entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
                                step.draft, record)
-        return Outcome(step, RESTORED, entries)
+        return Outcome(step, RESTORED, entries, warnings=warnings)
 
     async def _generate(self, step: Step) -> Outcome:
         if self.provider is None:  # pragma: no cover - commands never plan generation without one

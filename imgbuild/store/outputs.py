@@ -70,6 +70,8 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
     entries: dict[str, dict[str, Any]] = {}
     positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
     for index, original in zip(positions, images):
+        if not 1 <= index <= len(target.outputs):
+            continue  # an image the request did not ask for has no output to go to
         output = target.outputs[index - 1]
         fmt = FORMATS[posixpath.splitext(output)[1].lower()]
         per_image = {**meta, "index": index} if target.request.n > 1 else meta

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -40,8 +41,8 @@ TASK_TTL = 24 * 3600.0
 # One HTTP request, a sync generation included: the service can take minutes for an image,
 # and the official SDK waits 300 s too (§10).
 REQUEST_TIMEOUT = 300.0
-# Generation POSTs that failed after they were sent: each may be billed, so one retry at most.
-MAX_POSSIBLY_PAID = 2
+# API answers are a few KB (n <= 6 URLs); anything past this is not read (a hostile server).
+MAX_ANSWER_BYTES = 2**20
 # Connection failures that happen before a request leaves (nothing can have been billed).
 _NOT_SENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectorError, getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError))
@@ -88,6 +89,7 @@ class DashScopeProvider:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) base URL: {base_url!r}")
         self._api_key = api_key
+        self._key_pattern = _escaped_forms(api_key)
         self.base_url = base_url.rstrip("/")
         self.host = parts.netloc  # journal entries are only valid against the same server
         self.name = provider_name(parts.hostname)
@@ -123,7 +125,7 @@ class DashScopeProvider:
         except ProviderError as error:
             if error.scope == MODEL:
                 self._refused.setdefault(request.model, error)
-            if not error.possibly_paid:
+            if not (error.possibly_paid and error.retryable):
                 raise
             first = error
         # The POST may have been billed: one more try, and on the async endpoint when the model
@@ -202,16 +204,24 @@ class DashScopeProvider:
         age = time.time() - float(entry.get("submitted_at") or 0)  # type: ignore[arg-type]
         if not 0 <= age < TASK_TTL:
             return None
-        log.info("resuming task %s from the journal (%.0fs old)", entry.get("task_id"), age)
-        return _str_or_none(entry.get("task_id"))
+        task_id = entry.get("task_id")
+        if not wire.task_id_ok(task_id):  # it would go into a request path: not as it is
+            log.warning("ignoring a journal entry with an unusable task id")
+            return None
+        log.info("resuming task %s from the journal (%.0fs old)", task_id, age)
+        return str(task_id)
 
     async def _submit_task(self, request: Request, endpoint: str, key: str) -> str:
         body = await self._submit(request.model, endpoint, wire.build_body(request, endpoint))
         _, output = wire.task_state(body)
-        task_id = _str_or_none(output.get("task_id"))
-        if not task_id:
-            raise ProviderError("BadResponse", "async submit answered without a task_id",
-                                request_id=_str_or_none(body.get("request_id")))
+        task_id = output.get("task_id")
+        if not wire.task_id_ok(task_id):
+            # The task may exist and be billed, but this id cannot be asked about safely.
+            what = f"an unusable task_id {wire.clean(task_id, 80)!r}" if task_id else "no task_id"
+            raise ProviderError("BadResponse", f"async submit answered {what}; "
+                                + _paid_note(1, "BadResponse"), possibly_paid=1,
+                                request_id=wire.clean_id(body.get("request_id")))
+        assert isinstance(task_id, str)
         if self._journal is not None:
             # Written before we wait: from here on the task is paid for and must not be lost.
             try:
@@ -266,16 +276,19 @@ class DashScopeProvider:
         """Download the images a successful response (sync call or task query) points to."""
         _, output = wire.task_state(body)
         results = wire.parse_results(output, request)
-        request_id = _str_or_none(body.get("request_id"))
+        request_id = wire.clean_id(body.get("request_id"))
         _require_images(results, request_id)
         report_progress("downloading")
         model = models.get(request.model)
         fetched = await self._downloader().fetch_all(
             results.urls, request.width, request.height, model.max_pixels if model else None)
+        warnings = _size_warnings(fetched, request)
+        if results.answered:
+            warnings.insert(0, f"the service answered {results.answered} images for "
+                               f"n={request.n}: kept the first {len(results.urls)}")
         return Generation(images=[f.data for f in fetched], request_id=request_id,
                           task_id=task_id, actual_prompt=results.actual_prompt,
-                          failures=results.messages(), slots=results.slots,
-                          warnings=_size_warnings(fetched, request))
+                          failures=results.messages(), slots=results.slots, warnings=warnings)
 
     async def _wait(self, task_id: str, model: str) -> tuple[str, dict[str, Any]]:
         """Poll until the task leaves PENDING/RUNNING/SUSPENDED; (final status, body)."""
@@ -332,6 +345,14 @@ class DashScopeProvider:
             retry_after = None
             try:
                 status, raw, retry_after = await self._send(method, url, data, async_task)
+            except _Oversize as big:
+                # Not retried: a server that sends this once will again. A 200 to a generation
+                # POST may be a paid image we cannot read.
+                error = wire.ApiError(big.status, "ResponseTooLarge", f"the answer to {method} "
+                                      f"{_no_query(url)} is larger than {MAX_ANSWER_BYTES:,} bytes; "
+                                      "not read", None)
+                paid = int(model is not None and big.status == 200)
+                raise self._error(error, model, possibly_paid=paid, retryable=False) from None
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 error = self._transport_error(exc)
                 if model is not None and not isinstance(exc, _NOT_SENT):
@@ -375,9 +396,9 @@ class DashScopeProvider:
                                         sock_connect=min(30.0, self.request_timeout / 2))
         async with session.request(method, url, data=data, headers=headers, timeout=timeout,
                                    allow_redirects=False) as resp:
-            raw = await resp.read()
-            log.debug("%s %s -> %d %s", method, url, resp.status,
-                      self._scrub(raw[:500].decode("utf-8", "replace")))
+            raw = await _read_capped(resp)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s -> %d %s", method, url, resp.status, self._loggable(raw))
             return resp.status, raw, parse_retry_after(resp.headers.get("Retry-After"))
 
     def _headers(self, *, post: bool, async_task: bool) -> dict[str, str]:
@@ -406,19 +427,31 @@ class DashScopeProvider:
         return body
 
     def _error(self, error: wire.ApiError, model: str | None, *, suffix: str = "",
-               possibly_paid: int = 0) -> ProviderError:
+               possibly_paid: int = 0, retryable: bool | None = None) -> ProviderError:
         verdict = policy.classify(error.status, error.code, error.message, model=model,
                                   host=urlsplit(self.base_url).hostname)
         message = self._scrub(error.message) + suffix
         if possibly_paid:
             message += "; " + _paid_note(possibly_paid, error.code)
         return ProviderError(error.code, message, request_id=error.request_id,
-                             status=error.status or None, retryable=verdict.retryable,
-                             scope=verdict.scope, hint=verdict.hint, possibly_paid=possibly_paid)
+                             status=error.status or None, scope=verdict.scope, hint=verdict.hint,
+                             retryable=verdict.retryable if retryable is None else retryable,
+                             possibly_paid=possibly_paid)
 
     def _scrub(self, text: str) -> str:
-        # Defence in depth: nothing we log or raise may echo the key, even if a server does.
-        return text.replace(self._api_key, "***")
+        # Defence in depth: nothing we log or raise may echo the key, even if a server does,
+        # in whatever escaping (JSON \u, percent, HTML entities, or a mix of them).
+        return self._key_pattern.sub("***", text)
+
+    def _loggable(self, raw: bytes) -> str:
+        """An answer as -vv may show it: JSON escapes resolved (so the key is found whatever
+        its escaping), signed URLs without their query, the key scrubbed, 500 characters."""
+        text = raw[:4096].decode("utf-8", "replace")
+        try:
+            text = json.dumps(json.loads(raw), ensure_ascii=False)
+        except ValueError:
+            pass
+        return self._scrub(_SIGNED_QUERY.sub(r"\1?…", text))[:500]
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily so it belongs to the running loop. No default Authorization header:
@@ -476,20 +509,50 @@ def _no_query(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+# The query of a URL in logged text: signed result URLs carry their OSS signature there.
+_SIGNED_QUERY = re.compile(r"(https?:(?:\\?/){2}[^\s\"'?]*)\?[^\s\"']*")
+
+
+def _escaped_forms(secret: str) -> re.Pattern[str]:
+    """Each character of `secret` as itself, a JSON \\u escape, a %-escape or an HTML entity."""
+    def forms(c: str) -> str:
+        code = ord(c)
+        return "(?:" + "|".join([re.escape(c), rf"\\u{code:04x}", rf"%{code:02x}",
+                                 rf"&#{code};", rf"&#x{code:x};"]) + ")"
+    return re.compile("".join(forms(c) for c in secret), re.IGNORECASE)
+
+
+class _Oversize(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
+        raise _Oversize(resp.status)
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        buf += chunk
+        if len(buf) > MAX_ANSWER_BYTES:
+            raise _Oversize(resp.status)
+    return bytes(buf)
+
+
 def _task_error(task_id: str, status: str, body: dict[str, Any]) -> ProviderError:
     _, output = wire.task_state(body)
-    request_id = _str_or_none(body.get("request_id"))
+    request_id = wire.clean_id(body.get("request_id"))
     if status == wire.FAILED:
-        return ProviderError(str(output.get("code") or "TaskFailed"),
-                             str(output.get("message") or f"task {task_id} failed"),
+        return ProviderError(wire.clean(output.get("code") or "TaskFailed", 100),
+                             wire.clean(output.get("message") or f"task {task_id} failed"),
                              request_id=request_id)
     if status == wire.CANCELED:
         return ProviderError("TaskCanceled", f"task {task_id} was canceled", request_id=request_id)
     if status == wire.UNKNOWN:
         return ProviderError("TaskUnknown", f"task {task_id} is unknown to the service "
                              "(expired after 24 h, or never existed)", request_id=request_id)
-    return ProviderError("BadResponse", f"task {task_id} answered status {status or 'none'!r}",
-                         request_id=request_id)
+    return ProviderError("BadResponse", f"task {task_id} answered status "
+                         f"{wire.clean(status, 40) or 'none'!r}", request_id=request_id)
 
 
 def _require_images(results: wire.Results, request_id: str | None) -> None:
@@ -501,9 +564,6 @@ def _require_images(results: wire.Results, request_id: str | None) -> None:
 def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: ("Bearer ***" if k.lower() == "authorization" else v) for k, v in headers.items()}
 
-
-def _str_or_none(value: object) -> str | None:
-    return str(value) if value else None
 
 
 __all__ = ["TASK_TTL", "DashScopeProvider", "RateLimiter", "resolve_base_url"]
