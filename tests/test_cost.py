@@ -42,11 +42,13 @@ def test_budget_refuses_a_paid_build_before_any_request(site: Path, capsys: pyte
     assert not (site / "assets").exists()
 
 
-def test_restores_are_reported_as_money_saved(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "build", "-C", str(site)).code == 0
+def test_drafts_are_never_counted_as_bought_or_saved(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run(capsys, "build", "-C", str(site), "--json")
+    assert r.json["images_bought"] == 0 and r.json["spent"] == 0 and r.json["saved_by_cache"] == 0
     (site / "assets/generated/hero.png").unlink()
     r = run(capsys, "build", "-C", str(site), "--json")
-    assert r.json["saved_by_cache"] == pytest.approx(0.2) and r.json["spent"] == 0
+    assert r.json["restored"] == 1
+    assert r.json["saved_by_cache"] == 0 and r.json["spent"] == 0 and r.json["images_bought"] == 0
 
 
 def test_every_model_is_priced_in_each_region_that_offers_it() -> None:
@@ -74,6 +76,8 @@ def test_a_price_is_never_borrowed_from_another_region() -> None:
     assert est["by_model"]["wanx2.1-t2i-plus"] == {"images": 2, "unit_price": None, "cost": None}
     assert est["total"] == pytest.approx(catalogue.MODELS["qwen-image-plus"].price["singapore"])
     assert est["price_unknown"] == ["wanx2.1-t2i-plus"]
-    text = "\n".join(cost.describe(est))
+    from imgbuild.report import describe_cost
+
+    text = "\n".join(describe_cost(est))
     assert "wanx2.1-t2i-plus: 2 × price unknown in singapore" in text
     assert "plus wanx2.1-t2i-plus at a price unknown here" in text

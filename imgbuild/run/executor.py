@@ -25,10 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgbuild.store.originals import Cache
-from imgbuild.store.outputs import write_target
+from imgbuild.errors import (
+    CACHE_DAMAGED,
+    INTERRUPTED_CODE,
+    NOT_STARTED,
+    PARTIAL,
+    WRITE_FAILED,
+    Failure,
+)
 from imgbuild.plan.states import RESTORE, Step
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
+from imgbuild.store.originals import Cache
+from imgbuild.store.outputs import write_target
 
 BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
 
@@ -36,7 +44,6 @@ BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
 QUEUED, SUBMITTING, WAITING, DOWNLOADING = "queued", "submitting", "waiting", "downloading"
 DONE = "done"
 FINAL_STATE = {BUILT: DONE, RESTORED: RESTORED, FAILED: FAILED, SKIPPED: SKIPPED}
-INTERRUPTED = "interrupted"
 
 
 class Stopped(Exception):
@@ -48,22 +55,24 @@ class Outcome:
     step: Step
     status: str
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: str | None = None
+    failure: Failure | None = None
     images_bought: int = 0
-    warnings: list[str] = field(default_factory=list)  # the target went through, but note this
-    possibly_paid: int = 0  # requests that may have been billed without an image
-    hint: str | None = None  # what the user can do about `error`
+    resumed: bool = False  # an async task paid in an earlier run, collected now
+    warnings: list[str] = field(default_factory=list)  # it went through, but the user should know
+    possibly_paid: int = 0  # requests that may have been billed although the target succeeded
+
+
+INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
 
 
 class Executor:
-    def __init__(self, *, provider: Provider | None, provider_name: str, draft: bool, cache: Cache,
+    def __init__(self, *, provider: Provider | None, provider_name: str, cache: Cache,
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  journal: Any = None, limiter: Any = None,
                  on_event: Callable[[Step, str], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
-        self.draft = draft
         self.cache = cache
         self.output_dir = output_dir
         self.jobs = max(1, jobs)
@@ -73,7 +82,7 @@ class Executor:
         # The scheduler (imgbuild.run.scheduler): a per-model concurrency slot is held around each
         # generation, released on success or failure; `jobs` still caps the total in flight.
         self.limiter = limiter
-        self.stop_reason: str | None = None
+        self.stop_reason: Failure | None = None  # why nothing new is started
         self.provider_calls = 0
         self.on_event = on_event
         self.interrupted = False
@@ -91,7 +100,7 @@ class Executor:
     def interrupt(self) -> None:
         """Start nothing new; stop generations that are queued or only waiting on a task."""
         self.interrupted = True
-        self.stop_reason = self.stop_reason or INTERRUPTED
+        self.stop_reason = self.stop_reason or INTERRUPTED_FAILURE
         for task, step in list(self._active.items()):
             if step.action != RESTORE and self._states.get(id(step)) in (QUEUED, WAITING):
                 task.cancel()
@@ -99,7 +108,7 @@ class Executor:
     def cancel(self) -> None:
         """Cancel everything in flight (writes not yet begun are skipped)."""
         self.interrupted = True
-        self.stop_reason = self.stop_reason or INTERRUPTED
+        self.stop_reason = self.stop_reason or INTERRUPTED_FAILURE
         self._abandon.set()
         for task in list(self._active):
             task.cancel()
@@ -107,6 +116,13 @@ class Executor:
     @property
     def in_flight(self) -> int:
         return len(self._active)
+
+    @property
+    def paid_in_flight(self) -> int:
+        """Generations whose paid request was sent and whose images are not stored yet
+        (an async task only waited on is not counted: its id is in the journal)."""
+        return sum(1 for step in self._active.values()
+                   if step.action != RESTORE and self._states.get(id(step)) in (SUBMITTING, DOWNLOADING))
 
     async def run(self, steps: list[Step]) -> list[Outcome]:
         queue: asyncio.Queue[Step] = asyncio.Queue()
@@ -119,7 +135,7 @@ class Executor:
             while not queue.empty():
                 step = queue.get_nowait()
                 if self.stop_reason is not None:
-                    outcome = Outcome(step, SKIPPED, error=f"not started: {self.stop_reason}")
+                    outcome = Outcome(step, SKIPPED, failure=self._not_started())
                 else:
                     outcome = await self._guarded(step)
                 outcomes.append(outcome)
@@ -141,8 +157,15 @@ class Executor:
         finally:
             self._active.pop(task, None)
         if task.cancelled():
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         return task.result()
+
+    def _not_started(self) -> Failure:
+        reason = self.stop_reason or INTERRUPTED_FAILURE
+        if reason.code == INTERRUPTED_CODE:
+            return INTERRUPTED_FAILURE
+        return Failure(NOT_STARTED, f"{reason.code}: {reason.message}", hint=reason.hint,
+                       scope=reason.scope)
 
     def _hook(self, step: Step, state: str) -> None:
         """The provider's progress callback for `step` (runs in the generation's task)."""
@@ -157,35 +180,34 @@ class Executor:
                 return await asyncio.to_thread(self._restore, step)
             return await self._generate(step)
         except ProviderError as e:
-            if e.fatal:
-                self.stop_reason = f"{e.code}: {e.message}"
+            failure = e.failure(where=step.target.where)
+            if failure.scope == "account":
+                self.stop_reason = failure
             elif not self.keep_going:
-                self.stop_reason = f"{step.target.name} failed (use -k to keep going)"
-            rid = f" (request id {e.request_id})" if e.request_id else ""
-            # a model that refuses this account: say how to fix it where it failed
-            how = f"; {e.hint}" if e.hint and e.scope == "model" else ""
-            return Outcome(step, FAILED, error=f"{e.code}: {e.message}{rid}{how}",
-                           possibly_paid=e.possibly_paid, hint=e.hint)
+                self.stop_reason = Failure(failure.code, f"{step.target.name} failed (use -k to keep going)")
+            return Outcome(step, FAILED, failure=failure)
         except Stopped:
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         except OSError as e:
-            self.stop_reason = self.stop_reason or f"cannot write outputs: {e}"
-            return Outcome(step, FAILED, error=f"cannot write: {e}")
+            failure = Failure(WRITE_FAILED, f"cannot write outputs: {e}", where=step.target.where)
+            self.stop_reason = self.stop_reason or failure
+            return Outcome(step, FAILED, failure=failure)
 
     def _restore(self, step: Step) -> Outcome:
         if self._abandon.is_set():
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         found = self.cache.get(step.key)
         if found is None:
-            return Outcome(step, FAILED, error="the cache entry vanished or is damaged; run the build again")
+            return Outcome(step, FAILED, failure=Failure(
+                CACHE_DAMAGED, "the cache entry vanished or is damaged; run the build again",
+                where=step.target.where))
         images, record = found
         n = step.target.request.n
         warnings = []
         if len(images) > n:  # a surprising entry (an older build, another tool): never crash
             warnings.append(f"the cache holds {len(images)} images for n={n}: restored the first {n}")
             images = images[:n]
-        entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
-                               step.draft, record)
+        entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record)
         return Outcome(step, RESTORED, entries, warnings=warnings)
 
     async def _generate(self, step: Step) -> Outcome:
@@ -216,15 +238,18 @@ class Executor:
         if self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
-                               self.provider_name, self.draft, record, generation.slots)
+                               self.provider_name, record, generation.slots)
         bought = len(generation.images)
         n = step.target.request.n
         notes = {"warnings": list(generation.warnings), "possibly_paid": generation.possibly_paid}
         if bought < n:
             why = "; ".join(generation.failures) or "no reason given"
-            return Outcome(step, FAILED, entries,
-                           error=f"{n - bought} of {n} images failed ({why}); kept the {bought} that succeeded",
-                           images_bought=bought, **notes)
-        return Outcome(step, BUILT, entries, images_bought=bought, **notes)
+            return Outcome(step, FAILED, entries, images_bought=bought, resumed=generation.resumed,
+                           failure=Failure(PARTIAL, f"{n - bought} of {n} images failed ({why}); "
+                                           f"kept the {bought} that succeeded",
+                                           where=step.target.where, paid=bought,
+                                           possibly_paid=generation.possibly_paid),
+                           warnings=notes["warnings"])
+        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed, **notes)

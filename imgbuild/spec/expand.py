@@ -18,10 +18,10 @@ from typing import Any
 
 from imgbuild.spec import catalogue as models
 from imgbuild.spec import yamlio
-from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
+from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, plan_variants
 from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
-from imgbuild.providers.base import Request
+from imgbuild.spec.types import Request, Target, Variant
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -34,23 +34,6 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "watermark": False,
 }
 _TEMPLATED = ("name", "prompt", "negative_prompt", "size", "output")
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    request: Request
-    outputs: tuple[str, ...]  # posix paths relative to output_dir, one per image (n)
-    file: str  # spec file as displayed in messages
-    line: int  # line of the spec's `- name:` item
-    seed_derived: bool
-    variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
-    alt: str | None = None
-    notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 def derive_seed(name: str) -> int:

@@ -2,7 +2,7 @@
 
 The cache is found as a build finds it ($IMGBUILD_CACHE_DIR, else the project's `cache_dir`, else
 $XDG_CACHE_HOME/imgbuild). Only the project file's `cache_dir` is read, so a project whose specs
-do not validate can still have its cache inspected. Each function returns an exit code.
+do not validate can still have its cache inspected. Each function returns a `DataResult`.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 from imgbuild.store import lockfile
 from imgbuild.store.originals import Cache, default_dir
-from imgbuild.commands import Where
-from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+from imgbuild.verbs.common import Where
+from imgbuild.errors import EXIT_FAILED, UsageError
 from imgbuild.spec.project import LOCK_FILE, PROJECT_FILE, display_path, find_project_file
-from imgbuild.report import Reporter
+from imgbuild.verbs.results import DataResult
 
 
 def _project_file(where: Where) -> Path | None:
@@ -45,40 +45,24 @@ def _open(where: Where) -> Cache:
     return Cache(cache_dir(where))
 
 
-def info(where: Where, reporter: Reporter) -> int:
+def info(where: Where) -> DataResult:
     with _open(where) as cache:
         entries = cache.entries()
         blobs = cache.blobs()
-        summary = {"command": "cache info", "directory": str(cache.directory), "entries": len(entries),
-                   "images": sum(len(d) for d in entries.values()), "blobs": len(blobs),
-                   "bytes": cache.volume()}
-    reporter.summary(summary, f"directory: {summary['directory']}\n"
-                              f"entries:   {summary['entries']} generation(s), {summary['images']} image(s)\n"
-                              f"blobs:     {summary['blobs']}\n"
-                              f"size:      {_size(summary['bytes'])}")
-    return EXIT_OK
+        return DataResult("cache info", {"directory": str(cache.directory), "entries": len(entries),
+                                         "images": sum(len(d) for d in entries.values()),
+                                         "blobs": len(blobs), "bytes": cache.volume()})
 
 
-def verify(where: Where, reporter: Reporter) -> int:
+def verify(where: Where) -> DataResult:
     with _open(where) as cache:
         checked = len(cache.blobs())
         bad = cache.verify()
-    for item, kind in sorted(bad.items()):
-        if kind == "incomplete":
-            reporter.line(f"incomplete {item[4:]}: names a blob that is not stored (will be generated again)")
-        else:
-            reporter.line(f"{kind:<10} blob {item}: its bytes do not match its sha256")
     damaged = sorted(k for k, v in bad.items() if v != "incomplete")
     incomplete = sorted(k[4:] for k, v in bad.items() if v == "incomplete")
-    summary = {"command": "cache verify", "directory": str(cache.directory), "blobs": checked,
-               "damaged": damaged, "incomplete": incomplete}
-    if bad:
-        text = (f"imgbuild: {len(damaged)} of {checked} blob(s) damaged, {len(incomplete)} incomplete "
-                "entr(ies); builds treat them as cache misses. `imgbuild cache prune` does not repair them.")
-    else:
-        text = f"imgbuild: all {checked} blob(s) intact"
-    reporter.summary({**summary, "failed": len(bad)}, text)
-    return EXIT_FAILED if bad else EXIT_OK
+    return DataResult("cache verify", {"directory": str(cache.directory), "blobs": checked,
+                                       "damaged": damaged, "incomplete": incomplete, "failed": len(bad)},
+                      exit_code=EXIT_FAILED if bad else 0)
 
 
 def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], list[str]]:
@@ -102,38 +86,12 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
     return keep, [display_path(p) for p in paths]
 
 
-def prune(where: Where, reporter: Reporter, *, keep_locks: tuple[str, ...] = (), yes: bool = False) -> int:
+def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False) -> DataResult:
     keep, lock_names = _keep_keys(where, keep_locks)
     with _open(where) as cache:
         keys, blobs = cache.unreferenced(keep)
-        directory = str(cache.directory)
-        if keys or blobs:
-            reporter.notice(f"keeping what {', '.join(lock_names)} reference(s); the cache at {directory} "
-                            "may be shared by other projects: pass --keep-lock for each of them")
-        verb = "deleted" if yes else "would delete"
-        for key in keys:
-            reporter.line(f"{verb}: entry {key}")
-        for digest in blobs:
-            reporter.line(f"{verb}: blob {digest}")
         if yes:
             cache.delete(keys, blobs)
-    summary: dict[str, Any] = {"command": "cache prune", "directory": directory, "keep_locks": lock_names,
-                               "entries": keys, "blobs": blobs, "deleted": yes}
-    if not keys and not blobs:
-        text = "imgbuild: nothing to prune"
-    elif yes:
-        text = f"imgbuild: deleted {len(keys)} entr(ies) and {len(blobs)} blob(s)"
-    else:
-        text = (f"imgbuild: {len(keys)} entr(ies) and {len(blobs)} blob(s) to prune; "
-                "run with --yes to delete (paid originals cannot be restored)")
-    reporter.summary(summary, text)
-    return EXIT_OK
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+        directory = str(cache.directory)
+    return DataResult("cache prune", {"directory": directory, "keep_locks": lock_names,
+                                      "entries": keys, "blobs": blobs, "deleted": yes})
