@@ -117,17 +117,28 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_REMOTE_REQUIRED = click.option(
+    "--remote-required", is_flag=True,
+    help="Exit 1 on any error of the remote cache (default: say so and go on locally). For CI.")
+
+
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
 @click.option("--no-wait", is_flag=True,
               help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@click.option("--shard", metavar="I/N",
+              help="Build only shard I of N (1-based; by generation key), e.g. one of N CI jobs "
+                   "that share a remote cache.")
+@_REMOTE_REQUIRED
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
-          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
+          remote_required: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
-    """Generate every image that is new or changed; restore from the cache what was paid for.
+    """Generate every image that is new or changed; restore from the cache (local, then the
+    remote) what was paid for.
 
     TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
     from imgbuild.verbs.build import BuildOptions, build as run
@@ -135,9 +146,41 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     where = _where(directory, project_file)
     options = BuildOptions(patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
                            provider=provider, force=force, budget=budget, max_images=max_images,
-                           no_wait=no_wait)
+                           no_wait=no_wait, shard=shard, remote_required=remote_required)
     return _run("plan" if dry_run else "build", (json_mode, verbose, quiet),
                 lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Outputs written at once.")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@_REMOTE_REQUIRED
+@_project_options
+@_output_options
+def pull(jobs: int | None, no_wait: bool, remote_required: bool, directory: str | None,
+         project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Restore every output the lock names from the local cache or the remote, and derive
+    what is missing. Needs no API key and never calls the provider."""
+    from imgbuild.verbs.pull import pull as run
+
+    where = _where(directory, project_file)
+    return _run("pull", (json_mode, verbose, quiet),
+                lambda sink: run(where, sink, jobs=jobs, no_wait=no_wait, remote_required=remote_required),
+                where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_project_options
+@_output_options
+def push(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         quiet: int) -> int:
+    """Upload to the remote the originals the lock references that it lacks (from the local
+    cache). Exit 1 on any remote error."""
+    from imgbuild.verbs.push import push as run
+
+    where = _where(directory, project_file)
+    return _run("push", (json_mode, verbose, quiet), lambda sink: run(where, sink), where)
 
 
 @cli.command(epilog=EXIT_CODES)

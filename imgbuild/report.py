@@ -311,7 +311,34 @@ def interrupted_text(i: Any, result: Any) -> str:
     return text
 
 
+def remote_text(r: Any) -> str:
+    """`remote: N hits, N uploaded, N already there, N errors`, and why uploads did not happen."""
+    text = (f"imgbuild: remote: {r.hits} hits, {r.uploaded} uploaded, {r.already_there} already there, "
+            f"{r.errors} error{'s' if r.errors != 1 else ''}")
+    if r.read_only:
+        text += " (read-only: uploads skipped)"
+    elif r.writes_denied:
+        text += " (writes denied: uploads skipped)"
+    if r.unreachable:
+        text += f"; the store was unreachable, {r.skipped} request(s) not tried"
+    return text
+
+
+def _with_remote(r: Any, rendered: tuple[list[str], str, bool]) -> tuple[list[str], str, bool]:
+    """Every run that uses a remote closes with its line, even a no-op, so that a misconfigured
+    remote never goes unnoticed; with --remote-required an error makes the run loud."""
+    remote = getattr(r, "remote", None)
+    if remote is None:
+        return rendered
+    lines, text, loud = rendered
+    return lines, f"{text}\n{remote_text(remote)}", loud or bool(remote.required and remote.errors)
+
+
 def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    return _with_remote(r, _build_text(r))
+
+
+def _build_text(r: Any) -> tuple[list[str], str, bool]:
     c = r.counts
     if r.nothing_to_do:
         return [], f"imgbuild: nothing to do ({c['up_to_date']} up to date)", False
@@ -332,6 +359,25 @@ def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     if r.possibly_paid:
         text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
     return [], text, bool(c["failed"] or c["skipped"])
+
+
+def _render_pull(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.verbs.results import sort_rows
+
+    lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}"
+             for row in sort_rows(r.rows) if row.status in ("failed", "stale")]
+    c = r.counts
+    text = (f"imgbuild: {c['restored']} restored, {c['derived']} derived, {c['up_to_date']} up to date, "
+            f"{c['failed']} failed" + (f", {c['stale']} not pinned by the lock (need a build)" if c["stale"] else ""))
+    return _with_remote(r, (lines, text, bool(c["failed"])))
+
+
+def _render_push(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    lines = [f"not in the local cache, not pushed: {name}" for name in r.not_in_cache]
+    text = remote_text(r.remote)
+    if r.not_in_cache:
+        text += f"\nimgbuild: {len(r.not_in_cache)} target(s) the lock names are not in this machine's cache"
+    return lines, text, bool(r.remote.errors)
 
 
 def _render_plan(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -502,4 +548,4 @@ _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
            "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data,
-           "ReviewResult": _render_review}
+           "ReviewResult": _render_review, "PullResult": _render_pull, "PushResult": _render_push}

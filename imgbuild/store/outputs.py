@@ -63,28 +63,37 @@ def safe_destination(output_dir: Path, output: str) -> Path:
     return parent / dest.name
 
 
-def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
-                 record: dict[str, Any],
-                 slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    """Write every image we have (fewer than n on partial success, each at its own `slots`
-    position); return their lock entries."""
-    # Who made the original decides whether it is a draft: a cached draft restored by a paid
-    # run is still a draft, and an emulator's image never becomes final.
-    draft = not is_final(str(record.get("provider") or provider))
+def render(target: Target, images: list[bytes], key: str, provider: str, record: dict[str, Any],
+           slots: list[int] | None = None) -> list[tuple[int, str, bytes]]:
+    """(index, output, file bytes) of every image we have (fewer than n on partial success,
+    each at its own `slots` position), with provenance embedded, as write_target writes them."""
     meta = image_meta(target, key, provider, record)
-    entries: dict[str, dict[str, Any]] = {}
     positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    rendered = []
     for index, original in zip(positions, images):
         if not 1 <= index <= len(target.outputs):
             continue  # an image the request did not ask for has no output to go to
         output = target.outputs[index - 1]
         fmt = FORMATS[posixpath.splitext(output)[1].lower()]
         per_image = {**meta, "index": index} if target.request.n > 1 else meta
-        data = encode(original, fmt, per_image)
+        rendered.append((index, output, encode(original, fmt, per_image)))
+    return rendered
+
+
+def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
+                 record: dict[str, Any],
+                 slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Write every image we have; return their lock entries."""
+    # Who made the original decides whether it is a draft: a cached draft restored by a paid
+    # run is still a draft, and an emulator's image never becomes final.
+    draft = not is_final(str(record.get("provider") or provider))
+    meta = image_meta(target, key, provider, record)
+    entries: dict[str, dict[str, Any]] = {}
+    for index, output, data in render(target, images, key, provider, record, slots):
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
-        actual = header_size(original)
+        actual = header_size(data)  # the written file has the original's pixel size
         if actual is not None and f"{actual[0]}*{actual[1]}" != target.request.size:
             # a paid image a few pixels off the request is kept; the lock says what it is
             entries[output]["actual_size"] = f"{actual[0]}*{actual[1]}"
