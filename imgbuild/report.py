@@ -282,13 +282,22 @@ def failure_text(f: Failure) -> str:
         text += f" (request id {f.request_id})"
     if f.possibly_paid:
         text += f"; possibly paid: {f.possibly_paid} request(s) timed out after sending"
+    if f.hint and f.scope == "model":  # the account's hint closes the build; a model's, here
+        text += f"; {f.hint}"
     return text
 
 
 def describe_cost(est: dict[str, Any]) -> list[str]:
-    lines = [f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
-             for model, row in est["by_model"].items()]
-    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} ({est['region']} prices)")
+    lines = []
+    for model, row in est["by_model"].items():
+        if row["unit_price"] is None:  # no price in this region's table: never a borrowed one
+            lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
+        else:
+            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
+    unknown = est.get("price_unknown") or []
+    tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
+    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "
+                 f"({est['region']} prices{tail})")
     return lines
 
 

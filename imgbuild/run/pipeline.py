@@ -53,6 +53,8 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         # a candidate is stored, not written: say so, not "built"
         status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
         sink.progress(len(run.outcomes), len(todo), status, outcome.step, outcome.failure)
+        for warning in outcome.warnings:  # e.g. an image a few pixels off, kept
+            sink.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,

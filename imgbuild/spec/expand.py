@@ -258,6 +258,14 @@ class _Expander:
         settings = project.settings
         self.project_vars = dict(settings.get("vars", {}))
         self.project_defaults = dict(settings.get("defaults", {}))
+        # Model x region is checked here, before anything is priced or sent (§6).
+        self.region = str(settings.get("region", "beijing"))
+        main = project.files[0] if project.files else None
+        if main is not None and "region" in main.data:
+            line = yamlio.locate(main.data, ["region"])[0]
+            self.region_source = f"region: {self.region} at {main.display}:{line}"
+        else:
+            self.region_source = "region: beijing, the default; set `region:` in the project file"
 
     def problem(self, file: SpecFile, path: list[Any], message: str, *, where: str | None = None,
                 key: bool = False) -> None:
@@ -350,15 +358,13 @@ class _Expander:
 
         prompt = rendered("prompt")
         negative = rendered("negative_prompt") or ""
-        size, why = models.resolve_size(model, rendered("size"))
+        written_size = rendered("size")
+        size, why = models.resolve_size(model, written_size)
         problems = [("size", why)] if why else []
         n = self.field(spec, defaults, "n")
         call = self.field(spec, defaults, "call")
-        problems += models.request_problems(model, prompt or "", negative, n, call)
         candidates = self.field(spec, defaults, "candidates")
-        if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
-            problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
-                                           "use candidates to choose one image, or n for several outputs"))
+        problems += self.request_problems(model, spec, prompt or "", negative, n, call, candidates)
         for field_name, message in problems:
             self.problem(file, base + [field_name] if field_name in spec else base, message,
                          where=f"{label}.{field_name}")
@@ -370,15 +376,31 @@ class _Expander:
         if derived is None:
             return
         variants, notes = derived
+        notes = (*notes, *_rounding_note(model, written_size, size))
         seed = spec.get("seed")
+        if seed is None:  # image i uses seed + i: keep the last one in range
+            seed = min(derive_seed(name), models.SEED_MAX - n + 1)
         request = Request(
             model=model.name, prompt=prompt, negative_prompt=negative, size=size, n=n,
-            seed=derive_seed(name) if seed is None else seed,
+            seed=seed,
             prompt_extend=bool(self.field(spec, defaults, "prompt_extend")),
             watermark=bool(self.field(spec, defaults, "watermark")), call=call,
         )
-        self.targets.append(Target(name, request, outputs, file.display, line, seed is None,
-                                   variants, alt, notes, candidates))
+        self.targets.append(Target(name, request, outputs, file.display, line,
+                                   spec.get("seed") is None, variants, alt, notes, candidates))
+
+    def request_problems(self, model: models.Model, spec: Any, prompt: str, negative: str, n: int,
+                         call: str | None, candidates: int) -> list[tuple[str, str]]:
+        """(field, message) for every rule of the model table the rendered request breaks,
+        the region's offer included (§6)."""
+        problems = models.request_problems(model, prompt, negative, n, call, spec.get("seed"))
+        why = models.region_problem(model, self.region, self.region_source)
+        if why:
+            problems.append(("model", why))
+        if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
+            problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
+                                           "use candidates to choose one image, or n for several outputs"))
+        return problems
 
     def claim_name(self, file: SpecFile, base: list[Any], spec: Any,
                    context: dict[str, Any]) -> tuple[str, int] | None:
@@ -496,6 +518,13 @@ class _Expander:
         for norm in outputs:
             self.paths[norm] = f"{label} ({file.display}:{yamlio.locate(file.data, base)[0]})"
         return tuple(outputs)
+
+
+def _rounding_note(model: models.Model, written: str | None, size: str) -> tuple[str, ...]:
+    if not written or ":" in written or models.parse_size(written) == models.parse_size(size):
+        return ()
+    return (f"size {written} is sent as {size}: free sizes are rounded to multiples of "
+            f"{model.size_rule.multiple}, the grid of every documented size",)
 
 
 def expand(project: Project) -> list[Target]:

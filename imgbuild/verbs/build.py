@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild import providers
-from imgbuild.errors import LimitExceeded
+from imgbuild.errors import ImgbuildError, LimitExceeded
 from imgbuild.plan import cost
 from imgbuild.plan.states import GENERATE, NOTHING, PENDING, Step, make_plan
 from imgbuild.store import lockfile
@@ -197,7 +197,8 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
-        possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
+        possibly_paid=sum(o.failure.possibly_paid if o.failure else o.possibly_paid
+                          for o in run.outcomes),
         pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
         interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
         remote=_remote_summary(ctx), shard=ctx.options.shard)
@@ -218,7 +219,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
         return money
     region = estimate["region"]
     for o in outcomes:
-        price = cost.unit_price(o.step.target.request.model, region)
+        price = cost.unit_price(o.step.target.request.model, region) or 0.0  # unknown: not counted
         if o.resumed:
             money.resumed += o.images_bought * price
         else:
@@ -232,5 +233,8 @@ def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions)
     """Refuse, before any request, a build that would exceed --max-images or --budget."""
     if options.max_images is not None and estimate["images"] > options.max_images:
         raise LimitExceeded("--max-images", options.max_images, estimate)
+    if options.budget is not None and paid and estimate.get("price_unknown"):
+        raise ImgbuildError(f"--budget cannot be checked: no {estimate['region']} price is known "
+                            f"for {', '.join(estimate['price_unknown'])}; nothing was generated")
     if options.budget is not None and paid and estimate["total"] > options.budget:
         raise LimitExceeded("--budget", options.budget, estimate)
