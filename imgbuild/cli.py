@@ -235,14 +235,16 @@ def cache_info(directory: str | None, project_file: str | None, json_mode: bool,
 
 
 @cache.command("verify")
+@click.option("--yes", is_flag=True, help="Remove what is damaged (default: only report).")
 @_project_options
 @_output_options
-def cache_verify(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
-                 quiet: int) -> int:
-    """Re-hash every stored image; exit 1 if any is damaged."""
+def cache_verify(yes: bool, directory: str | None, project_file: str | None, json_mode: bool,
+                 verbose: int, quiet: int) -> int:
+    """Re-hash every stored image; exit 1 if any is damaged (--yes removes those)."""
     from imgbuild.verbs import cache as cachecmd
 
-    return cachecmd.verify(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+    return cachecmd.verify(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
+                           yes=yes)
 
 
 @cache.command("prune")

@@ -78,10 +78,9 @@ def _stat_cache(project: Project) -> Any:
 
 
 def open_cache(project: Project) -> Any:
-    from imgbuild.store.originals import Cache, default_dir
+    from imgbuild.store.originals import for_project
 
-    configured = project.settings.get("cache_dir")
-    return Cache(default_dir(project.root / configured if configured else None))
+    return for_project(project.root, project.settings.get("cache_dir"))
 
 
 def _rows(step: Step, status: str, reason: str) -> list[dict[str, str]]:
@@ -127,6 +126,8 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
     lock = lockfile.read(project.lock_path)
     stats = _stat_cache(project)
     with open_cache(project) as cache:
+        if cache.notice:
+            reporter.notice(cache.notice)
         plan = make_plan(selected, lock, project.output_dir, provider=identity,
                          provider_draft=choice.name == "placeholder", cache=cache, force=force,
                          hasher=stats.sha256)
@@ -153,7 +154,9 @@ def _build(where: Where, reporter: Reporter, *, patterns: tuple[str, ...] = (), 
         finally:
             for orphan in prune:
                 lock.outputs.pop(orphan, None)
-            if todo or derived or prune:  # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
+            # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
+            # file's entries still live in the folder's shared imgbuild.lock)
+            if todo or derived or prune or lock.adopted_from is not None:
                 lockfile.write(project.lock_path, lock)
             _write_manifest(project, targets, lock, stats, force=bool(todo or derived or prune))
             stats.save()

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgbuild.store.originals import Cache
-from imgbuild.store.outputs import write_target
+from imgbuild.store.originals import Cache, CacheWriteError
+from imgbuild.store.outputs import NotVouched, write_target
 from imgbuild.plan.states import RESTORE, Step
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
 
@@ -171,10 +171,17 @@ class Executor:
             return Outcome(step, SKIPPED, error=INTERRUPTED)
         found = self.cache.get(step.key)
         if found is None:
-            return Outcome(step, FAILED, error="the cache entry vanished or is damaged; run the build again")
+            why = ("was damaged and has been removed" if step.key in self.cache.evicted
+                   else "is no longer in the cache")
+            return Outcome(step, FAILED, error=f"the cached original {why} since planning; "
+                                               "the next build generates it again")
         images, record = found
-        entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
-                               step.draft, record)
+        expected = None if self.cache.trusted else step.locked
+        try:
+            entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
+                                   step.draft, record, expected=expected)
+        except NotVouched as e:
+            return Outcome(step, FAILED, error=str(e))
         return Outcome(step, RESTORED, entries)
 
     async def _generate(self, step: Step) -> Outcome:
@@ -201,13 +208,15 @@ class Executor:
             "actual_prompt": generation.actual_prompt,
             "slots": generation.slots,
         }
-        self.cache.put(step.key, generation.images, record)
-        if self.journal is not None:
+        uncached = self._cache_original(step, generation, record)
+        if uncached is None and self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
-        if self._abandon.is_set():  # cancelled: the next build restores it from the cache
+        if self._abandon.is_set() and uncached is None:  # the next build restores it from the cache
             return Outcome(step, SKIPPED, error=INTERRUPTED)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, self.draft, record, generation.slots)
+        if uncached is not None and self.journal is not None:
+            self.journal.discard(step.key)  # not cached, but written and about to be locked
         bought = len(generation.images)
         n = step.target.request.n
         if bought < n:
@@ -215,4 +224,16 @@ class Executor:
             return Outcome(step, FAILED, entries,
                            error=f"{n - bought} of {n} images failed ({why}); kept the {bought} that succeeded",
                            images_bought=bought)
-        return Outcome(step, BUILT, entries, images_bought=bought)
+        return Outcome(step, BUILT, entries, error=uncached, images_bought=bought)
+
+    def _cache_original(self, step: Step, generation: Generation, record: dict[str, Any]) -> str | None:
+        """Store the paid original; if the cache cannot take it, stop paying for more and say
+        so (returned), but go on: the output is written and locked all the same."""
+        try:
+            self.cache.put(step.key, generation.images, record)
+            return None
+        except CacheWriteError as e:
+            self.stop_reason = self.stop_reason or (
+                f"{e}: no further image is paid for until it can store them; free space (or fix "
+                "the folder) and build again")
+            return f"written and recorded in the lock, but not cached ({e})"

@@ -39,7 +39,7 @@ class Project:
 
     @property
     def lock_path(self) -> Path:
-        return self.root / LOCK_FILE
+        return lock_path_for(self.file)
 
     @property
     def templates_dir(self) -> Path:
@@ -60,6 +60,14 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def lock_path_for(project_file: Path) -> Path:
+    """imgbuild.yaml -> imgbuild.lock; another project file (b.yaml) -> b.lock beside it: each
+    project file owns its lock, so two in one folder never prune each other's entries."""
+    if project_file.name == PROJECT_FILE:
+        return project_file.with_name(LOCK_FILE)
+    return project_file.with_suffix(".lock")
+
+
 def find_project_file(directory: str | None, file: str | None) -> Path:
     """`-f FILE` wins; else imgbuild.yaml in `-C DIR` (or the current directory)."""
     base = Path(directory) if directory else Path.cwd()
@@ -73,6 +81,9 @@ def find_project_file(directory: str | None, file: str | None) -> Path:
             f"no {PROJECT_FILE} in {display_path(base.resolve())}; "
             "run `imgbuild init` to create one, or point to a project with -C DIR or -f FILE"
         )
+    if path.suffix == ".lock":
+        raise UsageError(f"{display_path(path)}: a lockfile, not a project file (its lock would "
+                         "be itself); name the project file NAME.yaml")
     return path.resolve()
 
 

@@ -60,19 +60,34 @@ def safe_destination(output_dir: Path, output: str) -> Path:
     return parent / dest.name
 
 
+class NotVouched(ImgbuildError):
+    """A restore from an untrusted cache would not reproduce the hash the lock records."""
+
+
 def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
                  draft: bool, record: dict[str, Any],
-                 slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
+                 slots: list[int] | None = None,
+                 expected: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Write every image we have (fewer than n on partial success, each at its own `slots`
-    position); return their lock entries."""
+    position); return their lock entries. With `expected` (output -> sha256), nothing is
+    written unless every file would have exactly that hash."""
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
     positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    encoded = []
     for index, original in zip(positions, images):
         output = target.outputs[index - 1]
         fmt = FORMATS[posixpath.splitext(output)[1].lower()]
         per_image = {**meta, "index": index} if target.request.n > 1 else meta
-        data = encode(original, fmt, per_image)
+        encoded.append((index, output, encode(original, fmt, per_image)))
+    if expected is not None:
+        import hashlib
+
+        for _, output, data in encoded:
+            if hashlib.sha256(data).hexdigest() != expected.get(output):
+                raise NotVouched(f"{output}: the image in the repository's cache_dir does not "
+                                 "reproduce the hash in the lock; not restored")
+    for index, output, data in encoded:
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)

@@ -6,14 +6,16 @@ do not validate can still have its cache inspected. Each function returns an exi
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
-from imgbuild.store import lockfile
-from imgbuild.store.originals import Cache, default_dir
+from imgbuild.store import cacheusers, lockfile
+from imgbuild.store.originals import PRUNE_GRACE, Cache, default_dir
 from imgbuild.commands import Where
 from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
-from imgbuild.spec.project import LOCK_FILE, PROJECT_FILE, display_path, find_project_file
+from imgbuild.spec.project import PROJECT_FILE, display_path, find_project_file, lock_path_for
 from imgbuild.report import Reporter
 
 
@@ -42,7 +44,7 @@ def cache_dir(where: Where) -> Path:
 
 
 def _open(where: Where) -> Cache:
-    return Cache(cache_dir(where))
+    return Cache(cache_dir(where))  # maintenance: not a build, so not registered as a user
 
 
 def info(where: Where, reporter: Reporter) -> int:
@@ -59,24 +61,36 @@ def info(where: Where, reporter: Reporter) -> int:
     return EXIT_OK
 
 
-def verify(where: Where, reporter: Reporter) -> int:
+def verify(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
+    """Re-hash everything; with `yes`, remove what is damaged (under the cache's own lock)."""
     with _open(where) as cache:
-        checked = len(cache.blobs())
-        bad = cache.verify()
+        with cacheusers.maintenance(cache.directory) if yes else contextlib.nullcontext():
+            checked = len(cache.blobs())
+            bad = cache.verify()
+            removed = cache.repair(bad) if yes and bad else ([], [])
     for item, kind in sorted(bad.items()):
-        if kind == "incomplete":
-            reporter.line(f"incomplete {item[4:]}: names a blob that is not stored (will be generated again)")
+        if item.startswith("gen:"):
+            what = ("names a blob that is not stored" if kind == "incomplete"
+                    else "is not a record imgbuild can read")
+            reporter.line(f"{kind:<10} entry {item[4:]}: {what}")
         else:
             reporter.line(f"{kind:<10} blob {item}: its bytes do not match its sha256")
-    damaged = sorted(k for k, v in bad.items() if v != "incomplete")
+    damaged = sorted(k for k, v in bad.items() if not k.startswith("gen:"))
     incomplete = sorted(k[4:] for k, v in bad.items() if v == "incomplete")
+    unreadable = sorted(k[4:] for k, v in bad.items() if k.startswith("gen:") and v == "unreadable")
     summary = {"command": "cache verify", "directory": str(cache.directory), "blobs": checked,
-               "damaged": damaged, "incomplete": incomplete}
-    if bad:
-        text = (f"imgbuild: {len(damaged)} of {checked} blob(s) damaged, {len(incomplete)} incomplete "
-                "entr(ies); builds treat them as cache misses. `imgbuild cache prune` does not repair them.")
-    else:
+               "damaged": damaged, "incomplete": incomplete, "unreadable_entries": unreadable,
+               "removed_entries": removed[0], "removed_blobs": removed[1]}
+    found = (f"imgbuild: {len(damaged)} of {checked} blob(s) damaged, {len(incomplete)} incomplete "
+             f"and {len(unreadable)} unreadable entr(ies)")
+    if not bad:
         text = f"imgbuild: all {checked} blob(s) intact"
+    elif yes:
+        text = (f"{found}; removed {len(removed[0])} entr(ies) and {len(removed[1])} blob(s). "
+                "A build needing one of those images generates it again (paid).")
+    else:
+        text = (f"{found}. A build removes a damaged original when it meets it and generates the "
+                "image again (paid); `imgbuild cache verify --yes` removes them now.")
     reporter.summary({**summary, "failed": len(bad)}, text)
     return EXIT_FAILED if bad else EXIT_OK
 
@@ -89,7 +103,7 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
         if project_file is None:
             raise UsageError(f"no {PROJECT_FILE} here: name the lockfile of every project whose images "
                              "must be kept with --keep-lock PATH (repeatable), or use -C DIR")
-        paths = [project_file.parent / LOCK_FILE]
+        paths = [lock_path_for(project_file)]
     keep: set[str] = set()
     for path in paths:
         if not path.is_file():
@@ -103,13 +117,25 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
 
 
 def prune(where: Where, reporter: Reporter, *, keep_locks: tuple[str, ...] = (), yes: bool = False) -> int:
+    """Under the cache's own lock, delete what no kept lockfile references, except anything
+    stored less than PRUNE_GRACE ago or since the oldest running build began: a build names
+    its new originals in its lockfile only when it ends."""
     keep, lock_names = _keep_keys(where, keep_locks)
-    with _open(where) as cache:
-        keys, blobs = cache.unreferenced(keep)
+    with _open(where) as cache, cacheusers.maintenance(cache.directory):
+        before = time.time() - PRUNE_GRACE
+        running = cacheusers.oldest_running(cache.directory)
+        if running is not None:
+            before = min(before, running)
+        keys, blobs = cache.unreferenced(keep, before=before)
+        young = len(cache.unreferenced(keep)[0]) - len(keys)
         directory = str(cache.directory)
         if keys or blobs:
             reporter.notice(f"keeping what {', '.join(lock_names)} reference(s); the cache at {directory} "
                             "may be shared by other projects: pass --keep-lock for each of them")
+        if young:
+            reporter.notice(f"keeping {young} unreferenced entr(ies) stored in the last "
+                            f"{PRUNE_GRACE / 3600:g} h or while a build is running: a running build "
+                            "records its images in its lockfile only when it ends")
         verb = "deleted" if yes else "would delete"
         for key in keys:
             reporter.line(f"{verb}: entry {key}")
@@ -118,7 +144,7 @@ def prune(where: Where, reporter: Reporter, *, keep_locks: tuple[str, ...] = (),
         if yes:
             cache.delete(keys, blobs)
     summary: dict[str, Any] = {"command": "cache prune", "directory": directory, "keep_locks": lock_names,
-                               "entries": keys, "blobs": blobs, "deleted": yes}
+                               "entries": keys, "blobs": blobs, "deleted": yes, "kept_recent": young}
     if not keys and not blobs:
         text = "imgbuild: nothing to prune"
     elif yes:
