@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 USERS_DIR = ".imgbuild-users"
@@ -113,12 +113,17 @@ def _live_since(path: Path) -> float | None:
 
 
 @contextlib.contextmanager
-def maintenance(directory: Path) -> Iterator[None]:
-    """Hold the cache's maintenance lock (waiting for another prune or repair to end)."""
+def maintenance(directory: Path, on_wait: Callable[[str], None] = lambda text: None) -> Iterator[None]:
+    """Hold the cache's maintenance lock, waiting (and saying so) while another prune or
+    repair of the same cache holds it."""
     fd = os.open(directory / MAINTENANCE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait(f"waiting for another prune or repair of the cache at {directory}…")
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -159,6 +159,8 @@ class Cache:
         text = str(error)
         if "readonly" in text or "unable to open" in text:
             why = "it is read-only or cannot be opened"
+        elif "full" in text or "I/O error" in text:
+            why = f"it cannot be written ({text}: is its disk full?)"
         else:
             why = f"its database is damaged ({text})"
         return CacheError(f"cannot use the image cache at {self.directory}: {why}. Move the folder "
@@ -166,8 +168,13 @@ class Cache:
                           "already written and recorded in the lock are not affected")
 
     def close(self) -> None:
+        import sqlite3
+
         if self._opened is not None:
-            self._opened.close()
+            try:
+                self._opened.close()
+            except sqlite3.DatabaseError:
+                pass  # a full disk may refuse the final checkpoint; the log keeps the rows
         if self._registration is not None:
             self._registration.close()
             self._registration = None

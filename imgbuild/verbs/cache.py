@@ -64,7 +64,8 @@ def info(where: Where, reporter: Reporter) -> int:
 def verify(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
     """Re-hash everything; with `yes`, remove what is damaged (under the cache's own lock)."""
     with _open(where) as cache:
-        with cacheusers.maintenance(cache.directory) if yes else contextlib.nullcontext():
+        with (cacheusers.maintenance(cache.directory, reporter.notice) if yes
+              else contextlib.nullcontext()):
             checked = len(cache.blobs())
             bad = cache.verify()
             removed = cache.repair(bad) if yes and bad else ([], [])
@@ -121,7 +122,7 @@ def prune(where: Where, reporter: Reporter, *, keep_locks: tuple[str, ...] = (),
     stored less than PRUNE_GRACE ago or since the oldest running build began: a build names
     its new originals in its lockfile only when it ends."""
     keep, lock_names = _keep_keys(where, keep_locks)
-    with _open(where) as cache, cacheusers.maintenance(cache.directory):
+    with _open(where) as cache, cacheusers.maintenance(cache.directory, reporter.notice):
         before = time.time() - PRUNE_GRACE
         running = cacheusers.oldest_running(cache.directory)
         if running is not None:

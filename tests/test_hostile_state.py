@@ -1,0 +1,319 @@
+"""Hostile repositories and damaged state (issue 12): a cloned repository must not be able to run
+code or delete files through imgbuild, and damaged or surprising local state (cache, lock,
+journal, .imgbuild/) degrades to a clear message or a warning, never to exit 3, wrong pixels
+or a paid image thrown away.
+
+Every adversarial input here is made with the tools an attacker or an accident would use: stock
+diskcache writing pickles, sqlite rewriting rows, a real file-size limit (RLIMIT_FSIZE) making
+the cache's writes fail in a child process, a DashScope emulator on 127.0.0.1 counting what it
+bills.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import KEY, subprocess_env
+from helpers import age_cache, run
+
+from imgbuild.emulator import Emulator, EmulatorConfig
+from imgbuild.store.originals import Cache
+
+PROJECT = "version: 1\noutput_dir: out\n{extra}images:\n  - name: apple\n    prompt: A red apple\n"
+
+
+def project(root: Path, extra: str = "", text: str = PROJECT) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "imgbuild.yaml").write_text(text.format(extra=extra), encoding="utf-8")
+    return root
+
+
+def key_of(root: Path, name: str = "apple", provider: str = "placeholder") -> str:
+    from imgbuild.commands import Where, load
+    from imgbuild.plan.states import generation_key
+
+    cwd = os.getcwd()
+    try:
+        _, targets = load(Where(str(root)))
+    finally:
+        os.chdir(cwd)
+    (target,) = [t for t in targets if t.name == name]
+    return generation_key(provider, target.request)
+
+
+def lock(root: Path, name: str = "imgbuild.lock") -> dict[str, Any]:
+    return json.loads((root / name).read_text("utf-8"))["outputs"]
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with Emulator(EmulatorConfig(task_duration=0.05, documented_concurrency=False), api_key=KEY) as server:
+        monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+        monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
+        yield server
+
+
+# --- 1. nothing read from a cache is ever unpickled -----------------------------------------
+
+class RunsCode:
+    """Unpickling this runs `exec`: it creates the marker file."""
+
+    def __init__(self, marker: Path, pad: int = 0) -> None:
+        self.source = f"open({str(marker)!r}, 'w').close()" + "#" * pad
+
+    def __reduce__(self) -> Any:
+        return (exec, (self.source,))
+
+
+COMMANDS = [("plan",), ("build",), ("check",), ("cache", "info"), ("cache", "verify"),
+            ("cache", "verify", "--yes"), ("cache", "prune"), ("cache", "prune", "--yes"), ("build", "--force")]
+
+
+def test_a_cache_poisoned_with_pickles_by_stock_diskcache_never_runs_code(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import diskcache
+
+    monkeypatch.delenv("IMGBUILD_CACHE_DIR")  # the repository's own cache_dir is used
+    root = project(tmp_path / "repo", "cache_dir: .cache/imgbuild\n")
+    (root / ".git").mkdir()
+    key = key_of(root)
+    marker = tmp_path / "code-ran"
+    with diskcache.Cache(str(root / ".cache" / "imgbuild")) as stock:  # the attacker's tool
+        stock.set(f"gen:{key}", RunsCode(marker))  # the record this spec looks up (in the db)
+        stock.set(f"blob:{'0' * 64}", RunsCode(marker, pad=70_000))  # a pickle in a value file
+        stock.set(RunsCode(marker), b"x")  # a pickled key
+        stock.set(f"gen:{'1' * 64}", RunsCode(marker, pad=70_000))
+    for args in COMMANDS:
+        r = run(capsys, *args, "-C", str(root))
+        assert not marker.exists(), f"imgbuild {' '.join(args)} ran code from the cache\n{r}"
+        assert r.code in (0, 1), r
+        if args == ("build",):
+            assert r.code == 0 and (root / "out" / "apple.png").is_file(), r
+            assert "inside the repository" in r.err, r  # a committed cache is not trusted
+    r = run(capsys, "cache", "info", "-C", str(root), "--json")
+    assert r.json["entries"] == 1, r  # the poisoned records were pruned; the build's is intact
+
+
+def test_cache_rows_naming_files_outside_the_cache_are_neither_read_nor_deleted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    victim = tmp_path / "thesis.docx"
+    victim.write_bytes(b"years of work")
+    with sqlite3.connect(cache_dir / "cache.db") as db:  # diskcache's own table, rewritten
+        db.execute("INSERT INTO Cache (key, raw, store_time, mode, filename, value, size) "
+                   "VALUES (?, 1, 0, 2, ?, NULL, 13)", (f"blob:{'2' * 64}", f"../../{victim.name}"))
+        db.execute("INSERT INTO Settings VALUES ('disk_unknown_setting', 1)")
+    db.close()
+    age_cache(cache_dir)
+    for args in (("cache", "verify", "--yes"), ("cache", "prune", "--yes"), ("build", "--force")):
+        r = run(capsys, *args, "-C", str(root))
+        assert r.code in (0, 1), r
+        assert victim.read_bytes() == b"years of work", args
+
+
+def test_records_of_earlier_versions_are_read_as_data_and_still_restore(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """imgbuild 0.1 pickled its records (plain dicts): their paid originals stay usable."""
+    import diskcache
+
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    key = key_of(root)
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    with Cache(cache_dir) as cache:
+        images, record = cache.get(key)  # type: ignore[misc]
+    with diskcache.Cache(str(cache_dir)) as stock:  # rewrite the record as 0.1 stored it
+        stock.set(f"gen:{key}", {**record, "slots": None, "task_id": None})
+    (root / "out" / "apple.png").unlink()
+    r = run(capsys, "build", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["restored"] == 1 and r.json["provider_calls"] == 0, r
+
+
+# --- 5. a damaged original is evicted and its target generated again -------------------------
+
+def _damage_the_blob(key: str) -> str:
+    with Cache(Path(os.environ["IMGBUILD_CACHE_DIR"])) as cache:
+        digest = cache.entries()[key][0]
+        cache._store.set(f"blob:{digest}", b"one flipped byte, as the store sees it")
+    return digest
+
+
+def test_a_damaged_cached_original_is_evicted_and_generated_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    key = key_of(root)
+    _damage_the_blob(key)
+    (root / "out" / "apple.png").unlink()
+    r = run(capsys, "plan", "-C", str(root))
+    assert "the cached original was damaged (removed from the cache): generating it again" in r.out, r
+    r = run(capsys, "build", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["built"] == 1 and r.json["restored"] == 0, r
+    assert run(capsys, "cache", "verify").code == 0  # the regenerated original replaced it
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+
+
+def test_cache_verify_yes_removes_what_is_damaged_and_says_what_builds_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    key = key_of(root)
+    digest = _damage_the_blob(key)
+    r = run(capsys, "cache", "verify")
+    assert r.code == 1 and "generates the image again (paid)" in r.out and "--yes" in r.out, r
+    r = run(capsys, "cache", "verify", "--yes", "--json")
+    assert r.code == 1 and r.json["removed_blobs"] == [digest] and r.json["removed_entries"] == [key], r
+    assert run(capsys, "cache", "verify").code == 0
+    (root / "out" / "apple.png").unlink()
+    r = run(capsys, "build", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["built"] == 1, r
+
+
+# --- 6. a cache that cannot store an original: output kept, nothing more paid, no exit 3 ------
+
+# The limit is set once the cache is open (opening rewrites diskcache's settings into sqlite's
+# log), a little above what its log then holds: storing a ~28 KB original needs more, writing
+# its ~29 KB output does not. Writes past it fail for real (EFBIG) inside sqlite.
+FULL_DISK_CHILD = """
+import os, resource, signal, sys
+from imgbuild.store import originals
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+opened = originals.Cache._open
+
+def open_then_fill_the_disk(self):
+    store = opened(self)
+    log = os.path.getsize(os.path.join(store.directory, "cache.db-wal"))
+    limit = max(log + 8192, 40960)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return store
+
+originals.Cache._open = open_then_fill_the_disk
+from imgbuild.cli import main
+sys.exit(main(["build", "-C", {root!r}, "-j", "1", "--provider", "dashscope"]))
+"""
+
+
+def test_a_full_cache_disk_keeps_the_output_stops_paying_and_never_exits_3(
+        tmp_path: Path, emu: Emulator) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\noutput_dir: out\nlimits: {qwen-image-plus: {rps: 1000, concurrency: 64}}\n"
+        "defaults: {model: qwen-image-plus, size: '1664*928'}\nimages:\n"
+        + "".join(f"  - name: q{i}\n    prompt: A calm lake at dawn, number {i}\n" for i in range(3)))
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD.format(root=str(root))],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert proc.returncode == 1, proc  # stopped early: not 3
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "not cached" in text and "no further image is paid for" in text, text
+    assert emu.billed == 1, text  # the first image; nothing more was submitted
+    entries = lock(root)
+    assert list(entries) == ["q0.png"] and (root / "out" / "q0.png").is_file(), text
+
+
+# --- 7. prune spares running builds and the grace period, under the cache's own lock ---------
+
+def test_prune_never_deletes_what_a_running_build_just_stored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imgbuild.store import cacheusers
+
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    age_cache(cache_dir)  # the first build's original is old
+    # A running build has registered and stored an original its lockfile does not name yet.
+    running = Cache(cache_dir, register=True)
+    running.put("f" * 64, [b"paid for three hours ago"], {"provider": "dashscope"})
+    # A long build: it started 4 h ago and stored this 3 h ago, beyond the grace period.
+    age_cache(cache_dir, 3 * 3600)
+    registration = running._registration.path  # type: ignore[union-attr]
+    registration.write_text(json.dumps({"pid": os.getpid(), "since": time.time() - 4 * 3600}))
+    (root / "imgbuild.yaml").write_text(PROJECT.format(extra="").replace("apple", "pear"))
+    assert run(capsys, "build", "-C", str(root)).code == 0  # now the apple is unreferenced
+    r = run(capsys, "cache", "prune", "-C", str(root), "--yes", "--json")
+    assert r.code == 0 and r.json["entries"] == [key_of(project(tmp_path / "q"))], r
+    with Cache(cache_dir) as cache:
+        assert cache.get("f" * 64) is not None  # the running build's original survived
+    running.close()  # the build ended (its lockfile would now name it, or not)
+    r = run(capsys, "cache", "prune", "-C", str(root), "--yes", "--json")
+    assert r.json["entries"] == ["f" * 64], r
+    assert not list((cache_dir / cacheusers.USERS_DIR).iterdir())
+
+
+def test_prune_waits_for_the_caches_own_lock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two prunes never interleave: the second waits for the first (held here at a known point)."""
+    from imgbuild.store import cacheusers
+
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    probe = ("import sys; from imgbuild.cli import main; "
+             f"sys.exit(main(['cache', 'prune', '-C', {str(root)!r}, '--yes']))")
+    with cacheusers.maintenance(cache_dir):
+        child = subprocess.Popen([sys.executable, "-c", probe], env=subprocess_env(), text=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert child.stderr is not None
+        line = child.stderr.readline()  # blocks until the child reaches the lock
+        assert "waiting for another prune or repair of the cache" in line, line
+        assert child.poll() is None  # still waiting while we hold it
+    _, rest = child.communicate(timeout=60)
+    assert child.returncode == 0, rest
+
+
+# --- 9. each project file owns its lock ---------------------------------------------------------
+
+TWO = "version: 1\noutput_dir: out\nimages:\n  - name: {name}\n    prompt: A {name}\n"
+
+
+def test_two_project_files_in_one_folder_keep_their_own_locks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(TWO.format(name="a"))
+    (root / "b.yaml").write_text(TWO.format(name="b"))
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    assert run(capsys, "build", "-C", str(root), "-f", "b.yaml").code == 0
+    assert list(lock(root)) == ["a.png"] and list(lock(root, "b.lock")) == ["b.png"]
+    for args in ((), ("-f", "b.yaml")):
+        r = run(capsys, "build", "-C", str(root), *args)
+        assert "nothing to do" in r.out, r  # they converge: neither prunes the other
+        assert run(capsys, "check", "-C", str(root), "--allow-drafts", *args).code == 0
+
+
+def test_a_project_file_adopts_its_entries_from_the_shared_lock_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, `-f b.yaml` wrote imgbuild.lock: its entries move to b.lock, nothing is rebuilt."""
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(TWO.format(name="a"))
+    (root / "b.yaml").write_text(TWO.format(name="b"))
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    assert run(capsys, "build", "-C", str(root), "-f", "b.yaml").code == 0
+    shared = {**lock(root), **lock(root, "b.lock")}  # what 0.1 wrote to imgbuild.lock
+    (root / "imgbuild.lock").write_text(json.dumps({"version": 1, "generator": "imgbuild", "outputs": shared}))
+    (root / "b.lock").unlink()
+    assert run(capsys, "check", "-C", str(root), "-f", "b.yaml", "--allow-drafts").code == 0
+    assert not (root / "b.lock").exists()  # check only reads
+    r = run(capsys, "build", "-C", str(root), "-f", "b.yaml", "--json")
+    assert r.code == 0 and r.json["built"] == 0 and r.json["restored"] == 0, r
+    assert list(lock(root, "b.lock")) == ["b.png"]
+
+
+def test_a_lockfile_given_as_the_project_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    (root / "x.lock").write_text("version: 1\n")
+    r = run(capsys, "validate", "-C", str(root), "-f", "x.lock")
+    assert r.code == 2 and "a lockfile, not a project file" in r.err, r
