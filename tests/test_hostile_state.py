@@ -317,3 +317,99 @@ def test_a_lockfile_given_as_the_project_file_is_refused(tmp_path: Path, capsys:
     (root / "x.lock").write_text("version: 1\n")
     r = run(capsys, "validate", "-C", str(root), "-f", "x.lock")
     assert r.code == 2 and "a lockfile, not a project file" in r.err, r
+
+
+# --- 2. output_dir is a folder strictly inside the project; reads stay in the repository -----
+
+@pytest.mark.parametrize("output_dir, why", [
+    (".", "must be a folder inside the project"),
+    ("./", "must be a folder inside the project"),
+    ("..", "must be a folder inside the project"),
+    ("../elsewhere", "must be a folder inside the project"),
+    ("/tmp/imgbuild-out", "must be a path relative to"),
+    ("~/out", "must be a path relative to"),
+    ("C:/out", "must be a path relative to"),
+    (".git/hooks", "must not be inside .git/"),
+    (".imgbuild/out", "must not be inside .imgbuild/"),
+    ("linked", "which is not inside the project (a symlink?)"),
+    ("vendored", "holds a git repository (.git)"),
+    ("out\u0000x", "must not contain control characters"),
+])
+def test_an_output_dir_that_is_not_a_folder_inside_the_project_is_refused(
+        output_dir: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p", f"output_dir: {json.dumps(output_dir)}\n",
+                   text="version: 1\n{extra}images:\n  - name: apple\n    prompt: A red apple\n")
+    (root / "linked").symlink_to(root, target_is_directory=True)
+    (root / "vendored" / ".git").mkdir(parents=True)
+    for verb in ("validate", "build", "clean"):
+        r = run(capsys, verb, "-C", str(root))
+        assert r.code == 2, r
+        assert "imgbuild.yaml:2:13: output_dir: " in r.err and why in r.err, r
+    written = sorted(p.name for p in root.iterdir())
+    assert written == [".imgbuild", "imgbuild.yaml", "linked", "vendored"], written  # just the build lock
+
+
+def test_templates_and_data_from_outside_the_repository_are_never_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "home" / ".ssh" / "id_rsa.yaml"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("[PRIVATE-KEY-MATERIAL]\n")
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    (root / "templates").mkdir()
+    (root / "templates" / "style.j2").symlink_to(secret)
+    cases = {
+        "templates_dir: ../home/.ssh\n": "templates_dir: '../home/.ssh' is outside the repository",
+        "include: ['../home/.ssh/*.yaml']\n": "outside the repository",
+        "include: ['/etc/*.conf']\n": "must be relative to the project file's folder",
+    }
+    for extra, why in cases.items():
+        project(root, extra)
+        r = run(capsys, "plan", "-C", str(root))
+        assert r.code == 2 and why in r.err and "PRIVATE" not in r.out + r.err, (extra, r)
+    project(root, text="version: 1\nimages:\n  - name: a\n    prompt: '{{% include \"style.j2\" %}}'\n"
+                       "  - name: 'b{{{{ k }}}}'\n    prompt: p\n    matrix: {{k: ../home/.ssh/id_rsa.yaml}}\n")
+    r = run(capsys, "plan", "-C", str(root))
+    assert r.code == 2 and "PRIVATE" not in r.out + r.err, r
+    assert "links outside the repository" in r.err and "matrix data '../home/.ssh/id_rsa.yaml' is outside" in r.err, r
+
+
+def test_remove_recorded_deletes_only_the_file_imgbuild_wrote(tmp_path: Path) -> None:
+    import hashlib
+
+    from imgbuild.store.outputs import remove_recorded
+
+    root = tmp_path / "p"
+    out = root / "out"
+    (out / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "thesis.docx").write_bytes(b"years of work")
+    (out / "escape").symlink_to(outside, target_is_directory=True)
+    (out / "link.png").symlink_to(outside / "thesis.docx")
+    (out / "sub" / "a.png").write_bytes(b"written by imgbuild")
+    (out / "b.png").write_bytes(b"edited by hand")
+    h = {name: hashlib.sha256(data).hexdigest() for name, data in
+         (("a", b"written by imgbuild"), ("b", b"written by imgbuild"), ("thesis", b"years of work"))}
+    assert remove_recorded(root, out, "sub/a.png", h["a"]) == "removed"
+    assert not (out / "sub" / "a.png").exists()
+    assert remove_recorded(root, out, "sub/a.png", h["a"]) == "missing"
+    assert remove_recorded(root, out, "b.png", h["b"]) == "edited" and (out / "b.png").exists()
+    for rel in ("escape/thesis.docx", "link.png", "../outside/thesis.docx", "/etc/passwd",
+                "sub/../../x", "a\0b", ""):
+        assert remove_recorded(root, out, rel, h["thesis"]) == "refused", rel
+    assert remove_recorded(root, root, "out/b.png", h["b"]) == "refused"  # output_dir = the root
+    assert (outside / "thesis.docx").read_bytes() == b"years of work"
+
+
+# --- 11. NUL bytes and control characters in names and outputs are located errors -----------
+
+@pytest.mark.parametrize("field, value", [("name", "a\u0000b"), ("output", "a\u0000b.png"),
+                                          ("name", "two\nlines"), ("output", "x\u001b[2J.png")])
+def test_control_characters_in_names_and_outputs_are_refused_by_validate(
+        field: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = {"name": "apple", "prompt": "A red apple", field: value}
+    (tmp_path / "imgbuild.yaml").write_text(json.dumps({"version": 1, "images": [spec]}))
+    r = run(capsys, "validate", "-C", str(tmp_path))
+    assert r.code == 2 and "must not contain control characters" in r.err, r
+    assert "imgbuild.yaml:1:" in r.err, r

@@ -34,6 +34,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "watermark": False,
 }
 _TEMPLATED = ("name", "prompt", "negative_prompt", "size", "output")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in names or paths (NUL fails every syscall)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ class _Renderer:
         class _Loader(jinja2.FileSystemLoader):
             def get_source(self, environment: Any, template: str) -> Any:
                 source = super().get_source(environment, template)
+                if not project.readable(Path(source[1])):  # a link to ~/.ssh/id_rsa, say
+                    raise jinja2.TemplateNotFound(f"{template} (it links outside the repository)")
                 read.append(Path(source[1]))  # partials shape the plan too
                 return source
 
@@ -315,7 +318,14 @@ class _Expander:
         return out
 
     def load_data_file(self, file: SpecFile, path: list[Any], name: str) -> list[Any] | None:
+        if _CONTROL.search(name):
+            self.problem(file, path, f"matrix data {name!r} must not contain control characters")
+            return None
         data_path = (file.path.parent / name).resolve()
+        if not self.project.readable(data_path):
+            self.problem(file, path, f"matrix data '{name}' is outside the repository "
+                         f"({display_path(self.project.repo_root)}); imgbuild reads nothing outside it")
+            return None
         self.project.read_files.append(data_path)
         try:
             data = yamlio.load_file(data_path, display_path(data_path))
@@ -399,9 +409,13 @@ class _Expander:
                                  describe_path(file.data, base))
         if name is None:
             return None
-        label = f"images[{name}]"
+        label = f"images[{name!r}]" if _CONTROL.search(name) else f"images[{name}]"
         if not name:
             self.problem(file, base + ["name"], "name renders to empty text", where=label)
+            return None
+        if _CONTROL.search(name):
+            self.problem(file, base + ["name"], "name must not contain control characters "
+                         "(NUL, newline, tab, escape…)", where=label)
             return None
         line = yamlio.locate(file.data, base)[0]
         if name in self.names:
@@ -472,6 +486,10 @@ class _Expander:
         return tuple(variants), tuple(notes)
 
     def check_path(self, file: SpecFile, path: list[Any], label: str, text: str, field_name: str) -> str | None:
+        if _CONTROL.search(text):
+            self.problem(file, path, f"{field_name} {text!r} must not contain control characters "
+                         "(NUL, newline, tab, escape…)", where=f"{label}.{field_name}")
+            return None
         norm = posixpath.normpath(text.replace("\\", "/"))
         if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or norm == ".." or norm.startswith("../"):
             self.problem(file, path, f"{field_name} '{text}' points outside output_dir", where=f"{label}.{field_name}")

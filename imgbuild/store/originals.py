@@ -65,27 +65,14 @@ def for_project(root: Path, configured: str | None, *, register: bool = True) ->
     if os.environ.get(CACHE_ENV) or not configured:
         return Cache(default_dir(), register=register)
     directory = root / configured
-    repo = repository_root(root)
-    inside = _is_within(directory, repo)
+    from imgbuild.spec.project import is_within, repository_root
+
+    inside = is_within(directory, repository_root(root))
     return Cache(directory, register=register, trusted=not inside,
                  notice=(f"cache_dir '{configured}' is inside the repository: anything committed "
                          "there is used only to restore images the lock records with the same "
                          f"hash (set {CACHE_ENV} to a folder outside it to use it fully)")
                  if inside else None)
-
-
-def repository_root(root: Path) -> Path:
-    """The nearest folder at or above `root` holding `.git`, else `root` itself."""
-    start = root.resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    return start
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    resolved = Path(os.path.realpath(path))
-    return resolved == folder or folder in resolved.parents
 
 
 _T = TypeVar("_T")

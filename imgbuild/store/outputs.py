@@ -116,6 +116,88 @@ def lock_entry(target: Target, key: str, provider: str, draft: bool, digest: str
     return entry
 
 
+REMOVED, EDITED, MISSING, REFUSED = "removed", "edited", "missing", "refused"
+
+
+def remove_recorded(project_root: Path, output_dir: Path, rel: str, sha256: str) -> str:
+    """Delete output_dir/rel only if it is the file imgbuild wrote: its sha256 is the one the
+    lock records. Returns REMOVED, EDITED (hash differs: kept), MISSING, or REFUSED (the path
+    leaves output_dir or the project, or goes through a symlink: never followed, never deleted).
+
+    Each folder is opened relative to the previous one without following links, and the file
+    is hashed and unlinked through the same folder handle, so a link swapped in between cannot
+    redirect the deletion."""
+    parts = rel.split("/")
+    if (not rel or "\0" in rel or "\\" in rel or rel.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)):
+        return REFUSED
+    root = os.path.realpath(project_root)
+    top = os.path.realpath(output_dir)
+    if top == root or not top.startswith(root + os.sep) or os.path.islink(output_dir):
+        return REFUSED
+    if not hasattr(os, "O_NOFOLLOW") or os.unlink not in os.supports_dir_fd:  # pragma: no cover
+        return _remove_recorded_by_path(Path(top), parts, sha256)
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW
+    try:
+        folder = os.open(top, nofollow | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return MISSING
+    except OSError:
+        return REFUSED
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=folder)
+            except FileNotFoundError:
+                return MISSING
+            except OSError:  # ELOOP/ENOTDIR: a symlink or a file where a folder should be
+                return REFUSED
+            os.close(folder)
+            folder = inner
+        return _remove_in(folder, parts[-1], sha256)
+    finally:
+        os.close(folder)
+
+
+def _remove_in(folder: int, name: str, sha256: str) -> str:
+    import hashlib
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+    except FileNotFoundError:
+        return MISSING
+    except OSError:
+        return REFUSED
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return REFUSED
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") \
+            else hashlib.sha256(f.read()).hexdigest()
+    if digest != sha256:
+        return EDITED
+    os.unlink(name, dir_fd=folder)
+    return REMOVED
+
+
+def _remove_recorded_by_path(top: Path, parts: list[str], sha256: str) -> str:  # pragma: no cover
+    from imgbuild.store.atomic import sha256_file
+
+    path = top
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return REFUSED
+    if not path.exists():
+        return MISSING
+    if not path.is_file():
+        return REFUSED
+    if sha256_file(path) != sha256:
+        return EDITED
+    path.unlink()
+    return REMOVED
+
+
 def remove_output(output_dir: Path, output: str) -> bool:
     try:
         os.unlink(safe_destination(output_dir, output))
