@@ -413,3 +413,73 @@ def test_control_characters_in_names_and_outputs_are_refused_by_validate(
     r = run(capsys, "validate", "-C", str(tmp_path))
     assert r.code == 2 and "must not contain control characters" in r.err, r
     assert "imgbuild.yaml:1:" in r.err, r
+
+
+# --- 8. the plan cache is keyed on what was read, through links --------------------------------
+
+def test_repointing_a_symlinked_template_or_data_file_is_noticed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "p"
+    (root / "templates").mkdir(parents=True)
+    (root / "data").mkdir()
+    for variant, style, colours in (("v1", "oil painting", "[red]"), ("v2", "watercolour", "[blue]")):
+        (root / "templates" / f"style-{variant}.j2").write_text(style)
+        (root / "data" / f"colours-{variant}.yaml").write_text(colours)
+    (root / "templates" / "style.j2").symlink_to("style-v1.j2")
+    (root / "data" / "colours.yaml").symlink_to("colours-v1.yaml")
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: 'apple-{{ c }}'\n    matrix: {c: data/colours.yaml}\n"
+        "    prompt: 'A {{ c }} apple, {% include \"style.j2\" %}'\n")
+    monkeypatch.chdir(root)
+    assert run(capsys, "build").code == 0
+    assert "nothing to do" in run(capsys, "build").out  # the plan cache is warm
+    (root / "templates" / "style.j2").unlink()
+    (root / "templates" / "style.j2").symlink_to("style-v2.j2")
+    r = run(capsys, "check", "--allow-drafts")
+    assert r.code == 1 and "apple-red.png" in r.out, r
+    r = run(capsys, "build", "--json")
+    assert r.json["built"] == 1 and "watercolour" in lock(root)["apple-red.png"]["request"]["prompt"], r
+    (root / "data" / "colours.yaml").unlink()
+    (root / "data" / "colours.yaml").symlink_to("colours-v2.yaml")
+    r = run(capsys, "build", "--json")
+    assert r.code == 0 and r.json["built"] == 1 and list(lock(root)) == ["apple-blue.png"], r
+
+
+# --- 11. damaged local state: a message, or a silent rebuild of what is disposable ------------
+
+@pytest.mark.parametrize("name, content", [
+    ("plan-cache.json", "[]"), ("plan-cache.json", '{"inputs": []}'), ("plan-cache.json", '"text"'),
+    ("stat-cache.json", "[1, 2]"), ("stat-cache.json", '{"format": null, "entries": []}'),
+])
+def test_valid_json_of_the_wrong_shape_in_the_disposable_caches_is_ignored(
+        name: str, content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    (root / ".imgbuild" / name).write_text(content)
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+    assert "nothing to do" in run(capsys, "build", "-C", str(root)).out
+
+
+def test_stat_cache_entries_of_the_wrong_shape_are_rehashed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    path = root / ".imgbuild" / "stat-cache.json"
+    doc = json.loads(path.read_text())
+    for key in doc["entries"]:
+        doc["entries"][key] = 7
+    path.write_text(json.dumps(doc))
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+
+
+def test_a_committed_plan_cache_cannot_smuggle_in_an_output_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path / "p")
+    monkeypatch.chdir(root)
+    assert run(capsys, "build").code == 0
+    path = root / ".imgbuild" / "plan-cache.json"
+    doc = json.loads(path.read_text())
+    doc["settings"]["output_dir"] = "."  # forged, with every input digest still matching
+    path.write_text(json.dumps(doc))
+    r = run(capsys, "check", "--allow-drafts")
+    assert r.code == 0, r  # the forged plan was ignored: the specs were loaded again
+    assert json.loads(path.read_text())["settings"]["output_dir"] == "out"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import os
 import posixpath
 import re
 import unicodedata
@@ -210,7 +211,8 @@ class _Renderer:
                 source = super().get_source(environment, template)
                 if not project.readable(Path(source[1])):  # a link to ~/.ssh/id_rsa, say
                     raise jinja2.TemplateNotFound(f"{template} (it links outside the repository)")
-                read.append(Path(source[1]))  # partials shape the plan too
+                # partials shape the plan too: keyed by the path as read, hashed as read
+                read[source[1]] = hashlib.sha256(source[0].encode("utf-8")).hexdigest()
                 return source
 
         self.env = _guarded_sandbox()(
@@ -321,14 +323,15 @@ class _Expander:
         if _CONTROL.search(name):
             self.problem(file, path, f"matrix data {name!r} must not contain control characters")
             return None
-        data_path = (file.path.parent / name).resolve()
+        # Read through any link (not its resolved target), so the plan cache, keyed by this
+        # path and the bytes read, notices the link being repointed.
+        data_path = Path(os.path.normpath(file.path.parent / name))
         if not self.project.readable(data_path):
             self.problem(file, path, f"matrix data '{name}' is outside the repository "
                          f"({display_path(self.project.repo_root)}); imgbuild reads nothing outside it")
             return None
-        self.project.read_files.append(data_path)
         try:
-            data = yamlio.load_file(data_path, display_path(data_path))
+            data = yamlio.load_file(data_path, display_path(data_path), self.project.read_files)
         except yamlio.YamlError as e:
             if e.mark == (0, 0):
                 self.problem(file, path, f"cannot load matrix data '{name}': {e.message}")

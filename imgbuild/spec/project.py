@@ -31,7 +31,8 @@ class Project:
     root: Path
     settings: Any  # LocDict of imgbuild.yaml
     files: list[SpecFile]  # imgbuild.yaml first, then the included files in sorted order
-    read_files: list[Path] = field(default_factory=list)  # every file whose content shapes the plan
+    # every file whose content shaped the plan: the path as read -> sha256 of the bytes read
+    read_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -136,14 +137,14 @@ def _validator(kind: str) -> Any:
 
 def load_project(path: Path) -> Project:
     problems: list[Problem] = []
-    main = _load_document(path, "project", problems)
+    read: dict[str, str] = {}
+    main = _load_document(path, "project", problems, read)
     if main is None:
         raise SpecError(problems)
-    project = Project(file=path, root=path.parent, settings=main.data, files=[main], read_files=[path])
+    project = Project(file=path, root=path.parent, settings=main.data, files=[main], read_files=read)
     _check_folders(project, problems)
     for inc in _included_paths(project, problems):
-        spec = _load_document(inc, "specfile", problems)
-        project.read_files.append(inc)
+        spec = _load_document(inc, "specfile", problems, read)
         if spec is not None:
             project.files.append(spec)
     if problems:
@@ -151,10 +152,11 @@ def load_project(path: Path) -> Project:
     return project
 
 
-def _load_document(path: Path, kind: str, problems: list[Problem]) -> SpecFile | None:
+def _load_document(path: Path, kind: str, problems: list[Problem],
+                   read: dict[str, str]) -> SpecFile | None:
     display = display_path(path)
     try:
-        data = yamlio.load_file(path, display)
+        data = yamlio.load_file(path, display, read)
     except yamlio.YamlError as e:
         problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message))
         return None
@@ -199,13 +201,13 @@ def _check_folders(project: Project, problems: list[Problem]) -> None:
     display = project.display(project.file)
     for name, default in (("output_dir", "generated"), ("templates_dir", "templates")):
         text = settings.get(name, default)
-        why = _folder_problem(project, name, text) if isinstance(text, str) else None
+        why = folder_problem(project, name, text) if isinstance(text, str) else None
         if why:
             line, col = yamlio.locate(settings, [name])
             problems.append(Problem(display, line, col, name, why))
 
 
-def _folder_problem(project: Project, name: str, text: str) -> str | None:
+def folder_problem(project: Project, name: str, text: str) -> str | None:
     if any(ord(c) < 32 for c in text):
         return "must not contain control characters"
     if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith("~"):
