@@ -249,6 +249,8 @@ def _execute(project: Project, todo: list[Step], lock: lockfile.Lock, cache: Any
         asyncio.run(run())  # the caller writes the lock, also when this is interrupted
     finally:
         reporter.end_progress()
+        for warning in dict.fromkeys(journal.warnings if journal is not None else ()):
+            reporter.notice(warning)
     if executor.interrupted:
         kept = sum(len(o.entries) for o in done)
         waiting = len(journal.entries()) if journal is not None else 0

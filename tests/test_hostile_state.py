@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import KEY, subprocess_env
+from e2e_support import KEY, posts, subprocess_env
 from helpers import age_cache, run
 
 from imgbuild.emulator import Emulator, EmulatorConfig
@@ -483,3 +483,90 @@ def test_a_committed_plan_cache_cannot_smuggle_in_an_output_dir(
     r = run(capsys, "check", "--allow-drafts")
     assert r.code == 0, r  # the forged plan was ignored: the specs were loaded again
     assert json.loads(path.read_text())["settings"]["output_dir"] == "out"
+
+
+# --- 10. the task journal is validated, never trusted into wrong pixels ----------------------
+
+ASYNC = ("version: 1\noutput_dir: out\n{timeouts}limits: {{wan2.6-t2i: {{rps: 1000, concurrency: 64}}}}\n"
+         "defaults: {{model: wan2.6-t2i, size: '1280*1280'}}\nimages:\n"
+         "  - name: apple\n    prompt: A red apple\n  - name: pear\n    prompt: A green pear\n")
+
+
+def _journaled_tasks(root: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> dict[str, Path]:
+    """Submit both targets' tasks and stop waiting for them (held unfinished by the emulator):
+    the journal keeps them, as after a killed build. Returns {target name: entry file}."""
+    emu.configure(task_duration=3600)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "imgbuild.yaml").write_text(ASYNC.format(timeouts="timeouts: {poll: 0.2}\n"))
+    r = run(capsys, "build", "-C", str(root), "-k", "-j", "2", "--provider", "dashscope")
+    assert r.code == 1 and "WaitTaskTimeout" in r.out + r.err and len(posts(emu)) == 2, r
+    (root / "imgbuild.yaml").write_text(ASYNC.format(timeouts=""))
+    emu.configure(task_duration=0.05)
+    from imgbuild.providers.dashscope.hosts import identity_for
+    from imgbuild.providers.dashscope.journal import Journal
+
+    journal = Journal(root / ".imgbuild" / "journal")
+    files = {name: journal._path(key_of(root, name, identity_for(emu.base_url)))
+             for name in ("apple", "pear")}
+    assert all(p.is_file() for p in files.values()), files
+    return files
+
+
+def _pixels(path: Path) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_swapped_journal_entries_never_give_a_target_another_prompts_pixels(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "p"
+    files = _journaled_tasks(root, emu, capsys)
+    apple, pear = files["apple"].read_bytes(), files["pear"].read_bytes()
+    files["apple"].write_bytes(pear)
+    files["pear"].write_bytes(apple)
+    r = run(capsys, "build", "-C", str(root), "--provider", "dashscope")
+    assert r.code == 0 and "belongs to another request" in r.err, r
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    reference = tmp_path / "reference"  # the same specs generated from scratch
+    reference.mkdir()
+    (reference / "imgbuild.yaml").write_text(ASYNC.format(timeouts=""))
+    assert run(capsys, "build", "-C", str(reference), "--provider", "dashscope").code == 0
+    for name in ("apple", "pear"):
+        assert _pixels(root / "out" / f"{name}.png") == _pixels(reference / "out" / f"{name}.png"), name
+
+
+@pytest.mark.parametrize("damage, resumed", [
+    ({"submitted_at": "yesterday"}, True),  # was exit 3 on every rerun
+    ({"submitted_at": 4e9}, True),  # in the future: was resubmitted (paid again)
+    ({"submitted_at": float("nan")}, True),
+    ({"task_id": {"id": "x"}}, False),  # was a target failing forever
+    ({"task_id": "../../etc"}, False),
+    ({"model": None}, False),
+])
+def test_damaged_journal_entries_degrade_to_a_warning(
+        damage: dict[str, Any], resumed: bool, tmp_path: Path, emu: Emulator,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "p"
+    files = _journaled_tasks(root, emu, capsys)
+    entry = json.loads(files["apple"].read_text())
+    files["apple"].write_text(json.dumps({**entry, **damage}))
+    r = run(capsys, "build", "-C", str(root), "--provider", "dashscope")
+    assert r.code == 0 and "journal entry" in r.err, r
+    assert len(posts(emu)) == (2 if resumed else 3), r  # resumed: nothing submitted (paid) twice
+    assert sorted(lock(root)) == ["apple.png", "pear.png"]
+    assert not list((root / ".imgbuild" / "journal").glob("*.json"))
+
+
+def test_a_journal_that_is_a_file_is_refused_before_anything_is_paid(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(ASYNC.format(timeouts=""))
+    (root / ".imgbuild").mkdir()
+    (root / ".imgbuild" / "journal").write_text("not a folder")
+    r = run(capsys, "build", "-C", str(root), "--provider", "dashscope")
+    assert r.code == 1 and "journal is a file, not a folder" in r.err and "nothing was submitted" in r.err, r
+    assert posts(emu) == []
