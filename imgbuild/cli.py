@@ -298,21 +298,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception:
-        path = _write_crash_log()
+        path = _write_crash_log(argv if argv is not None else sys.argv[1:])
         click.echo(f"imgbuild: internal error (a bug). The traceback is in {path}; "
                    "please report it with that file.", err=True)
         return EXIT_INTERNAL
 
 
-def _write_crash_log() -> str:
+def _write_crash_log(argv: list[str]) -> str:
+    """The traceback, in the project's .imgbuild/ (the one -C/-f name, not the current
+    folder's), else the temp folder; never a new .imgbuild/ where there is no project."""
     import platform
     import tempfile
     import traceback
     from pathlib import Path
 
     text = (f"imgbuild {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
-            f"argv: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
-    for folder in (Path(".imgbuild"), Path(tempfile.gettempdir())):
+            f"argv: {' '.join(argv)}\n\n{traceback.format_exc()}")
+    folders = [Path(tempfile.gettempdir())]
+    state_dir = _project_state_dir(argv)
+    if state_dir is not None:
+        folders.insert(0, state_dir)
+    for folder in folders:
         try:
             folder.mkdir(exist_ok=True)
             path = folder / "crash.log"
@@ -321,3 +327,22 @@ def _write_crash_log() -> str:
         except OSError:
             continue
     return "(could not write a log file)"
+
+
+def _project_state_dir(argv: list[str]) -> Any:
+    """.imgbuild/ of the project the command line names (-C DIR, -f FILE), if there is one."""
+    options: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        for short, long in (("-C", "--directory"), ("-f", "--file")):
+            if arg in (short, long) and i + 1 < len(argv):
+                options[short] = argv[i + 1]
+            elif arg.startswith(long + "="):
+                options[short] = arg.split("=", 1)[1]
+            elif arg.startswith(short) and len(arg) > 2 and not arg.startswith("--"):
+                options[short] = arg[2:]
+    try:
+        from imgbuild.spec.project import STATE_DIR, find_project_file
+
+        return find_project_file(options.get("-C"), options.get("-f")).parent / STATE_DIR
+    except Exception:  # noqa: BLE001 - no project here: the temp folder will do
+        return None

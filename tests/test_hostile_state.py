@@ -570,3 +570,171 @@ def test_a_journal_that_is_a_file_is_refused_before_anything_is_paid(
     r = run(capsys, "build", "-C", str(root), "--provider", "dashscope")
     assert r.code == 1 and "journal is a file, not a folder" in r.err and "nothing was submitted" in r.err, r
     assert posts(emu) == []
+
+
+# --- 11. exit 3 where a message belongs ------------------------------------------------------
+
+@pytest.mark.parametrize("entry, why", [
+    ("[1, 2]", "is not a mapping"),
+    ('{"sha256": "00"}', "has no 'key'"),
+    ('{"key": 5, "sha256": "00"}', "'key' has the wrong type"),
+    ('{"key": "k", "sha256": "00", "draft": "no"}', "'draft' has the wrong type"),
+])
+def test_a_damaged_lock_entry_is_a_message(entry: str, why: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    (root / "imgbuild.lock").write_text(f'{{"version": 1, "outputs": {{"apple.png": {entry}}}}}')
+    for verb in ("check", "plan", "build", "clean"):
+        r = run(capsys, verb, "-C", str(root))
+        assert r.code == 1 and "the lockfile is damaged" in r.err and why in r.err, (verb, r)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty-tables"])
+def test_a_damaged_cache_database_is_a_message(damage: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    db = Path(os.environ["IMGBUILD_CACHE_DIR"]) / "cache.db"
+    if damage == "truncated":
+        db.write_bytes(db.read_bytes()[:1000])
+    elif damage == "garbage":
+        db.write_bytes(b"this is not a database, just bytes" * 100)
+    else:
+        with sqlite3.connect(db) as con:
+            con.execute("DROP TABLE Cache")
+        con.close()
+    (root / "out" / "apple.png").unlink()  # so the build needs the cache
+    for args in (("build",), ("plan",), ("cache", "info"), ("cache", "verify"), ("cache", "prune")):
+        r = run(capsys, *args, "-C", str(root))
+        assert r.code in (0, 1), (args, r)
+        assert r.code == 0 or "cannot use the image cache" in r.err, (args, r)
+
+
+@pytest.mark.parametrize("value", [b"[1, 2]", b"not json", b'{"images": "abc"}', b'{"images": ["../x"]}'])
+def test_a_cache_record_that_is_not_a_record_is_a_miss(value: bytes, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import diskcache
+
+    root = project(tmp_path / "p")
+    key = key_of(root)
+    with diskcache.Cache(os.environ["IMGBUILD_CACHE_DIR"]) as stock:
+        stock.set(f"gen:{key}", value)
+    r = run(capsys, "build", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["built"] == 1, r
+    r = run(capsys, "cache", "verify", "-C", str(root))
+    assert r.code == 0, r  # the build replaced the bad record
+
+
+def test_a_cache_dir_that_is_a_file_is_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path / "p")
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(blocker))
+    for args in (("build",), ("plan",), ("cache", "info")):
+        r = run(capsys, *args, "-C", str(root))
+        assert r.code == 1 and "is a file, not a folder" in r.err, (args, r)
+    assert not (root / "out").exists()
+
+
+def test_a_state_dir_that_is_a_file_or_a_lock_that_is_a_folder_is_a_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    (root / ".imgbuild").write_text("oops")
+    r = run(capsys, "build", "-C", str(root))
+    assert r.code == 1 and ".imgbuild is a file, not a folder" in r.err, r
+    assert run(capsys, "check", "-C", str(root)).code == 1  # only reads: stale, not a crash
+    (root / ".imgbuild").unlink()
+    (root / ".imgbuild" / "build.lock").mkdir(parents=True)
+    r = run(capsys, "build", "-C", str(root))
+    assert r.code == 1 and "build.lock is a folder, not a file" in r.err, r
+
+
+def _permissions_enforced() -> bool:
+    """False for root with CAP_DAC_OVERRIDE (and where chmod means nothing)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o555)
+        try:
+            open(os.path.join(folder, "probe"), "w").close()
+        except OSError:
+            return True
+        finally:
+            os.chmod(folder, 0o755)
+    return False
+
+
+needs_permissions = pytest.mark.skipif(not _permissions_enforced(), reason="file permissions are not enforced")
+
+
+@needs_permissions
+def test_a_no_op_build_succeeds_in_a_read_only_checkout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for fresh in (False, True):
+        root = project(tmp_path / f"p{fresh}")
+        assert run(capsys, "build", "-C", str(root)).code == 0
+        if fresh:  # a fresh clone: no .imgbuild/ at all
+            import shutil
+
+            shutil.rmtree(root / ".imgbuild")
+        _read_only(root)
+        try:
+            r = run(capsys, "build", "-C", str(root))
+            assert r.code == 0 and "nothing to do" in r.out, r
+            assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
+        finally:
+            _read_only(root, undo=True)
+
+
+@needs_permissions
+def test_a_read_only_cache_is_a_message_before_anything_is_paid(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    (root / "out" / "apple.png").unlink()
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    _read_only(cache_dir)
+    try:
+        r = run(capsys, "build", "-C", str(root))
+        assert r.code == 1 and "cannot use the image cache" in r.err and "read-only" in r.err, r
+    finally:
+        _read_only(cache_dir, undo=True)
+
+
+def _read_only(root: Path, *, undo: bool = False) -> None:
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644 if undo else 0o444)
+        os.chmod(folder, 0o755 if undo else 0o555)
+
+
+def test_an_api_key_with_a_trailing_carriage_return_works_and_is_never_echoed(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path / "p")
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY + "\r\n")
+    r = run(capsys, "build", "-C", str(root), "--provider", "dashscope", "-vv")
+    assert r.code == 0, r
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY[:6] + "\r" + KEY[6:])
+    r = run(capsys, "build", "-C", str(root), "--provider", "dashscope", "--force")
+    assert r.code == 2 and "contains a space or control character" in r.err, r
+    assert KEY[6:] not in r.out + r.err and KEY[:10] not in r.out + r.err
+
+
+def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import imgbuild.commands
+
+    root = project(tmp_path / "p")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    def bug(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(imgbuild.commands, "make_plan", bug)
+    r = run(capsys, "plan", "-C", str(root))
+    assert r.code == 3 and "crash.log" in r.err, r
+    assert "RuntimeError: a bug" in (root / ".imgbuild" / "crash.log").read_text()
+    assert not (elsewhere / ".imgbuild").exists()

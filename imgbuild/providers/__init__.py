@@ -20,6 +20,17 @@ class Choice:
     notice: str | None  # one line to show the user, e.g. why drafts are drawn
 
 
+def api_key(settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> str:
+    """The key in the configured variable, without the whitespace a copy and paste (or a file
+    saved with CRLF) leaves around it; "" when unset. Never echoed, even when refused."""
+    key_env = settings.get("api_key_env", DEFAULT_KEY_ENV)
+    key = env.get(key_env, "").strip()
+    if any(ord(c) < 33 or ord(c) == 127 for c in key):
+        raise UsageError(f"the API key in {key_env} contains a space or control character (not "
+                         "shown here); copy it again from the Model Studio console")
+    return key
+
+
 def choose(cli_choice: str | None, settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Choice:
     key_env = settings.get("api_key_env", DEFAULT_KEY_ENV)
     choice = cli_choice or env.get(PROVIDER_ENV) or settings.get("provider") or "auto"
@@ -27,11 +38,11 @@ def choose(cli_choice: str | None, settings: Mapping[str, Any], env: Mapping[str
         source = "--provider" if cli_choice else PROVIDER_ENV
         raise UsageError(f"{source}: unknown provider '{choice}' (choose from {', '.join(PROVIDERS)})")
     if choice == "auto":
-        if env.get(key_env):
+        if api_key(settings, env):
             return Choice("dashscope", None)
         return Choice("placeholder", f"{key_env} is not set: drawing offline placeholder drafts "
                                      "(set it, or use --provider dashscope, for real images)")
-    if choice == "dashscope" and not env.get(key_env):
+    if choice == "dashscope" and not api_key(settings, env):
         raise UsageError(f"the dashscope provider needs an API key in the environment variable {key_env} "
                          "(create one in the Model Studio console for your region); nothing was generated")
     return Choice(choice, None)
@@ -65,7 +76,7 @@ def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
         return PlaceholderProvider()
     from imgbuild.providers.dashscope.client import DashScopeProvider
 
-    key = env[settings.get("api_key_env", DEFAULT_KEY_ENV)]
+    key = api_key(settings, env)
     # `timeouts:` in imgbuild.yaml: request = one HTTP request (then retried), poll = how long
     # one async task is waited for (the journal keeps it for the next build after that).
     timeouts = settings.get("timeouts") or {}
