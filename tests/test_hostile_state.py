@@ -738,3 +738,69 @@ def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest
     assert r.code == 3 and "crash.log" in r.err, r
     assert "RuntimeError: a bug" in (root / ".imgbuild" / "crash.log").read_text()
     assert not (elsewhere / ".imgbuild").exists()
+
+
+# --- 12. Jinja amplification is refused before anything is allocated ------------------------
+
+BIG = "{% set big = 'y' * 99999 %}{% set many = ['y' * 99999] * 99999 %}"
+AMPLIFIERS = {
+    "join": "{{ ('x'|list * 99999)|join('b' * 99999) }}",
+    "replace": "{{ ('a' * 99999)|replace('a', 'b' * 99999) }}",
+    "indent": "{{ 'x'|indent(9999999) }}",
+    "indent-text": "{{ ('a\\n' * 49999)|indent('x' * 99999) }}",
+    "center": "{{ 'x'|center(9999999) }}",
+    "format": "{{ ('%(a)s' * 20000)|format(a=big) }}",
+    "wordwrap": "{{ ('a ' * 49999)|wordwrap(1, wrapstring='x' * 99999) }}",
+    "lipsum": "{{ lipsum(9999999) }}",
+    "multiply": "{{ ('x' * 99999) * 99999 }}",
+    "tilde": "{{ many ~ many }}",
+    "print-a-list": "{{ many }}",
+    "str.format": "{{ ('{0}' * 30000).format(big) }}",
+    "percent": "{{ ('%(a)s' * 20000) % {'a': big} }}",
+    "str.join": "{{ ('b' * 99999).join('x' * 99999) }}",
+    "ljust": "{{ 'x'.ljust(9999999) }}",
+    "expandtabs": "{{ ('\\t' * 99999).expandtabs(9999999) }}",
+    "string": "{{ many|string }}",
+    "tojson": "{{ ['x']|tojson(indent=9999999) }}",
+    "sum": "{{ ([many] * 99999)|sum(start=[]) }}",
+    "set-block": "{% set t %}{% for i in range(999999) %}{{ big }}{% endfor %}{% endset %}{{ t|length }}",
+    "nested-loops": "{% for a in many %}{% for b in many %}{% endfor %}{% endfor %}",
+    "extend": "{% set l = ['x'] %}{% for i in range(40) %}{{ l.extend(l) }}{% endfor %}",
+    "batch": "{{ ['x']|batch(9999999, 'y')|list }}",
+}
+
+SANDBOXED_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+from imgbuild.cli import main
+sys.exit(main(["validate", "-C", {root!r}]))
+"""
+
+
+@pytest.mark.parametrize("template", list(AMPLIFIERS.values()), ids=list(AMPLIFIERS))
+def test_jinja_amplifiers_are_refused_before_they_allocate(template: str, tmp_path: Path) -> None:
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: a\n    prompt: " + json.dumps(BIG + template) + "\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", SANDBOXED_CHILD.format(root=str(tmp_path))],
+                          capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc
+    assert "imgbuild.yaml:4:13: images[a].prompt: template refused by the sandbox" in proc.stderr, proc.stderr
+    assert "MemoryError" not in proc.stderr and took < 30, (took, proc.stderr)
+
+
+def test_ordinary_uses_of_the_guarded_filters_still_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = ("{{ ['a', 'b']|join(', ') }}; {{ 'a b'|replace(' ', '-') }}; {{ 'x\\ny'|indent(2) }}; "
+              "{{ 'mid'|center(7) }}; {{ '%s=%d'|format('n', 3) }}; {{ 'a b c'|wordwrap(3) }}; "
+              "{{ lipsum(1, html=False, min=3, max=4)|wordcount > 2 }}; {{ 'ab' * 2 }}; {{ 1 ~ 'x' }}; "
+              "{{ [1, 2] }}; {{ '{:>4}|{:,}'.format(7, 2500000) }}; {{ '%05.1f' % 3.14159 }}; "
+              "{{ '-'.join(['a', 'b']) }}; {{ 'x'.ljust(3) }}|; {{ {'k': 1}|tojson }}; "
+              "{{ [[1], [2]]|sum(start=[]) }}; {% set t %}{% for i in range(3) %}{{ i }}{% endfor %}{% endset %}{{ t }}; "
+              "{{ ['a', 'b']|map('upper')|join }}; {{ [1, 2, 3]|batch(2)|list|length }}")
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: a\n    prompt: " + json.dumps(prompt) + "\n")
+    assert run(capsys, "build", "-C", str(tmp_path)).code == 0
+    rendered = json.loads((tmp_path / "imgbuild.lock").read_text())["outputs"]["a.png"]["request"]["prompt"]
+    assert rendered == ("a, b; a-b; x\n  y;   mid  ; n=3; a b\nc; True; abab; 1x; [1, 2]; "
+                        "   7|2,500,000; 003.1; a-b; x  |; {\"k\": 1}; [1, 2]; 012; AB; 2")

@@ -78,4 +78,5 @@ def request_title(request: Request, index: int) -> str:
     else the prompt's first sentence: shared style partials make first sentences look alike."""
     quoted = re.findall(r'["“]([^"”]{2,60})["”]', request.prompt)
     title = " · ".join(quoted[:2]) if quoted else request.prompt.split(".")[0]
+    title = " ".join(title.split())  # one line: Pillow cannot measure multiline text
     return title[:48] + (f"  #{index}" if request.n > 1 else "")

@@ -22,6 +22,7 @@ from imgbuild.spec import yamlio
 from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
 from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
+from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox
 from imgbuild.providers.base import Request
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -65,138 +66,6 @@ def slug(value: object) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-# Jinja's sandbox blocks attribute escapes (__class__, __globals__, ...) and caps range() at
-# 100,000 items, but lets a template build values of any size: {{ 'x' * 10**9 }} allocates a
-# gigabyte. Prompts are at most a few thousand characters, so every value a template builds
-# (string, list, number of digits) and every loop over range() is capped far below harm.
-MAX_TEMPLATE_VALUE = 100_000  # characters or items of any value a template builds
-MAX_TEMPLATE_STEPS = 1_000_000  # items all range() loops of one rendering may yield
-MAX_TEMPLATE_NUMBER = 10_000_000  # largest number a template may pass to a call
-_WIDTH = re.compile(r"\d{6,}")  # a format width/precision of 100,000 or more
-
-
-def _guarded_sandbox() -> Any:
-    from jinja2.compiler import CodeGenerator
-    from jinja2.exceptions import SecurityError
-    from jinja2.sandbox import SandboxedEnvironment
-
-    cap = MAX_TEMPLATE_VALUE
-
-    def too_big(what: str) -> SecurityError:
-        return SecurityError(f"{what} would exceed {cap:,} characters or items")
-
-    def check_args(args: Any, kwargs: Any) -> None:
-        # A number passed to a call can be a size (center(width), range(n)); prompts also format
-        # real numbers ("{:,}".format(150000)), so the bound is what one call may allocate
-        # (~10 MB) rather than the 100,000-character cap on results, which is checked after.
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TEMPLATE_NUMBER:
-                raise SecurityError(f"the number {value if abs(value) < 10**12 else 'given'} is "
-                                    f"too large for a template (limit {MAX_TEMPLATE_NUMBER:,})")
-
-    def check_size(value: Any, what: str) -> Any:
-        if isinstance(value, (str, bytes, list, tuple)) and len(value) > cap:
-            raise too_big(what)
-        if isinstance(value, int) and value.bit_length() > 4 * cap:
-            raise too_big(what)
-        return value
-
-    def check_format(text: Any) -> None:
-        if isinstance(text, str) and _WIDTH.search(text):
-            raise SecurityError("a format width or precision that large is not allowed in a template")
-
-    class CodeGen(CodeGenerator):
-        def visit_Concat(self, node: Any, frame: Any) -> None:  # `a ~ b`: sized before joining
-            self.write("environment.guarded_concat((")
-            for arg in node.nodes:
-                self.visit(arg, frame)
-                self.write(", ")
-            self.write("))")
-
-    class Sandbox(SandboxedEnvironment):
-        code_generator_class = CodeGen
-        intercepted_binops = frozenset({"*", "**", "+", "%"})
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.steps = 0
-            for name, fn in list(self.filters.items()):
-                self.filters[name] = self._guard_filter(name, fn)
-            self.globals["range"] = self._range
-
-        def _range(self, *args: int) -> Any:
-            check_args(args, {})
-            for item in range(*args):
-                self.steps += 1
-                if self.steps > MAX_TEMPLATE_STEPS:
-                    raise SecurityError(f"the template loops more than {MAX_TEMPLATE_STEPS:,} times")
-                yield item
-
-        def _guard_filter(self, name: str, fn: Any) -> Any:
-            import functools
-
-            @functools.wraps(fn)
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                plain = [a for a in args if not hasattr(a, "environment")]  # not the context
-                check_args(plain[1:], kwargs)
-                if name == "format" and plain:
-                    check_format(plain[0])
-                return check_size(fn(*args, **kwargs), f"the |{name} filter's result")
-
-            return guarded
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "*":
-                seq, num = (left, right) if isinstance(right, int) else (right, left)
-                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(num, int):
-                    if len(seq) * max(num, 0) > cap:
-                        raise too_big(f"repeating a value {num:,} times")
-                elif isinstance(left, int) and isinstance(right, int):
-                    if left.bit_length() + right.bit_length() > 4 * cap:
-                        raise too_big("that product")
-            elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-                if abs(left) > 1 and right * max(abs(left).bit_length(), 1) > 4 * cap:
-                    raise too_big("that power")
-            elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                if len(left) + len(right) > cap:
-                    raise too_big("that sum")
-            elif operator == "%":
-                check_format(left)
-                check_args(right if isinstance(right, tuple) else (right,), {})  # '%*d' widths
-            return check_size(super().call_binop(context, operator, left, right), "the result")
-
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-            check_args(args, kwargs)
-            owner = getattr(__obj, "__self__", None)
-            name = getattr(__obj, "__name__", "")
-            if isinstance(owner, str):
-                if name in ("format", "format_map"):
-                    check_format(owner)
-                elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
-                    hits = owner.count(args[0]) if args[0] else len(owner) + 1
-                    if len(owner) + hits * len(args[1]) > cap:
-                        raise too_big("that replace()")
-                elif name == "join":
-                    args = (list(args[0]),) + args[1:] if args else args
-                    if args and sum(len(str(x)) for x in args[0]) + len(owner) * len(args[0]) > cap:
-                        raise too_big("that join()")
-            return check_size(super().call(__context, __obj, *args, **kwargs), f"{name or 'the'}() result")
-
-        def wrap_str_format(self, value: Any) -> Any:  # 'x{}'.format: wrapped on attribute access
-            owner = getattr(value, "__self__", None)
-            if isinstance(owner, str) and getattr(value, "__name__", "") in ("format", "format_map"):
-                check_format(owner)
-            return super().wrap_str_format(value)
-
-        def guarded_concat(self, values: tuple[Any, ...]) -> str:
-            parts = [str(v) for v in values]
-            if sum(map(len, parts)) > cap:
-                raise too_big("joining with ~")
-            return "".join(parts)
-
-    return Sandbox
-
-
 class _Renderer:
     """One sandboxed Jinja2 environment per run; templates compiled once per distinct text."""
 
@@ -215,7 +84,7 @@ class _Renderer:
                 read[source[1]] = hashlib.sha256(source[0].encode("utf-8")).hexdigest()
                 return source
 
-        self.env = _guarded_sandbox()(
+        self.env = guarded_sandbox()(
             undefined=jinja2.StrictUndefined, loader=_Loader(str(templates_dir)),
             autoescape=False, keep_trailing_newline=False,
         )
