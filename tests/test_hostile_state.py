@@ -804,3 +804,48 @@ def test_ordinary_uses_of_the_guarded_filters_still_render(tmp_path: Path, capsy
     rendered = json.loads((tmp_path / "imgbuild.lock").read_text())["outputs"]["a.png"]["request"]["prompt"]
     assert rendered == ("a, b; a-b; x\n  y;   mid  ; n=3; a b\nc; True; abab; 1x; [1, 2]; "
                         "   7|2,500,000; 003.1; a-b; x  |; {\"k\": 1}; [1, 2]; 012; AB; 2")
+
+
+# --- 13. a matrix's product is capped before it is expanded ---------------------------------
+
+def test_a_matrix_over_the_limit_is_refused_with_its_count_before_expanding(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hundred = json.dumps(list(range(100)))
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: 'x{{ a }}-{{ b }}-{{ c }}-{{ d }}-{{ e }}'\n    prompt: p\n"
+        f"    matrix: {{a: {hundred}, b: {hundred}, c: {hundred}, d: {hundred}, e: {hundred}}}\n")
+    started = time.process_time()
+    r = run(capsys, "validate", "-C", str(tmp_path))
+    assert time.process_time() - started < 5, "expanded before refusing"
+    assert r.code == 2, r
+    assert ("imgbuild.yaml:5:13: images[x{{ a }}-{{ b }}-{{ c }}-{{ d }}-{{ e }}].matrix: the matrix "
+            "makes 10,000,000,000 targets (100 a × 100 b × 100 c × 100 d × 100 e), more than "
+            "max_targets_per_spec (100,000)") in r.err, r
+
+
+def test_the_matrix_limit_is_set_in_the_project_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for limit, code in ((5, 2), (6, 0)):
+        (tmp_path / "imgbuild.yaml").write_text(
+            f"version: 1\nmax_targets_per_spec: {limit}\nimages:\n  - name: 'x{{{{ a }}}}{{{{ b }}}}'\n"
+            "    prompt: p\n    matrix: {a: [1, 2, 3], b: [1, 2]}\n")
+        r = run(capsys, "validate", "-C", str(tmp_path), "--json")
+        assert r.code == code and (code == 2 or r.json["targets"] == 6), r
+        assert code == 0 or "the matrix makes 6 targets (3 a × 2 b), more than max_targets_per_spec (5)" in r.err
+
+
+@pytest.mark.skipif(not os.environ.get("IMGBUILD_SLOW_TESTS"), reason="slow: set IMGBUILD_SLOW_TESTS=1")
+def test_a_hundred_thousand_targets_validate_within_five_seconds(tmp_path: Path) -> None:
+    """CPU time of a child process, so a busy machine slows the clock, not the verdict."""
+    (tmp_path / "data.json").write_text(json.dumps([{"sku": f"s{i:04d}", "title": f"Product {i}"}
+                                                    for i in range(1000)]))
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nvars: {brand: Acme}\nimages:\n  - name: 'card-{{ color }}-{{ product.sku }}'\n"
+        f"    matrix: {{color: {json.dumps([f'c{i}' for i in range(100)])}, product: data.json}}\n"
+        "    prompt: 'A {{ color }} card for {{ product.title }} by {{ brand }}'\n")
+    child = ("import resource, sys; from imgbuild.cli import main; code = main(['validate', '-C', %r]); "
+             "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime); sys.exit(code)"
+             % str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "100000 target(s): valid" in proc.stdout, proc
+    cpu = float(proc.stdout.strip().splitlines()[-1])
+    assert cpu <= 5.0, f"validate of 100,000 targets took {cpu:.1f} s of CPU"
