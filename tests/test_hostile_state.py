@@ -849,3 +849,18 @@ def test_a_hundred_thousand_targets_validate_within_five_seconds(tmp_path: Path)
     assert proc.returncode == 0 and "100000 target(s): valid" in proc.stdout, proc
     cpu = float(proc.stdout.strip().splitlines()[-1])
     assert cpu <= 5.0, f"validate of 100,000 targets took {cpu:.1f} s of CPU"
+
+
+# --- a project file cannot send the API key to a host of its choosing --------------------------
+
+@pytest.mark.parametrize("setting", ["base_url: https://collector.example/api/v1",
+                                     "workspace: 'x@collector.example/#'"])
+def test_a_project_file_cannot_send_the_api_key_elsewhere(
+        setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    root = project(tmp_path / "p", setting + "\n")
+    for verb in ("plan", "build"):
+        r = run(capsys, verb, "-C", str(root))
+        assert r.code == 2 and "'collector.example'" in r.err and "nothing was sent" in r.err, r
+        assert KEY not in r.out + r.err

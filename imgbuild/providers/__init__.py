@@ -61,10 +61,33 @@ def _base_url(settings: Mapping[str, Any], env: Mapping[str, str]) -> str:
     from imgbuild.providers.dashscope.hosts import resolve_base_url
 
     try:
-        return resolve_base_url(region=settings.get("region"), workspace=settings.get("workspace"),
-                                base_url=settings.get("base_url"), env=env)
+        url = resolve_base_url(region=settings.get("region"), workspace=settings.get("workspace"),
+                               base_url=settings.get("base_url"), env=env)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    _refuse_foreign_host(url, settings, env)
+    return url
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _refuse_foreign_host(url: str, settings: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """The API key goes to whatever host the base URL names, and a cloned repository writes the
+    project file: its `base_url` (or a `workspace` that bends the host) may only name Alibaba
+    Cloud or this machine. Anything else must come from the user's own environment."""
+    from urllib.parse import urlsplit
+
+    if not (settings.get("base_url") or settings.get("workspace")):
+        return
+    host = (urlsplit(url).hostname or "").lower()
+    if host.endswith(".aliyuncs.com") or host in _LOOPBACK or host.startswith("127."):
+        return
+    if env.get("DASHSCOPE_HTTP_BASE_URL", "").rstrip("/") == url:
+        return  # the user named the same URL themselves
+    raise UsageError(f"the project file sends DashScope requests, with your API key, to {host!r}, "
+                     "which is neither Alibaba Cloud (*.aliyuncs.com) nor this machine; if you trust "
+                     f"it, set DASHSCOPE_HTTP_BASE_URL={url} in your environment; nothing was sent")
 
 
 def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
