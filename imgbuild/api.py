@@ -9,7 +9,7 @@
     if status["stale"]:
         ...
 
-The functions run the same code as the commands (`imgbuild.commands`); only the output differs:
+The functions run the same verbs as the commands (`imgbuild.verbs`); only the output differs:
 nothing is printed. Progress lines and notices go to the `imgbuild` logger at INFO (failures at
 WARNING). Failed or stale targets are data in the returned dict, not exceptions.
 
@@ -28,11 +28,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, TextIO, Union
+from typing import Any, Union
 
-from imgbuild.commands import Where
 from imgbuild.spec.project import Project
-from imgbuild.report import Reporter
+from imgbuild.verbs.common import Where
 
 __all__ = ["build", "check", "load_project"]
 
@@ -40,22 +39,38 @@ PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger("imgbuild")
 
 
-class CaptureReporter(Reporter):
-    """A Reporter that keeps the summary instead of printing it, and logs everything else."""
+class LogSink:
+    """Where a build's progress goes when called from Python: the `imgbuild` logger."""
 
-    def __init__(self) -> None:
-        super().__init__(json_mode=False, verbosity=0)
-        self.result: dict[str, Any] | None = None
+    live = False
+    verbosity = 0
 
-    def _print(self, text: str, *, stream: TextIO | None = None) -> None:
+    def notice(self, text: str) -> None:
         log.info(text)
 
-    def error(self, text: str) -> None:
-        log.warning(text)
+    def interrupt_notice(self, paid_in_flight: int, grace: float, again: bool) -> None:
+        log.warning("interrupted%s; %d paid request(s) in flight", " again" if again else "", paid_in_flight)
 
-    def summary(self, summary: dict[str, Any], text: str) -> None:
-        self.result = summary
-        log.info(text)
+    def start_progress(self, targets: Any) -> None:
+        pass
+
+    def end_progress(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def event(self, name: str, outputs: Any, state: str) -> None:
+        log.debug("%s: %s", name, state)
+
+    def progress(self, done: int, total: int, status: str, step: Any, failure: Any) -> None:
+        level = logging.WARNING if failure is not None and status == "failed" else logging.INFO
+        log.log(level, "[%d/%d] %s %s%s", done, total, status, step.target.name,
+                f": {failure.code}: {failure.message}" if failure is not None else "")
+
+    def variant_progress(self, done: int, total: int, status: str, step: Any, error: str | None) -> None:
+        log.log(logging.WARNING if error else logging.INFO, "[%d/%d] %s %s%s", done, total, status,
+                step.variant.output, f": {error}" if error else "")
 
 
 def _where(project_dir: PathLike) -> Where:
@@ -64,14 +79,6 @@ def _where(project_dir: PathLike) -> Where:
     if path.is_file():
         return Where(str(path.parent), path.name)
     return Where(str(path), None)
-
-
-def _run(verb: Any, project_dir: PathLike, **options: Any) -> dict[str, Any]:
-    reporter = CaptureReporter()
-    verb(_where(project_dir), reporter, **options)
-    if reporter.result is None:  # pragma: no cover - every verb ends with a summary
-        raise RuntimeError(f"{verb.__name__} returned no summary")
-    return reporter.result
 
 
 def build(project_dir: PathLike = ".", targets: list[str] | tuple[str, ...] | None = None, *,
@@ -84,19 +91,25 @@ def build(project_dir: PathLike = ".", targets: list[str] | tuple[str, ...] | No
     (None: the CLI's default). provider: "auto", "dashscope" or "placeholder" (None: the
     project's/IMGBUILD_PROVIDER). dry_run: only plan, and return the `plan --json` dict.
     budget / max_images: refuse (ImgbuildError) before any request if the build would exceed them.
+    An interrupted build raises `imgbuild.errors.Interrupted` (a KeyboardInterrupt) whose
+    `.result` says what was kept.
     """
-    from imgbuild import commands
+    from imgbuild.errors import Interrupted
+    from imgbuild.verbs.build import BuildOptions, build as run
 
-    return _run(commands.build, project_dir, patterns=tuple(targets or ()), jobs=jobs,
-                dry_run=dry_run, keep_going=keep_going, provider=provider, force=force,
-                budget=budget, max_images=max_images)
+    options = BuildOptions(patterns=tuple(targets or ()), jobs=jobs, dry_run=dry_run, keep_going=keep_going,
+                           provider=provider, force=force, budget=budget, max_images=max_images)
+    result = run(_where(project_dir), LogSink(), options)
+    if getattr(result, "interrupted", None) is not None:
+        raise Interrupted(result)
+    return result.to_dict()
 
 
 def check(project_dir: PathLike = ".", allow_drafts: bool = False) -> dict[str, Any]:
     """Offline freshness check; the `check --json` dict. `result["stale"]` is 0 when all is fresh."""
-    from imgbuild import commands
+    from imgbuild.verbs.check import check as run
 
-    return _run(commands.check, project_dir, allow_drafts=allow_drafts)
+    return run(_where(project_dir), allow_drafts=allow_drafts).to_dict()
 
 
 def load_project(project_dir: PathLike = ".") -> Project:

@@ -1,4 +1,5 @@
-"""Command line: parse options, call one function of `commands`, map errors to exit codes.
+"""Command line: parse options, call one verb (`imgbuild.verbs`), hand its result to `report`,
+and return the exit code the result carries.
 
 Only click is imported at start-up; every heavier module is imported by the command that uses
 it, so `imgbuild --version` and `imgbuild check` start fast.
@@ -62,9 +63,33 @@ def _isatty(stream: Any) -> bool:
 
 
 def _where(directory: str | None, project_file: str | None) -> Any:
-    from imgbuild.commands import Where
+    from imgbuild.verbs.common import Where
 
     return Where(directory, project_file)
+
+
+def _run(command: str, output: tuple[bool, int, int], call: Callable[[Any], Any],
+         where: Any = None) -> int:
+    """Call a verb, render its result, and turn every way it can end into an exit code and a
+    closing message (with --json, a closing object on every exit code)."""
+    from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ImgbuildError
+
+    reporter = _reporter(*output)
+    try:
+        result = call(reporter)
+    except ImgbuildError as e:
+        reporter.failure(command, e, e.exit_code)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # outside a build's loop (loading, planning): nothing to keep
+        reporter.failure(command, e, EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        reporter.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
+        return EXIT_INTERNAL
+    reporter.result(result)
+    return int(result.exit_code)
 
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,12 +130,14 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     """Generate every image that is new or changed; restore from the cache what was paid for.
 
     TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
-    from imgbuild import commands
+    from imgbuild.verbs.build import BuildOptions, build as run
 
-    return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                          patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
-                          provider=provider, force=force, budget=budget, max_images=max_images,
-                          no_wait=no_wait)
+    where = _where(directory, project_file)
+    options = BuildOptions(patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
+                           provider=provider, force=force, budget=budget, max_images=max_images,
+                           no_wait=no_wait)
+    return _run("plan" if dry_run else "build", (json_mode, verbose, quiet),
+                lambda sink: run(where, sink, options), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -121,11 +148,31 @@ def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider:
          budget: float | None, max_images: int | None, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
          quiet: int) -> int:
     """Show each target's state and why (= build --dry-run). -v also lists up-to-date ones."""
-    from imgbuild import commands
+    from imgbuild.verbs.build import BuildOptions
+    from imgbuild.verbs.plan import plan as run
 
-    return commands.build(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                          patterns=targets, jobs=jobs, dry_run=True, keep_going=keep_going,
-                          provider=provider, force=force, budget=budget, max_images=max_images)
+    where = _where(directory, project_file)
+    options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
+                           force=force, budget=budget, max_images=max_images)
+    return _run("plan", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_build_options
+@_project_options
+@_output_options
+def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
+          budget: float | None, max_images: int | None, directory: str | None, project_file: str | None,
+          json_mode: bool, verbose: int, quiet: int) -> int:
+    """Build, then rebuild whenever imgbuild.yaml, a spec file, a prompt template or a matrix
+    data file changes, until Ctrl-C. Run it beside a dev server: `imgbuild watch & hugo server`."""
+    from imgbuild.verbs.build import BuildOptions
+    from imgbuild.verbs.watch import watch as run
+
+    where = _where(directory, project_file)
+    options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
+                           force=force, budget=budget, max_images=max_images)
+    return _run("watch", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -135,10 +182,10 @@ def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider:
 def check(allow_drafts: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
     """Exit 1 if any output is stale, missing, modified or a draft. Offline; needs no API key."""
-    from imgbuild import commands
+    from imgbuild.verbs.check import check as run
 
-    return commands.check(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                          allow_drafts=allow_drafts)
+    where = _where(directory, project_file)
+    return _run("check", (json_mode, verbose, quiet), lambda sink: run(where, allow_drafts=allow_drafts), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -147,9 +194,10 @@ def check(allow_drafts: bool, directory: str | None, project_file: str | None, j
 def validate(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
              quiet: int) -> int:
     """Check the specs against the schema and the model rules; generate nothing."""
-    from imgbuild import commands
+    from imgbuild.verbs.validate import validate as run
 
-    return commands.validate(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+    where = _where(directory, project_file)
+    return _run("validate", (json_mode, verbose, quiet), lambda sink: run(where), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -161,10 +209,10 @@ def validate(directory: str | None, project_file: str | None, json_mode: bool, v
 def clean(yes: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
           quiet: int) -> int:
     """List files under output_dir that no spec produces, and lock entries without a spec."""
-    from imgbuild import commands
+    from imgbuild.verbs.clean import clean as run
 
-    return commands.clean(_where(directory, project_file), _reporter(json_mode, verbose, quiet), yes=yes,
-                          no_wait=no_wait)
+    where = _where(directory, project_file)
+    return _run("clean", (json_mode, verbose, quiet), lambda sink: run(where, sink, yes=yes, no_wait=no_wait), where)
 
 
 @cli.command()
@@ -179,18 +227,19 @@ def html(name: str, sizes: str, base_url: str, css_class: str | None, directory:
          project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
     """Print a <picture> for image NAME from the manifest: a <source> per format with srcset and
     sizes, and an <img> with width, height, alt, loading="lazy" and decoding="async"."""
-    from imgbuild import commands
+    from imgbuild.verbs.html import html as run
 
-    return commands.html(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                         name=name, sizes=sizes, base_url=base_url, css_class=css_class)
+    where = _where(directory, project_file)
+    return _run("html", (json_mode, verbose, quiet),
+                lambda sink: run(where, name=name, sizes=sizes, base_url=base_url, css_class=css_class), where)
 
 
 @cli.command()
 def schema() -> int:
     """Print the JSON Schema of imgbuild.yaml."""
-    from imgbuild import commands
+    from imgbuild.spec.project import schema_text
 
-    click.echo(commands.schema_text(), nl=False)
+    click.echo(schema_text(), nl=False)
     return 0
 
 
@@ -215,7 +264,7 @@ def init(directory: str | None, json_mode: bool, verbose: int, quiet: int) -> in
     """Write a starter imgbuild.yaml (never overwriting one) and add .imgbuild/ to .gitignore."""
     from imgbuild.verbs import init as scaffold
 
-    return scaffold.init(_where(directory, None), _reporter(json_mode, verbose, quiet))
+    return _run("init", (json_mode, verbose, quiet), lambda sink: scaffold.init(_where(directory, None)))
 
 
 @cli.group()
@@ -231,7 +280,7 @@ def cache_info(directory: str | None, project_file: str | None, json_mode: bool,
     """Show the cache folder, its generation entries, blobs and size."""
     from imgbuild.verbs import cache as cachecmd
 
-    return cachecmd.info(_where(directory, project_file), _reporter(json_mode, verbose, quiet))
+    return _run("cache info", (json_mode, verbose, quiet), lambda sink: cachecmd.info(_where(directory, project_file)))
 
 
 @cache.command("verify")
@@ -243,8 +292,8 @@ def cache_verify(yes: bool, directory: str | None, project_file: str | None, jso
     """Re-hash every stored image; exit 1 if any is damaged (--yes removes those)."""
     from imgbuild.verbs import cache as cachecmd
 
-    return cachecmd.verify(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                           yes=yes)
+    return _run("cache verify", (json_mode, verbose, quiet),
+                lambda sink: cachecmd.verify(_where(directory, project_file), yes=yes, on_wait=sink.notice))
 
 
 @cache.command("prune")
@@ -258,66 +307,47 @@ def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, p
     """Delete entries no given lockfile references, and blobs no remaining entry uses."""
     from imgbuild.verbs import cache as cachecmd
 
-    return cachecmd.prune(_where(directory, project_file), _reporter(json_mode, verbose, quiet),
-                          keep_locks=keep_locks, yes=yes)
+    return _run("cache prune", (json_mode, verbose, quiet),
+                lambda sink: cachecmd.prune(_where(directory, project_file), keep_locks=keep_locks, yes=yes,
+                                            on_wait=sink.notice))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from imgbuild.errors import (
-        EXIT_INTERNAL,
-        EXIT_INTERRUPTED,
-        EXIT_USAGE,
-        INTERRUPTED_TEXT,
-        ImgbuildError,
-        SpecError,
-    )
+    from imgbuild.errors import EXIT_INTERRUPTED, EXIT_USAGE
 
     try:
         code = cli.main(args=argv, prog_name="imgbuild", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Abort as e:
-        # click turns KeyboardInterrupt (and our Interrupted, which says what was kept) into Abort
-        cause = e.__cause__
-        text = cause.args[0] if isinstance(cause, KeyboardInterrupt) and cause.args else INTERRUPTED_TEXT
-        click.echo(f"imgbuild: {text}", err=True)
+    except click.exceptions.Abort:
+        click.echo("imgbuild: interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as e:
         e.show()
         return EXIT_USAGE if e.exit_code == 2 else e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except SpecError as e:
-        click.echo(str(e), err=True)
-        return e.exit_code
-    except ImgbuildError as e:
-        click.echo(f"imgbuild: error: {e}", err=True)
-        return e.exit_code
-    except KeyboardInterrupt as e:
-        click.echo(f"imgbuild: {e.args[0] if e.args else INTERRUPTED_TEXT}", err=True)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
-    except Exception:
-        path = _write_crash_log(argv if argv is not None else sys.argv[1:])
-        click.echo(f"imgbuild: internal error (a bug). The traceback is in {path}; "
-                   "please report it with that file.", err=True)
-        return EXIT_INTERNAL
 
 
-def _write_crash_log(argv: list[str]) -> str:
-    """The traceback, in the project's .imgbuild/ (the one -C/-f name, not the current
-    folder's), else the temp folder; never a new .imgbuild/ where there is no project."""
+def _write_crash_log(where: Any) -> str:
+    """The traceback, in the project's .imgbuild/ (else the temp folder): never the current
+    directory of someone who ran `imgbuild -C elsewhere`."""
     import platform
     import tempfile
     import traceback
     from pathlib import Path
 
     text = (f"imgbuild {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
-            f"argv: {' '.join(argv)}\n\n{traceback.format_exc()}")
+            f"argv: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
     folders = [Path(tempfile.gettempdir())]
-    state_dir = _project_state_dir(argv)
-    if state_dir is not None:
-        folders.insert(0, state_dir)
+    try:
+        from imgbuild.spec.project import STATE_DIR, find_project_file
+
+        if where is not None:
+            folders.insert(0, find_project_file(where.directory, where.file).parent / STATE_DIR)
+    except Exception:  # no project to be found: the temp folder it is
+        pass
     for folder in folders:
         try:
             folder.mkdir(exist_ok=True)
@@ -327,22 +357,3 @@ def _write_crash_log(argv: list[str]) -> str:
         except OSError:
             continue
     return "(could not write a log file)"
-
-
-def _project_state_dir(argv: list[str]) -> Any:
-    """.imgbuild/ of the project the command line names (-C DIR, -f FILE), if there is one."""
-    options: dict[str, str] = {}
-    for i, arg in enumerate(argv):
-        for short, long in (("-C", "--directory"), ("-f", "--file")):
-            if arg in (short, long) and i + 1 < len(argv):
-                options[short] = argv[i + 1]
-            elif arg.startswith(long + "="):
-                options[short] = arg.split("=", 1)[1]
-            elif arg.startswith(short) and len(arg) > 2 and not arg.startswith("--"):
-                options[short] = arg[2:]
-    try:
-        from imgbuild.spec.project import STATE_DIR, find_project_file
-
-        return find_project_file(options.get("-C"), options.get("-f")).parent / STATE_DIR
-    except Exception:  # noqa: BLE001 - no project here: the temp folder will do
-        return None

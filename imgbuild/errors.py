@@ -1,7 +1,16 @@
-"""Errors carry data; `report` formats them, `cli` maps them to exit codes. Nothing here prints."""
+"""Problems and failures as data. `report` is the only module that turns them into text or
+JSON; `cli` maps them to exit codes. Nothing here prints or formats for people.
+
+- `Problem`: one located mistake in the specs (file, line, column, field path, message, hint).
+- `Failure`: why a target did not finish (code, message, request id, spec location, whether it
+  was or may have been paid, whether a rerun retries it, what it stops, what to do about it).
+- `ImgbuildError` and subclasses: errors meant for a person, raised by any stage and shown
+  without a traceback.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # failed or stale targets
@@ -19,10 +28,37 @@ class Problem:
     col: int
     where: str
     message: str
+    hint: str = ""
 
-    def __str__(self) -> str:
-        loc = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
-        return f"{loc}: {self.where}: {self.message}" if self.where else f"{loc}: {self.message}"
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one target (or the whole run) stopped short."""
+
+    code: str  # the service's code (InvalidParameter, Throttling...) or one of imgbuild's
+    message: str
+    request_id: str | None = None
+    where: str | None = None  # the spec's file:line
+    paid: int = 0  # images billed although the target failed (a partial result)
+    possibly_paid: int = 0  # requests that may have been billed with no image to show
+    retryable: bool = True  # a rerun tries again
+    scope: str | None = None  # what it stops: "account" (every submission), "model", or None
+    hint: str | None = None  # what the user can do about it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, 0, "")}
+
+
+# imgbuild's own failure codes (the provider's codes pass through unchanged)
+NOT_STARTED = "NotStarted"  # another failure or an interrupt stopped the build first
+INTERRUPTED_CODE = "Interrupted"
+PARTIAL = "PartialResult"  # some of n images failed; the others are kept
+CACHE_DAMAGED = "CacheEntryDamaged"
+CACHE_FULL = "CacheCannotStore"  # the cache refused an original (disk full, read-only)
+WRITE_FAILED = "WriteFailed"
 
 
 class ImgbuildError(Exception):
@@ -42,14 +78,27 @@ class SpecError(ImgbuildError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(set(problems))
-        count = len(self.problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in the image specs"
-        super().__init__("\n".join([head + ":", *map(str, self.problems)]))
+        super().__init__(f"{len(self.problems)} problem(s) in the image specs")
 
 
-INTERRUPTED_TEXT = ("interrupted; finished images are kept in the lock, and submitted tasks "
-                    "are resumed (not paid again) by the next build")
+class LimitExceeded(ImgbuildError):
+    """A build refused before any request: it would exceed --max-images or --budget."""
+
+    def __init__(self, option: str, limit: float, estimate: dict[str, Any]) -> None:
+        self.option = option
+        self.limit = limit
+        self.estimate = estimate
+        if option == "--max-images":
+            text = f"this build would generate {estimate['images']} image(s), more than {option} {limit}"
+        else:
+            text = f"this build would cost {estimate['total']:.2f} {estimate['currency']}, more than {option} {limit:g}"
+        super().__init__(text + "; nothing was generated")
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, after the build stopped cleanly; str() is the one line to show (exit 130)."""
+    """Ctrl-C during a build, after it stopped cleanly. `.result` is the build's result, with
+    what was kept and what may have been paid; the API raises it, the CLI reports it."""
+
+    def __init__(self, result: Any = None) -> None:
+        super().__init__("interrupted")
+        self.result = result

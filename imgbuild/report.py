@@ -1,5 +1,6 @@
 """All user-facing output. Text for people (results on stdout, notices on stderr), or with
---json exactly one JSON object as the last line of stdout. Nothing else in imgbuild prints.
+--json exactly one JSON object as the last line of stdout, on every exit code. Nothing else in
+imgbuild prints, and nothing else turns a result, a `Problem` or a `Failure` into words.
 
 While a build runs: with --json, one JSON object per state change of a target (NDJSON) before
 that summary; on a terminal, a live status line on stderr (`LiveStatus`) under the permanent
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, TextIO
 
-from imgbuild.plan.states import Plan, Step
+from imgbuild.errors import Failure, Problem
 
 STATE_LABEL = {
     "new": "new",
@@ -87,10 +88,11 @@ class Reporter:
     def error(self, text: str) -> None:
         self._print(text, stream=self.err)
 
-    def progress(self, done: int, total: int, status: str, step: Step, error: str | None) -> None:
+    def progress(self, done: int, total: int, status: str, step: Any, failure: Failure | None) -> None:
         outputs = ", ".join(step.target.outputs)
         width = len(str(total))
         text = f"[{done:>{width}}/{total}] {status:<8} {step.target.name} -> {outputs}"
+        error = failure_text(failure) if failure is not None else None
         if error:
             text += f"\n    {step.target.where}: {error}"
         elif self.verbosity > 0 and step.reasons:
@@ -109,23 +111,59 @@ class Reporter:
         else:
             self.line(text)
 
-    def plan(self, plan: Plan, *, show_fresh: bool) -> None:
-        for step in plan.steps:
-            if step.state == "up_to_date" and not show_fresh:
-                continue
-            label = STATE_LABEL[step.state]
-            action = "" if step.action == "none" else f" ({step.action})"
-            self.line(f"{label + action:<24} {step.target.name} -> {', '.join(step.target.outputs)}")
-            for reason in step.reasons:
-                self.line(f"    {reason}")
-        for orphan in plan.orphans:
-            self.line(f"{'orphan':<24} {orphan} (in the lock, produced by no spec)")
+    def interrupt_notice(self, paid_in_flight: int, grace: float, again: bool) -> None:
+        if again:
+            self.notice("interrupted again: stopping now"
+                        + (f"; abandoning {paid_in_flight} paid request(s) in flight (the next build "
+                           "pays for them again)" if paid_in_flight else ""))
+        elif paid_in_flight:
+            self.notice(f"interrupted: starting nothing new; waiting for {paid_in_flight} paid request(s) "
+                        "in flight to finish (Ctrl-C again abandons them, and the next build pays again)")
+        else:
+            self.notice(f"interrupted: starting nothing new (at most {grace:g}s; Ctrl-C again to stop now)")
 
-    def summary(self, summary: dict[str, Any], text: str) -> None:
+    # --- results ----------------------------------------------------------------------------
+
+    def result(self, result: Any) -> None:
+        """The closing output of a verb: its lines, then its summary (text or one JSON object)."""
+        lines, text, loud = _RENDER[type(result).__name__](result, self.verbosity)
+        for line in lines:
+            self.line(line)
+        problems = getattr(result, "problems", None)
+        if problems:  # spec problems read the same from every verb: on stderr
+            self.error(text)
+            text = ""
         if self.json_mode:
-            self._print(json.dumps(summary, sort_keys=True, ensure_ascii=False))
-        elif self.verbosity >= 0 or summary.get("failed") or summary.get("stale"):
+            self._print(json.dumps(result.to_dict(), sort_keys=True, ensure_ascii=False))
+        elif text and (self.verbosity >= 0 or loud):
             self._print(text)
+        interrupted = getattr(result, "interrupted", None)
+        if interrupted is not None:
+            self.error(interrupted_text(interrupted, result))
+
+    def failure(self, command: str, error: Exception, exit_code: int, crash_log: str | None = None) -> None:
+        """An error that ended a verb: text on stderr; with --json also the closing object."""
+        from imgbuild.errors import LimitExceeded, SpecError
+
+        if isinstance(error, SpecError):
+            text = problems_text(error.problems)
+        elif isinstance(error, KeyboardInterrupt):
+            text = "imgbuild: interrupted; what finished is kept in the lock, and the next build resumes from there"
+        elif crash_log is not None:
+            text = (f"imgbuild: internal error (a bug). The traceback is in {crash_log}; "
+                    "please report it with that file.")
+        else:
+            text = f"imgbuild: error: {error}"
+            if isinstance(error, LimitExceeded):
+                text += "\n" + "\n".join(describe_cost(error.estimate))
+        self.error(text)
+        if self.json_mode:
+            doc: dict[str, Any] = {"command": command, "exit_code": exit_code, "error": str(error)}
+            if isinstance(error, SpecError):
+                doc["problems"] = [p.to_dict() for p in error.problems]
+            if crash_log is not None:
+                doc["crash_log"] = crash_log
+            self._print(json.dumps(doc, sort_keys=True, ensure_ascii=False))
 
 
 class LiveStatus:
@@ -213,3 +251,237 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+# --- words for data ------------------------------------------------------------------------------
+
+def problem_text(p: Problem) -> str:
+    """`file:line:col: where: message` (and the hint on its own line)."""
+    loc = f"{p.file}:{p.line}:{p.col}" if p.line else p.file
+    text = f"{loc}: {p.where}: {p.message}" if p.where else f"{loc}: {p.message}"
+    return text + (f"\n    hint: {p.hint}" if p.hint else "")
+
+
+def problems_text(problems: Sequence[Problem]) -> str:
+    count = len(problems)
+    head = f"{count} problem{'s' if count != 1 else ''} in the image specs:"
+    return "\n".join([head, *map(problem_text, problems)])
+
+
+def failure_text(f: Failure) -> str:
+    if f.code == "Interrupted":
+        return "interrupted"
+    if f.code == "NotStarted":
+        return f"not started: {f.message}"
+    if f.code in ("PartialResult", "CacheEntryDamaged", "CacheCannotStore", "WriteFailed"):
+        text = f.message
+    else:
+        text = f"{f.code}: {f.message}"
+    if f.request_id:
+        text += f" (request id {f.request_id})"
+    if f.possibly_paid:
+        text += f"; possibly paid: {f.possibly_paid} request(s) timed out after sending"
+    return text
+
+
+def describe_cost(est: dict[str, Any]) -> list[str]:
+    lines = [f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
+             for model, row in est["by_model"].items()]
+    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} ({est['region']} prices)")
+    return lines
+
+
+def interrupted_text(i: Any, result: Any) -> str:
+    text = f"imgbuild: interrupted; kept {i.kept} finished image(s) in the lock"
+    if i.waiting:
+        text += f", {i.waiting} submitted task(s) stay in the journal"
+    text += "; the next build resumes" + (" them without paying again" if i.waiting else " from there")
+    if i.abandoned_paid:
+        text += (f"; {i.abandoned_paid} paid request(s) were abandoned in flight and the next build "
+                 "pays for them again")
+    return text
+
+
+def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    c = r.counts
+    if r.nothing_to_do:
+        return [], f"imgbuild: nothing to do ({c['up_to_date']} up to date)", False
+    text = (f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
+            + (f"{c['derived']} derived, " if c["derived"] else "")
+            + f"{c['up_to_date']} up to date, {c['failed']} failed"
+            + (f", {c['skipped']} not started" if c["skipped"] else ""))
+    if r.stopped is not None:
+        text += "\nimgbuild: stopped early: " + failure_text(r.stopped).removeprefix("not started: ")
+        if r.stopped.hint:
+            text += f" ({r.stopped.hint})"
+    m = r.money
+    if m is not None and (m.spent or m.saved_by_cache or m.resumed):
+        text += f"; spent {m.spent:.2f} {m.currency}"
+        if m.resumed:
+            text += f" (plus {m.resumed:.2f} paid by an earlier run, collected now)"
+        text += f", saved {m.saved_by_cache:.2f} by the cache"
+    if r.possibly_paid:
+        text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
+    return [], text, bool(c["failed"] or c["skipped"])
+
+
+def _render_plan(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    lines = []
+    for step in r.plan.steps:
+        if step.state == "up_to_date" and verbosity <= 0:
+            continue
+        label = STATE_LABEL[step.state]
+        action = "" if step.action == "none" else f" ({step.action})"
+        lines.append(f"{label + action:<24} {step.target.name} -> {', '.join(step.target.outputs)}")
+        lines.extend(f"    {reason}" for reason in step.reasons)
+    lines.extend(f"{'orphan':<24} {o} (in the lock, produced by no spec)" for o in r.plan.orphans)
+    noted: set[str] = set()
+    for v in r.variant_steps:
+        if v.state == "up_to_date":
+            continue
+        lines.append(f"{'derive (' + v.state + ')':<24} {v.target.name} -> {v.variant.output}")
+        if v.state != "waiting":
+            lines.append(f"    {v.reason}")
+        if v.target.name not in noted:
+            noted.add(v.target.name)
+            lines.extend(f"    note: {note}" for note in v.target.notes)
+    if r.estimate["images"]:
+        lines.append("cost" + ("" if r.paid else " (with a real provider; placeholder drafts are free)") + ":")
+        lines.extend(describe_cost(r.estimate))
+    c = r.counts
+    text = (f"imgbuild: {r.images_to_generate} image(s) to generate, {r.targets_to_restore} target(s) to "
+            f"restore from cache, {c['up_to_date']} up to date"
+            + (f", {len(r.plan.orphans)} orphaned lock entries" if r.plan.orphans else ""))
+    return lines, text, False
+
+
+def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.verbs.results import sort_rows
+
+    bad = r.bad
+    lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}" for row in sort_rows(bad)]
+    if not bad:
+        return lines, f"imgbuild: all {len(r.rows)} files are up to date", False
+    # A build without a key cannot replace a draft: name the remedy that does, or users go round
+    # between `check` (fails) and `build` (nothing to do).
+    drafts = sum(1 for row in bad if row.status == "draft")
+    parts = []
+    if len(bad) > drafts:
+        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if drafts:
+        parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
+                     "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
+    return lines, "imgbuild: " + "; ".join(parts), True
+
+
+def _render_validate(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    if r.problems:
+        return [], problems_text(r.problems), True
+    return [], f"imgbuild: {r.files} file(s), {r.targets} target(s): valid", False
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return one if count == 1 else (many or one + "s")
+
+
+def _render_clean(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    lines = [f"{'deleted' if r.deleted else 'would delete'}: {rel}" for rel in r.files]
+    lines += [f"{'dropped' if r.deleted else 'would drop'} lock entry: {o}" for o in r.lock_entries]
+    files, entries = len(r.files), len(r.lock_entries)
+    said = f"{files} {_plural(files, 'file')} and {entries} {_plural(entries, 'lock entry', 'lock entries')}"
+    if not files and not entries:
+        text = "imgbuild: nothing to clean"
+    elif r.deleted:
+        text = f"imgbuild: deleted {files} {_plural(files, 'file')}, dropped {entries} {_plural(entries, 'lock entry', 'lock entries')}"
+    else:
+        text = f"imgbuild: {said} to clean; run with --yes to delete"
+    return lines, text, False
+
+
+def _render_data(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    return _DATA[r.command](r.data)
+
+
+def _render_html(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    return [], d["html"], False
+
+
+def _render_init(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    from pathlib import Path
+
+    from imgbuild.spec.project import display_path
+
+    path = Path(d["project_file"])
+    lines = [f"created {display_path(path)}"]
+    if d["gitignore"] != "unchanged":
+        lines.append(f"{d['gitignore']} {display_path(path.parent / '.gitignore')} (ignores .imgbuild/)")
+    return lines, "imgbuild: add an image to imgbuild.yaml, then run `imgbuild build`", False
+
+
+def _render_cache_info(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    return [], (f"directory: {d['directory']}\n"
+                f"entries:   {d['entries']} generation(s), {d['images']} image(s)\n"
+                f"blobs:     {d['blobs']}\n"
+                f"size:      {_size(d['bytes'])}"), False
+
+
+def _render_cache_verify(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"incomplete entry {key}: names a blob that is not stored" for key in d["incomplete"]]
+    lines += [f"unreadable entry {key}: is not a record imgbuild can read" for key in d["unreadable_entries"]]
+    lines += [f"{'damaged':<10} blob {digest}: its bytes do not match its sha256" for digest in d["damaged"]]
+    if not d["failed"]:
+        return lines, f"imgbuild: all {d['blobs']} blob(s) intact", False
+    found = (f"imgbuild: {len(d['damaged'])} of {d['blobs']} blob(s) damaged, {len(d['incomplete'])} "
+             f"incomplete and {len(d['unreadable_entries'])} unreadable entries")
+    if d["repaired"]:
+        return lines, (f"{found}; removed {len(d['removed_entries'])} entries and "
+                       f"{len(d['removed_blobs'])} blob(s). A build needing one of those images "
+                       "generates it again (paid)."), True
+    return lines, (f"{found}. A build removes a damaged original when it meets it and generates the "
+                   "image again (paid); `imgbuild cache verify --yes` removes them now."), True
+
+
+def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    verb = "deleted" if d["deleted"] else "would delete"
+    lines = [f"{verb}: entry {key}" for key in d["entries"]] + [f"{verb}: blob {b}" for b in d["blobs"]]
+    keys, blobs = len(d["entries"]), len(d["blobs"])
+    if keys or blobs:
+        lines.insert(0, f"keeping what {', '.join(d['keep_locks'])} reference(s); the cache at "
+                        f"{d['directory']} may be shared by other projects: pass --keep-lock for each of them")
+    if d["kept_recent"]:
+        lines.insert(0, f"keeping {d['kept_recent']} unreferenced entries stored in the last "
+                        f"{d['grace_hours']:g} h or while a build was running: a running build "
+                        "records its images in its lockfile only when it ends")
+    if not keys and not blobs:
+        text = "imgbuild: nothing to prune"
+    elif d["deleted"]:
+        text = f"imgbuild: deleted {keys} entries and {blobs} blob(s)"
+    else:
+        text = (f"imgbuild: {keys} entries and {blobs} blob(s) to prune; "
+                "run with --yes to delete (paid originals cannot be restored)")
+    return lines, text, False
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    text = f"imgbuild: stopped watching after {d['builds']} build(s)"
+    if d["interrupted_build"]:
+        text += "; the last one was interrupted, and what it finished is in the lock"
+    return [], text, False
+
+
+_DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
+         "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
+         "watch": _render_watch}
+
+
+_RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
+           "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data}

@@ -61,3 +61,22 @@ def test_errors_in_included_files_name_that_file(tmp_path: Path, capsys: pytest.
     r = run(capsys, "check")
     assert r.code == 2
     assert "specs/team.yaml:4:11: images[x].seed: -1 is below the minimum 0" in r.err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+@pytest.mark.parametrize("command", ["validate", "build", "check", "plan"])
+def test_json_lists_every_located_problem(case: Path, command: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json on a bad spec: the last line of stdout is one object whose `problems` hold each
+    located problem (the same text as the message, field by field), and the exit code is 2."""
+    shutil.copy(case, tmp_path / "imgbuild.yaml")
+    monkeypatch.chdir(tmp_path)
+    r = run(capsys, command, "--json")
+    assert r.code == 2, r
+    doc = r.json
+    assert doc["command"] == command and doc["problems"], r
+    expected = case.with_suffix(".expected").read_text().strip()
+    rendered = [f"{p['file']}:{p['line']}:{p['col']}: {p['where']}: {p['message']}" if p["where"]
+                else f"{p['file']}:{p['line']}:{p['col']}: {p['message']}" for p in doc["problems"]]
+    assert any(expected in line for line in rendered), (expected, rendered)

@@ -192,12 +192,12 @@ def test_provider_env_overrides_project_and_cli_overrides_env(site: Path, capsys
 
 def test_internal_error_exits_3_with_a_log(site: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import imgbuild.commands
+    import imgbuild.verbs.validate
 
     def boom(*a: object, **k: object) -> int:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(imgbuild.commands, "validate", boom)
+    monkeypatch.setattr(imgbuild.verbs.validate, "validate", boom)
     monkeypatch.chdir(site)
     from imgbuild.cli import main
 

@@ -42,8 +42,10 @@ def test_budget_refuses_a_paid_build_before_any_request(site: Path, capsys: pyte
     assert not (site / "assets").exists()
 
 
-def test_restores_are_reported_as_money_saved(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "build", "-C", str(site)).code == 0
+def test_drafts_are_never_counted_as_bought_or_saved(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run(capsys, "build", "-C", str(site), "--json")
+    assert r.json["images_bought"] == 0 and r.json["spent"] == 0 and r.json["saved_by_cache"] == 0
     (site / "assets/generated/hero.png").unlink()
     r = run(capsys, "build", "-C", str(site), "--json")
-    assert r.json["saved_by_cache"] == pytest.approx(0.2) and r.json["spent"] == 0
+    assert r.json["restored"] == 1
+    assert r.json["saved_by_cache"] == 0 and r.json["spent"] == 0 and r.json["images_bought"] == 0

@@ -47,19 +47,25 @@ JINJA = ["{{ name }}", "{{ brand }}", "{{ x }}", "{{ 1/0 }}", "{% if %}", "{{", 
          "{{ name|slug }}", "{{ name|nosuchfilter }}", "{% include 'nope.j2' %}", "{{ ''.__class__ }}",
          "{{ 'x' * 10**9 }}", "{{ 10**10**10 }}", "{{ index }}", "{% set a = 1 %}{{ a ~ a }}",
          "{{ lipsum.__globals__ }}", "{{ range(10**9)|list }}", "{{ model }}", "{#", "{% raw %}"]
+# what block prompts (`prompt: |`) and other languages put in a prompt: line breaks anywhere,
+# first line empty, no full stop, unicode quotes and line separators
+PROSE = ["\n", "\nA red bike\non a hill", "line one\nline two\n", "\r\n", "\u2028", "\t",
+         "写真 «Großstadt» 🚲", "“a sign\nthat reads OPEN”", '"two\nlines"', "\x0b\x0c", " ", ""]
 MODELS = ["qwen-image-plus", "wan2.6-t2i", "wan2.2-t2i-flash", "qwen-image-2.0", "nope"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
                     st.text(max_size=30), st.sampled_from(MODELS + ["1328*1328", "16:9", "a.png",
                                                                     "../x.png", "/abs.png", "sync"]))
-templated = st.lists(st.one_of(st.sampled_from(JINJA), st.text(max_size=12)), max_size=5).map("".join)
+templated = st.lists(st.one_of(st.sampled_from(JINJA), st.sampled_from(PROSE), st.text(max_size=12)),
+                     max_size=5).map("".join)
+prose = st.lists(st.one_of(st.sampled_from(PROSE), st.text(max_size=20)), min_size=1, max_size=6).map("".join)
 values = st.recursive(st.one_of(scalars, templated),
                       lambda inner: st.one_of(st.lists(inner, max_size=4),
                                               st.dictionaries(st.one_of(st.sampled_from(SPEC_KEYS + TOP_KEYS), st.text(max_size=8)),
                                                               inner, max_size=4)),
                       max_leaves=12)
 spec = st.fixed_dictionaries(
-    {"name": st.one_of(templated, scalars), "prompt": st.one_of(templated, scalars)},
+    {"name": st.one_of(templated, scalars), "prompt": st.one_of(templated, prose, scalars)},
     optional={k: st.one_of(values, templated) for k in SPEC_KEYS if k not in ("name", "prompt")}
     | {"model": st.sampled_from(MODELS)})
 document = st.fixed_dictionaries(
@@ -177,6 +183,30 @@ def test_ordinary_templates_still_render(tmp_path: Path, capsys: pytest.CaptureF
     assert lock["Hello World.png"]["request"]["prompt"] == "ababab-hello-world 007    1 1,2 012 a_b"
 
 
+# --- the offline placeholder draws any prompt the schema accepts (issue 11, item 0) ------------
+
+@settings(PROFILE, max_examples=min(PROFILE.max_examples, 60))
+@given(prompt=prose, quoted=st.booleans(), n=st.integers(1, 2))
+def test_placeholder_draws_any_prompt(prompt: str, quoted: bool, n: int) -> None:
+    from imgbuild.providers.placeholder import draw
+    from imgbuild.spec.types import Request
+
+    text = f'"{prompt}"' if quoted else prompt
+    request = Request("wan2.2-t2i-flash", text, "", "512*512", n, 1, False, False)
+    assert draw(request, "k" * 64, n)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_block_prompt_builds_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`prompt: |` with two lines, no quote and no full stop on the first: the first thing many
+    users try (it exited 3: Pillow cannot measure multi-line text)."""
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: a\n    model: wan2.2-t2i-flash\n    size: 512*512\n"
+        "    prompt: |\n      A red bike on a hill\n      at dusk, film grain\n")
+    r = run(capsys, "build", "-C", str(tmp_path), "--provider", "placeholder")
+    assert r.code == 0, r
+    assert (tmp_path / "generated" / "a.png").is_file()
+
+
 # --- outputs never land outside output_dir ---------------------------------------------------
 
 @pytest.mark.parametrize("output", ["../escape.png", "/tmp/abs.png", "a/../../escape.png", "C:/x.png"])
@@ -256,7 +286,7 @@ def test_the_sandbox_guard_still_lets_prompts_format_real_numbers(
     monkeypatch.chdir(tmp_path)
     r = run(capsys, "plan", "--json")
     assert r.code == 0, r
-    from imgbuild.commands import Where, load
+    from imgbuild.verbs.common import Where, load
 
     _, [target] = load(Where())
     assert target.request.prompt == ("A banner: 2,500,000 residents, 150000 visitors, 3750000 trees, "

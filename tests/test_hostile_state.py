@@ -38,15 +38,11 @@ def project(root: Path, extra: str = "", text: str = PROJECT) -> Path:
 
 
 def key_of(root: Path, name: str = "apple", provider: str = "placeholder") -> str:
-    from imgbuild.commands import Where, load
     from imgbuild.plan.states import generation_key
+    from imgbuild.spec.expand import expand
+    from imgbuild.spec.project import load_project
 
-    cwd = os.getcwd()
-    try:
-        _, targets = load(Where(str(root)))
-    finally:
-        os.chdir(cwd)
-    (target,) = [t for t in targets if t.name == name]
+    (target,) = [t for t in expand(load_project((root / "imgbuild.yaml").resolve())) if t.name == name]
     return generation_key(provider, target.request)
 
 
@@ -448,14 +444,19 @@ def test_repointing_a_symlinked_template_or_data_file_is_noticed(
 # --- 11. damaged local state: a message, or a silent rebuild of what is disposable ------------
 
 @pytest.mark.parametrize("name, content", [
-    ("plan-cache.json", "[]"), ("plan-cache.json", '{"inputs": []}'), ("plan-cache.json", '"text"'),
-    ("stat-cache.json", "[1, 2]"), ("stat-cache.json", '{"format": null, "entries": []}'),
+    ("plan-cache.json", "[]"), ("plan-cache.json", '"text"'), ("plan-cache.json", {"inputs": []}),
+    ("plan-cache.json", {"settings": []}), ("stat-cache.json", "[1, 2]"),
+    ("stat-cache.json", {"entries": []}),
 ])
 def test_valid_json_of_the_wrong_shape_in_the_disposable_caches_is_ignored(
-        name: str, content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        name: str, content: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = project(tmp_path / "p")
     assert run(capsys, "build", "-C", str(root)).code == 0
-    (root / ".imgbuild" / name).write_text(content)
+    assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0  # both caches written
+    path = root / ".imgbuild" / name
+    if isinstance(content, dict):  # the real document, one field of the wrong shape
+        content = json.dumps({**json.loads(path.read_text()), **content})
+    path.write_text(content)
     assert run(capsys, "check", "-C", str(root), "--allow-drafts").code == 0
     assert "nothing to do" in run(capsys, "build", "-C", str(root)).out
 
@@ -723,7 +724,7 @@ def test_an_api_key_with_a_trailing_carriage_return_works_and_is_never_echoed(
 
 def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import imgbuild.commands
+    import imgbuild.verbs.build
 
     root = project(tmp_path / "p")
     elsewhere = tmp_path / "elsewhere"
@@ -733,7 +734,7 @@ def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest
     def bug(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(imgbuild.commands, "make_plan", bug)
+    monkeypatch.setattr(imgbuild.verbs.build, "make_plan", bug)
     r = run(capsys, "plan", "-C", str(root))
     assert r.code == 3 and "crash.log" in r.err, r
     assert "RuntimeError: a bug" in (root / ".imgbuild" / "crash.log").read_text()
@@ -864,3 +865,29 @@ def test_a_project_file_cannot_send_the_api_key_elsewhere(
         r = run(capsys, verb, "-C", str(root))
         assert r.code == 2 and "'collector.example'" in r.err and "nothing was sent" in r.err, r
         assert KEY not in r.out + r.err
+
+
+def test_a_committed_lock_or_written_record_cannot_make_clean_delete_project_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lock is committed and .imgbuild/ can be: neither may name files imgbuild never wrote."""
+    import hashlib
+
+    root = project(tmp_path / "p")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n\trepositoryformatversion = 0\n")
+    (root / "README.md").write_text("# a project\n")
+    (root / "out").mkdir()
+    (root / "out" / "notes.txt").write_text("mine\n")
+    digest = {p: hashlib.sha256((root / p).read_bytes()).hexdigest()
+              for p in ("imgbuild.yaml", "README.md", ".git/config", "out/notes.txt")}
+    (root / "imgbuild.lock").write_text(json.dumps({"version": 1, "output_dir": ".", "outputs": {
+        "imgbuild.yaml": {"key": "k", "sha256": digest["imgbuild.yaml"]},
+        "README.md": {"key": "k", "sha256": digest["README.md"]}}}))
+    (root / ".imgbuild").mkdir()
+    (root / ".imgbuild" / "written.json").write_text(json.dumps({"format": 1, "files": {
+        "README.md": digest["README.md"], ".git/config": digest[".git/config"],
+        "out/../README.md": digest["README.md"]}}))
+    r = run(capsys, "clean", "-C", str(root), "--yes")
+    assert r.code == 0, r
+    assert all((root / p).read_bytes() for p in digest), r
+    assert "deleted 0 files" in r.out and "deleted: " not in r.out, r  # the bogus entries only leave the lock

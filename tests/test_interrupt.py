@@ -171,3 +171,45 @@ def test_two_ctrl_c_exit_at_once_with_nothing_half_written(root: Path, emu: Emul
     lock = checked_lock(root)  # valid JSON, and whatever it lists is on disk
     assert set(lock) <= outputs_on_disk(root)
     assert len(journal(root)) >= 1  # the running tasks are still known
+
+
+def start_json_build(root: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "IMGBUILD_PROVIDER"}
+    return subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope",
+                             "-j", "8", "--json", "-C", str(root)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_one_ctrl_c_waits_for_paid_sync_calls_longer_than_the_grace(root: Path, emu: Emulator) -> None:
+    """Sync calls of 7 s (the grace is 5 s): cutting them off would pay for them again."""
+    emu.configure(sync_latency=7.0)
+    proc = start_json_build(root)
+    try:
+        wait_for(lambda: sync_in_flight(emu) >= 1, 20, "a sync call in flight")
+    finally:
+        proc.send_signal(signal.SIGINT)
+    out, err, _ = finish(proc, 30)
+    assert proc.returncode == 130, err.decode()
+    assert b"waiting for" in err and b"paid request(s) in flight" in err, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])  # --json still ends with its summary
+    assert summary["command"] == "build" and summary["interrupted"]["abandoned_paid_requests"] == 0
+    lock = checked_lock(root)
+    billed_sync = emu.billed_by_model.get("qwen-image-2.0", 0)
+    assert billed_sync == len([o for o in lock if o.startswith("sync-")])  # every paid image kept
+
+
+def test_two_ctrl_c_count_the_paid_requests_they_abandon(root: Path, emu: Emulator) -> None:
+    emu.configure(sync_latency=5.0)
+    proc = start_json_build(root)
+    try:
+        wait_for(lambda: sync_in_flight(emu) >= 1, 20, "a sync call in flight")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    out, err, _ = finish(proc, 10)
+    assert proc.returncode == 130, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    abandoned = summary["interrupted"]["abandoned_paid_requests"]
+    assert abandoned >= 1 and summary["interrupted"]["forced"] is True
+    assert f"{abandoned} paid request(s) were abandoned in flight".encode() in err, err.decode()

@@ -79,7 +79,7 @@ def test_changing_only_derivation_options_calls_no_provider(built: Path, capsys:
     lock = json.loads((built / "imgbuild.lock").read_text())["outputs"]
     assert "hero-480.avif" not in lock and "hero-1280.png" in lock
     r = run(capsys, "clean", "-C", str(built), "--json")
-    assert "hero-480.avif" in r.json["files"] and "hero.png" not in r.json["files"]
+    assert f"{OUT}/hero-480.avif" in r.json["files"] and f"{OUT}/hero.png" not in r.json["files"]
     assert run(capsys, "check", "-C", str(built), "--allow-drafts").code == 0
 
 

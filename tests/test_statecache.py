@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import imgbuild.commands
+import imgbuild.spec.expand
 from helpers import run
 
 
@@ -22,7 +22,7 @@ def forbid_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*a: object) -> None:
         raise AssertionError("expanded although nothing changed")
 
-    monkeypatch.setattr(imgbuild.commands, "expand", fail)
+    monkeypatch.setattr(imgbuild.spec.expand, "expand", fail)
 
 
 def test_unchanged_project_uses_the_plan_cache(built: Path, capsys: pytest.CaptureFixture[str],

@@ -14,36 +14,13 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-DERIVE_VERSION = "imgbuild-derive-1"
+from imgbuild.spec.types import DERIVE_VERSION, Variant  # noqa: F401 (Variant re-exported)
+
 FORMAT_EXT = {"avif": ".avif", "webp": ".webp", "jpeg": ".jpg", "png": ".png"}
 PIL_FORMAT = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG", "png": "PNG"}
 MIME = {"avif": "image/avif", "webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
 DEFAULT_QUALITY = 80
 DEFAULT_OUTPUTS = "{{ stem }}-{{ width }}.{{ ext }}"
-
-
-@dataclass(frozen=True)
-class Variant:
-    source: str  # the original output it derives from (relative to output_dir)
-    output: str
-    format: str  # avif | webp | jpeg | png
-    width: int
-    height: int
-    quality: int
-    crop: tuple[int, int, int, int] | None  # box in source pixels, or None for the whole image
-
-    def key(self, source_key: str) -> str:
-        doc = [DERIVE_VERSION, source_key, self.format, self.width, self.height, self.quality,
-               list(self.crop) if self.crop else None]
-        return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
-
-    def to_list(self) -> list[Any]:
-        return [self.source, self.output, self.format, self.width, self.height, self.quality,
-                list(self.crop) if self.crop else None]
-
-    @classmethod
-    def from_list(cls, v: list[Any]) -> Variant:
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5], tuple(v[6]) if v[6] else None)  # type: ignore[arg-type]
 
 
 def crop_box(width: int, height: int, aspect: tuple[int, int], focus: tuple[float, float]) -> tuple[int, int, int, int]:

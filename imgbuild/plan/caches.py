@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild._version import __version__
-from imgbuild.images.derive import Variant
-from imgbuild.spec.expand import Target
 from imgbuild.store.atomic import atomic_write_bytes, sha256_file
-from imgbuild.providers.base import Request
+from imgbuild.spec.types import Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
-_FORMAT = f"1/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_FORMAT = f"2/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _digest(path: Path) -> str | None:
@@ -60,7 +58,7 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         settings = doc["settings"]
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
-        targets = [Target(t[0], Request(*t[1]), tuple(t[2]), t[3], t[4], t[5],
+        targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), t[3], t[4], t[5],
                           tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]))
                    for t in doc["targets"]]
         if not _plausible(project_file, settings, targets):
@@ -96,8 +94,6 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
     its resolved target, so a repointed link is a change) and the sha256 of the bytes read
     (so an edit made while we worked is a change too)."""
     inputs = dict(sorted(read_files.items()))
-    r = lambda q: [q.model, q.prompt, q.negative_prompt, q.size, q.n, q.seed,  # noqa: E731
-                   q.prompt_extend, q.watermark, q.call]
     doc = {
         "format": _FORMAT,
         "project": str(project_file),
@@ -105,10 +101,23 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
         "inputs": inputs,
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
-        "targets": [[t.name, r(t.request), list(t.outputs), t.file, t.line, t.seed_derived,
+        "targets": [[t.name, t.request.to_dict(), list(t.outputs), t.file, t.line, t.seed_derived,
                      [v.to_list() for v in t.variants], t.alt, list(t.notes)] for t in targets],
     }
     _write_quietly(state_dir / PLAN_FILE, doc)
+
+
+def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], dict[str, Any]] | None:
+    """The files (with the sha256 of the content it read) and the settings the last plan was
+    made from, whether or not they changed since: what `imgbuild watch` watches. None without
+    a readable plan cache of this project."""
+    try:
+        doc = json.loads((state_dir / PLAN_FILE).read_bytes())
+        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
+            return None
+        return {Path(name): str(digest) for name, digest in doc["inputs"].items()}, dict(doc["settings"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _write_quietly(path: Path, doc: Any) -> None:

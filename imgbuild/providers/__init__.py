@@ -31,7 +31,8 @@ def api_key(settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) ->
     return key
 
 
-def choose(cli_choice: str | None, settings: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Choice:
+def choose(cli_choice: str | None, settings: Mapping[str, Any], env: Mapping[str, str] = os.environ,
+           *, need_key: bool = True) -> Choice:
     key_env = settings.get("api_key_env", DEFAULT_KEY_ENV)
     choice = cli_choice or env.get(PROVIDER_ENV) or settings.get("provider") or "auto"
     if choice not in PROVIDERS:
@@ -42,7 +43,7 @@ def choose(cli_choice: str | None, settings: Mapping[str, Any], env: Mapping[str
             return Choice("dashscope", None)
         return Choice("placeholder", f"{key_env} is not set: drawing offline placeholder drafts "
                                      "(set it, or use --provider dashscope, for real images)")
-    if choice == "dashscope" and not api_key(settings, env):
+    if choice == "dashscope" and need_key and not api_key(settings, env):
         raise UsageError(f"the dashscope provider needs an API key in the environment variable {key_env} "
                          "(create one in the Model Studio console for your region); nothing was generated")
     return Choice(choice, None)
@@ -106,4 +107,6 @@ def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
     return DashScopeProvider(key, _base_url(settings, env), journal=journal,
                              workspace=settings.get("workspace"), limiter=limiter,
                              request_timeout=float(timeouts.get("request", 120.0)),
-                             poll_timeout=float(timeouts.get("poll", 600.0)))
+                             poll_timeout=float(timeouts.get("poll", 600.0)),
+                             key_env=settings.get("api_key_env", DEFAULT_KEY_ENV),
+                             region=settings.get("region", "beijing"))

@@ -10,41 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Request:
-    """One concrete generation request, after templates, defaults and size resolution."""
-
-    model: str
-    prompt: str
-    negative_prompt: str
-    size: str  # "W*H", already legal for the model
-    n: int
-    seed: int
-    prompt_extend: bool
-    watermark: bool
-    call: str | None = None  # "sync" | "async" | None (model default); never changes pixels
-
-    @property
-    def width(self) -> int:
-        return int(self.size.split("*")[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.size.split("*")[1])
-
-    def pixel_fields(self) -> dict[str, object]:
-        """Everything that changes the pixels: this is what the generation key hashes."""
-        return {
-            "model": self.model,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "size": self.size,
-            "n": self.n,
-            "seed": self.seed,
-            "prompt_extend": self.prompt_extend,
-            "watermark": self.watermark,
-        }
+from imgbuild.errors import Failure
+from imgbuild.spec.types import Request
 
 
 @dataclass
@@ -59,22 +26,39 @@ class Generation:
     # 1-based position in the request of each image (seed, seed+1, ...); None = 1..len(images).
     # With a partial result, image k must still land in output k.
     slots: list[int] | None = None
+    resumed: bool = False  # an async task submitted (and paid) by an earlier run
 
 
 class ProviderError(Exception):
-    """A generation failed. Carries data only; reporters format it.
+    """A generation failed. Carries data only; `failure()` turns it into the `Failure` the
+    build reports. The provider decides what it means (its own policy), never the caller:
 
-    `fatal` means no further request can succeed (bad key, arrears): stop submitting.
+    `scope` "account": no further request can succeed (bad key, arrears): stop submitting;
+    "model": this model cannot be used (not activated): stop submitting to it only.
+    `hint`: what the user can do. `possibly_paid`: attempts that may have been billed.
     """
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None,
-                 fatal: bool = False, status: int | None = None) -> None:
+                 fatal: bool = False, status: int | None = None, scope: str | None = None,
+                 hint: str | None = None, possibly_paid: int = 0, retryable: bool = True) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
-        self.fatal = fatal
+        self.scope = scope or ("account" if fatal else None)
         self.status = status
+        self.hint = hint
+        self.possibly_paid = possibly_paid
+        self.retryable = retryable
+
+    @property
+    def fatal(self) -> bool:
+        return self.scope == "account"
+
+    def failure(self, where: str | None = None) -> Failure:
+        return Failure(self.code, self.message, request_id=self.request_id, where=where,
+                       possibly_paid=self.possibly_paid, retryable=self.retryable,
+                       scope=self.scope, hint=self.hint)
 
 
 class Provider(Protocol):

@@ -76,7 +76,9 @@ def draw(request: Request, key: str, index: int) -> bytes:
 def request_title(request: Request, index: int) -> str:
     """The text the image should show, if the prompt quotes any (what Qwen-Image would render),
     else the prompt's first sentence: shared style partials make first sentences look alike."""
-    quoted = re.findall(r'["“]([^"”]{2,60})["”]', request.prompt)
-    title = " · ".join(quoted[:2]) if quoted else request.prompt.split(".")[0]
-    title = " ".join(title.split())  # one line: Pillow cannot measure multiline text
+    # Pillow cannot measure or draw a title with a line break in it, and a YAML block prompt
+    # (`prompt: |`) has them anywhere, even first: collapse every run of whitespace first.
+    flat = " ".join(request.prompt.split())
+    quoted = re.findall(r'["“]([^"”]{2,60})["”]', flat)
+    title = " · ".join(quoted[:2]) if quoted else flat.split(".")[0]
     return title[:48] + (f"  #{index}" if request.n > 1 else "")

@@ -25,10 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgbuild.store.originals import Cache, CacheWriteError
-from imgbuild.store.outputs import NotVouched, write_target
+from imgbuild.errors import (
+    CACHE_DAMAGED,
+    CACHE_FULL,
+    INTERRUPTED_CODE,
+    NOT_STARTED,
+    PARTIAL,
+    WRITE_FAILED,
+    Failure,
+)
 from imgbuild.plan.states import RESTORE, Step
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
+from imgbuild.store.originals import Cache, CacheWriteError
+from imgbuild.store.outputs import NotVouched, write_target
 
 BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
 
@@ -36,7 +45,6 @@ BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
 QUEUED, SUBMITTING, WAITING, DOWNLOADING = "queued", "submitting", "waiting", "downloading"
 DONE = "done"
 FINAL_STATE = {BUILT: DONE, RESTORED: RESTORED, FAILED: FAILED, SKIPPED: SKIPPED}
-INTERRUPTED = "interrupted"
 
 
 class Stopped(Exception):
@@ -48,19 +56,22 @@ class Outcome:
     step: Step
     status: str
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: str | None = None
+    failure: Failure | None = None
     images_bought: int = 0
+    resumed: bool = False  # an async task paid in an earlier run, collected now
+
+
+INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
 
 
 class Executor:
-    def __init__(self, *, provider: Provider | None, provider_name: str, draft: bool, cache: Cache,
+    def __init__(self, *, provider: Provider | None, provider_name: str, cache: Cache,
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  journal: Any = None, limiter: Any = None,
                  on_event: Callable[[Step, str], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
-        self.draft = draft
         self.cache = cache
         self.output_dir = output_dir
         self.jobs = max(1, jobs)
@@ -70,7 +81,7 @@ class Executor:
         # The scheduler (imgbuild.run.scheduler): a per-model concurrency slot is held around each
         # generation, released on success or failure; `jobs` still caps the total in flight.
         self.limiter = limiter
-        self.stop_reason: str | None = None
+        self.stop_reason: Failure | None = None  # why nothing new is started
         self.provider_calls = 0
         self.on_event = on_event
         self.interrupted = False
@@ -88,7 +99,7 @@ class Executor:
     def interrupt(self) -> None:
         """Start nothing new; stop generations that are queued or only waiting on a task."""
         self.interrupted = True
-        self.stop_reason = self.stop_reason or INTERRUPTED
+        self.stop_reason = self.stop_reason or INTERRUPTED_FAILURE
         for task, step in list(self._active.items()):
             if step.action != RESTORE and self._states.get(id(step)) in (QUEUED, WAITING):
                 task.cancel()
@@ -96,7 +107,7 @@ class Executor:
     def cancel(self) -> None:
         """Cancel everything in flight (writes not yet begun are skipped)."""
         self.interrupted = True
-        self.stop_reason = self.stop_reason or INTERRUPTED
+        self.stop_reason = self.stop_reason or INTERRUPTED_FAILURE
         self._abandon.set()
         for task in list(self._active):
             task.cancel()
@@ -104,6 +115,13 @@ class Executor:
     @property
     def in_flight(self) -> int:
         return len(self._active)
+
+    @property
+    def paid_in_flight(self) -> int:
+        """Generations whose paid request was sent and whose images are not stored yet
+        (an async task only waited on is not counted: its id is in the journal)."""
+        return sum(1 for step in self._active.values()
+                   if step.action != RESTORE and self._states.get(id(step)) in (SUBMITTING, DOWNLOADING))
 
     async def run(self, steps: list[Step]) -> list[Outcome]:
         queue: asyncio.Queue[Step] = asyncio.Queue()
@@ -116,7 +134,7 @@ class Executor:
             while not queue.empty():
                 step = queue.get_nowait()
                 if self.stop_reason is not None:
-                    outcome = Outcome(step, SKIPPED, error=f"not started: {self.stop_reason}")
+                    outcome = Outcome(step, SKIPPED, failure=self._not_started())
                 else:
                     outcome = await self._guarded(step)
                 outcomes.append(outcome)
@@ -138,8 +156,15 @@ class Executor:
         finally:
             self._active.pop(task, None)
         if task.cancelled():
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         return task.result()
+
+    def _not_started(self) -> Failure:
+        reason = self.stop_reason or INTERRUPTED_FAILURE
+        if reason.code == INTERRUPTED_CODE:
+            return INTERRUPTED_FAILURE
+        return Failure(NOT_STARTED, f"{reason.code}: {reason.message}", hint=reason.hint,
+                       scope=reason.scope)
 
     def _hook(self, step: Step, state: str) -> None:
         """The provider's progress callback for `step` (runs in the generation's task)."""
@@ -154,34 +179,37 @@ class Executor:
                 return await asyncio.to_thread(self._restore, step)
             return await self._generate(step)
         except ProviderError as e:
-            if e.fatal:
-                self.stop_reason = f"{e.code}: {e.message}"
+            failure = e.failure(where=step.target.where)
+            if failure.scope == "account":
+                self.stop_reason = failure
             elif not self.keep_going:
-                self.stop_reason = f"{step.target.name} failed (use -k to keep going)"
-            rid = f" (request id {e.request_id})" if e.request_id else ""
-            return Outcome(step, FAILED, error=f"{e.code}: {e.message}{rid}")
+                self.stop_reason = Failure(failure.code, f"{step.target.name} failed (use -k to keep going)")
+            return Outcome(step, FAILED, failure=failure)
         except Stopped:
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         except OSError as e:
-            self.stop_reason = self.stop_reason or f"cannot write outputs: {e}"
-            return Outcome(step, FAILED, error=f"cannot write: {e}")
+            failure = Failure(WRITE_FAILED, f"cannot write outputs: {e}", where=step.target.where)
+            self.stop_reason = self.stop_reason or failure
+            return Outcome(step, FAILED, failure=failure)
 
     def _restore(self, step: Step) -> Outcome:
         if self._abandon.is_set():
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         found = self.cache.get(step.key)
         if found is None:
-            why = ("was damaged and has been removed" if step.key in self.cache.evicted
-                   else "is no longer in the cache")
-            return Outcome(step, FAILED, error=f"the cached original {why} since planning; "
-                                               "the next build generates it again")
+            evicted = step.key in self.cache.evicted
+            return Outcome(step, FAILED, failure=Failure(
+                CACHE_DAMAGED, "the cached original " + ("was damaged and has been removed" if evicted
+                                                         else "is no longer in the cache")
+                + " since planning; the next build generates it again", where=step.target.where))
         images, record = found
         expected = None if self.cache.trusted else step.locked
         try:
-            entries = write_target(self.output_dir, step.target, images, step.key, step.provider,
-                                   step.draft, record, expected=expected)
+            entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record,
+                                   expected=expected)
         except NotVouched as e:
-            return Outcome(step, FAILED, error=str(e))
+            return Outcome(step, FAILED, failure=Failure(CACHE_DAMAGED, str(e), where=step.target.where,
+                                                         retryable=False))
         return Outcome(step, RESTORED, entries)
 
     async def _generate(self, step: Step) -> Outcome:
@@ -212,28 +240,32 @@ class Executor:
         if uncached is None and self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
         if self._abandon.is_set() and uncached is None:  # the next build restores it from the cache
-            return Outcome(step, SKIPPED, error=INTERRUPTED)
+            return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
-                               self.provider_name, self.draft, record, generation.slots)
+                               self.provider_name, record, generation.slots)
         if uncached is not None and self.journal is not None:
             self.journal.discard(step.key)  # not cached, but written and about to be locked
         bought = len(generation.images)
         n = step.target.request.n
         if bought < n:
             why = "; ".join(generation.failures) or "no reason given"
-            return Outcome(step, FAILED, entries,
-                           error=f"{n - bought} of {n} images failed ({why}); kept the {bought} that succeeded",
-                           images_bought=bought)
-        return Outcome(step, BUILT, entries, error=uncached, images_bought=bought)
+            return Outcome(step, FAILED, entries, images_bought=bought, resumed=generation.resumed,
+                           failure=Failure(PARTIAL, f"{n - bought} of {n} images failed ({why}); "
+                                           f"kept the {bought} that succeeded",
+                                           where=step.target.where, paid=bought))
+        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed,
+                       failure=uncached)
 
-    def _cache_original(self, step: Step, generation: Generation, record: dict[str, Any]) -> str | None:
+    def _cache_original(self, step: Step, generation: Generation,
+                        record: dict[str, Any]) -> Failure | None:
         """Store the paid original; if the cache cannot take it, stop paying for more and say
-        so (returned), but go on: the output is written and locked all the same."""
+        so (returned, for the target's row), but go on: the output is written and locked."""
         try:
             self.cache.put(step.key, generation.images, record)
             return None
         except CacheWriteError as e:
-            self.stop_reason = self.stop_reason or (
-                f"{e}: no further image is paid for until it can store them; free space (or fix "
-                "the folder) and build again")
-            return f"written and recorded in the lock, but not cached ({e})"
+            self.stop_reason = self.stop_reason or Failure(
+                CACHE_FULL, f"{e}: no further image is paid for until it can store them",
+                hint="free space (or fix the folder) and build again")
+            return Failure(CACHE_FULL, f"written and recorded in the lock, but not cached ({e})",
+                           where=step.target.where)

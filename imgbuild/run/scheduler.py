@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgbuild.spec import catalogue as models
-from imgbuild.providers.base import Request
+from imgbuild.spec.types import Request
 
 # `-j` default when the DashScope provider runs (see default_jobs).
 MIN_JOBS = 4

@@ -20,11 +20,11 @@ from typing import Any
 
 from imgbuild.spec import catalogue as models
 from imgbuild.spec import yamlio
-from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, Variant, plan_variants
+from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, plan_variants
 from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
 from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox
-from imgbuild.providers.base import Request
+from imgbuild.spec.types import Request, Target, Variant
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -39,23 +39,6 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 _TEMPLATED = ("name", "prompt", "negative_prompt", "size", "output")
 MAX_TARGETS_PER_SPEC = 100_000  # default of the project file's max_targets_per_spec
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in names or paths (NUL fails every syscall)
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    request: Request
-    outputs: tuple[str, ...]  # posix paths relative to output_dir, one per image (n)
-    file: str  # spec file as displayed in messages
-    line: int  # line of the spec's `- name:` item
-    seed_derived: bool
-    variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
-    alt: str | None = None
-    notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 def derive_seed(name: str) -> int:

@@ -307,7 +307,8 @@ def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
         want = err.validator_value
         want = [want] if isinstance(want, str) else want
         names = " or ".join(_TYPE_NAMES.get(w, w) for w in want)
-        return [Problem(display, line, col, where, f"must be {names}, not {_kind_of(err.instance)}")]
+        return [Problem(display, line, col, where, f"must be {names}, not {_kind_of(err.instance)}"
+                        + _quote_hint(path, err.instance, want))]
     if v == "const":
         return [Problem(display, line, col, where, f"must be {json.dumps(err.validator_value)}")]
     if v in ("minimum", "maximum"):
@@ -317,3 +318,19 @@ def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
     if v == "minLength" and err.validator_value == 1:
         return [Problem(display, line, col, where, "must not be empty")]
     return [Problem(display, line, col, where, err.message)]
+
+
+def _quote_hint(path: Any, value: Any, want: list[str]) -> str:
+    """YAML 1.1 reads an unquoted `16:9` as the base-60 number 969: say how to write it."""
+    if "string" not in want or not isinstance(value, int) or isinstance(value, bool) or not path:
+        return ""
+    field = path[-1]
+    text = f"{value // 60}:{value % 60}" if field == "size" and value >= 60 else str(value)
+    return f' (YAML read it as a number; quote it: {field}: "{text}")'
+
+
+def schema_text() -> str:
+    """The JSON Schema of imgbuild.yaml, as shipped (for `imgbuild schema` and `init`)."""
+    from importlib.resources import files
+
+    return files("imgbuild").joinpath("_schemas/imgbuild.schema.json").read_text("utf-8")

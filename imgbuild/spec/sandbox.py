@@ -86,12 +86,8 @@ def guarded_sandbox() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _sandbox_class() -> Any:
-    from jinja2 import nodes
     from jinja2.compiler import CodeGenerator
-    from jinja2.exceptions import SecurityError, TemplateSyntaxError
     from jinja2.sandbox import SandboxedEnvironment
-
-    cap = MAX_TEMPLATE_VALUE
 
     class CodeGen(CodeGenerator):
         def visit_Concat(self, node: Any, frame: Any) -> None:  # `a ~ b`: sized before joining
@@ -101,245 +97,287 @@ def _sandbox_class() -> Any:
                 self.write(", ")
             self.write("))")
 
-    class Sandbox(SandboxedEnvironment):  # type: ignore[misc]
+    class Sandbox(_Guards, SandboxedEnvironment):  # type: ignore[misc]
         code_generator_class = CodeGen
-        intercepted_binops = frozenset({"*", "**", "+", "%"})
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(finalize=self._finalize, **kwargs)
-            self.steps = 0
-            for name, fn in list(self.filters.items()):
-                self.filters[name] = self._guard_filter(name, fn)
-            self.globals["range"] = self._range
-            self.globals["lipsum"] = self._lipsum(self.globals["lipsum"])
-
-        # --- sizes -----------------------------------------------------------------------
-
-        @staticmethod
-        def too_big(what: str) -> SecurityError:
-            return SecurityError(f"{what} would exceed {cap:,} characters or items")
-
-        def need(self, estimate: int, what: str) -> None:
-            if estimate > cap:
-                raise self.too_big(what)
-
-        @staticmethod
-        def check_args(args: Any, kwargs: Any) -> None:
-            # A number passed to a call can be a size (center(width), range(n)); prompts also
-            # format real numbers ("{:,}".format(150000)), so the bound is generous and the
-            # allocation itself is estimated separately, before each amplifying call.
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TEMPLATE_NUMBER:
-                    shown = value if abs(value) < 10**12 else "given"
-                    raise SecurityError(f"the number {shown} is too large for a template "
-                                        f"(limit {MAX_TEMPLATE_NUMBER:,})")
-
-        def check_size(self, value: Any, what: str) -> Any:
-            if isinstance(value, (str, bytes, list, tuple)) and len(value) > cap:
-                raise self.too_big(what)
-            if isinstance(value, int) and value.bit_length() > 4 * cap:
-                raise self.too_big(what)
-            return value
-
-        def check_format(self, fmt: Any, args: Any, kwargs: Any, what: str) -> None:
-            if isinstance(fmt, (str, bytes)):
-                text = fmt if isinstance(fmt, str) else fmt.decode("latin-1")
-                if _WIDTH.search(text):
-                    raise SecurityError("a format width or precision that large is not allowed in a template")
-                self.need(format_budget(text, args, kwargs), what)
-
-        # --- loops ----------------------------------------------------------------------
-
-        def _parse(self, source: str, name: str | None, filename: str | None) -> Any:
-            """Every `for` loop iterates through count_steps(); recursive loops (whose inner
-            calls would iterate uncounted) are refused."""
-            tree = super()._parse(source, name, filename)
-            for loop in list(tree.find_all(nodes.For)):
-                if loop.recursive:
-                    raise TemplateSyntaxError("recursive loops are not allowed in prompts",
-                                              loop.lineno, name, filename)
-                counter = nodes.EnvironmentAttribute("count_steps", lineno=loop.lineno)
-                loop.iter = nodes.Call(counter, [loop.iter], [], None, None, lineno=loop.lineno)
-            return tree
-
-        def step(self) -> None:
-            self.steps += 1
-            if self.steps > MAX_TEMPLATE_STEPS:
-                raise SecurityError(f"the template loops more than {MAX_TEMPLATE_STEPS:,} times")
-
-        def count_steps(self, iterable: Any) -> Any:
-            for item in iterable:
-                self.step()
-                yield item
-
-        def _range(self, *args: int) -> Any:
-            self.check_args(args, {})
-            if len(range(*args)) > MAX_TEMPLATE_STEPS:
-                raise SecurityError(f"range() of more than {MAX_TEMPLATE_STEPS:,} items")
-            for item in range(*args):
-                self.step()
-                yield item
-
-        def _lipsum(self, real: Any) -> Any:
-            def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002
-                self.check_args((n, min, max), {})
-                # each word is at most 12 characters with its space; html adds <p></p>
-                self.need(max_int(n) * (max_int(max) * 13 + 9), "lipsum()")
-                return real(n=n, html=html, min=min, max=max)
-
-            return lipsum
-
-        def concat(self, parts: Any) -> str:  # every {% set %}, macro and filter block's text
-            parts = list(parts)
-            self.need(sum(map(len, parts)), "the block's text")
-            return "".join(parts)
-
-        # --- filters --------------------------------------------------------------------
-
-        def _guard_filter(self, name: str, fn: Any) -> Any:
-            @functools.wraps(fn)
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                # skip what jinja passes first: the context, eval context or environment
-                lead = next((i for i, a in enumerate(args)
-                             if not (a is self or hasattr(a, "environment"))), len(args))
-                plain = list(args[lead:])
-                self.check_args(plain[1:], kwargs)
-                if plain:
-                    value = self.before_filter(name, plain[0], plain[1:], kwargs)
-                    args = (*args[:lead], value, *plain[1:])
-                return self.check_size(fn(*args, **kwargs), f"the |{name} filter's result")
-
-            return guarded
-
-        def before_filter(self, name: str, value: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-            """Refuse a filter call whose result would be too large, from its inputs; returns
-            the value to filter (an iterator read to estimate its size, as a list)."""
-            what = f"the |{name} filter"
-            arg = lambda i, key, default=None: kwargs.get(key, args[i] if len(args) > i else default)  # noqa: E731
-            if name in _TEXT_FILTERS:
-                self.need(size_of(value), what)
-            if name == "join":
-                value = _bounded_list(value)
-                sep = str(arg(0, "d", ""))
-                self.need(sum(size_of(i) for i in value) + len(sep) * max(len(value) - 1, 0), what)
-            elif name == "replace":
-                text = str(value)
-                old, new, count = str(arg(0, "old", "")), str(arg(1, "new", "")), arg(2, "count")
-                hits = text.count(old) if old else len(text) + 1
-                if isinstance(count, int) and count >= 0:
-                    hits = min(hits, count)
-                self.need(len(text) + hits * len(new), what)
-            elif name == "indent":
-                width = arg(0, "width", 4)
-                pad = len(width) if isinstance(width, str) else max_int(width)
-                self.need(len(str(value)) + (str(value).count("\n") + 1) * pad, what)
-            elif name == "center":
-                self.need(max(size_of(value), max_int(arg(0, "width", 80))), what)
-            elif name == "format":
-                self.check_format(str(value), args, kwargs, what)
-            elif name == "wordwrap":
-                width = max(max_int(arg(0, "width", 79)), 1)
-                wrap = arg(2, "wrapstring") or "\n"
-                lines = len(str(value)) // width + str(value).count("\n") + 1
-                self.need(len(str(value)) + lines * len(str(wrap)), what)
-            elif name == "urlize":
-                extra = sum(size_of(v) for v in (*args, *kwargs.values()) if isinstance(v, str))
-                self.need(3 * len(str(value)) + (len(str(value)) // 4 + 1) * (extra + 64), what)
-            elif name == "tojson":
-                indent = arg(0, "indent")
-                self.need(size_of(value) * (2 + max_int(indent or 0)), what)
-            elif name == "sum":
-                value = _bounded_list(value)
-                self.need(sum(len(i) for i in value if isinstance(i, (list, tuple, str))), what)
-            elif name in ("batch", "slice"):
-                self.need(max_int(arg(0, "linecount" if name == "batch" else "slices", 1)), what)
-            return value
-
-        # --- operators, calls, output ---------------------------------------------------
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "*":
-                seq, num = (left, right) if isinstance(right, int) else (right, left)
-                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(num, int):
-                    self.need(len(seq) * max(num, 0), f"repeating a value {num:,} times")
-                elif isinstance(left, int) and isinstance(right, int):
-                    self.need((left.bit_length() + right.bit_length()) // 4, "that product")
-            elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-                if abs(left) > 1 and right * max(abs(left).bit_length(), 1) > 4 * cap:
-                    raise self.too_big("that power")
-            elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                self.need(len(left) + len(right), "that sum")
-            elif operator == "%":
-                values = right if isinstance(right, tuple) else (right,)
-                self.check_args(values, {})  # '%*d' widths
-                if isinstance(right, dict):
-                    self.check_format(left, (), right, "that % formatting")
-                else:
-                    self.check_format(left, values, {}, "that % formatting")
-            return self.check_size(super().call_binop(context, operator, left, right), "the result")
-
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-            __self.check_args(args, kwargs)
-            owner = getattr(__obj, "__self__", None)
-            name = getattr(__obj, "__name__", "")
-            if isinstance(owner, (str, bytes)):
-                args = __self.before_text_method(owner, name, args, kwargs)
-            elif isinstance(owner, list) and name in ("append", "insert", "extend") and args:
-                if name == "extend":
-                    args = (_bounded_list(args[0]),)
-                __self.need(len(owner) + (len(args[0]) if name == "extend" else 1), f"{name}()")
-            return __self.check_size(super().call(__context, __obj, *args, **kwargs),
-                                     f"{name or 'the'}() result")
-
-        def before_text_method(self, owner: Any, name: str, args: Any, kwargs: Any) -> Any:
-            what = f"that {name}()"
-            if name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)) \
-                    and isinstance(args[1], type(owner)):
-                hits = owner.count(args[0]) if args[0] else len(owner) + 1
-                self.need(len(owner) + hits * len(args[1]), what)
-            elif name == "join" and args:
-                items = _bounded_list(args[0])
-                args = (items, *args[1:])
-                self.need(sum(size_of(x) for x in items) + len(owner) * len(items), what)
-            elif name in ("center", "ljust", "rjust", "zfill") and args:
-                self.need(max(len(owner), max_int(args[0])), what)
-            elif name == "expandtabs":
-                tab = args[0] if args else kwargs.get("tabsize", 8)
-                self.need(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max_int(tab), what)
-            elif name == "translate" and args and isinstance(args[0], dict):
-                longest = max((size_of(v) for v in args[0].values()), default=1)
-                self.need(len(owner) * max(longest, 1), what)
-            return args
-
-        def wrap_str_format(self, value: Any) -> Any:
-            """'x{}'.format is replaced on attribute access (never reaching `call` as a method
-            of a str): size the formatting before the replacement runs."""
-            wrapped = super().wrap_str_format(value)
-            owner = getattr(value, "__self__", None)
-            if wrapped is None or not isinstance(owner, str):
-                return wrapped
-            if _WIDTH.search(owner):
-                raise SecurityError("a format width or precision that large is not allowed in a template")
-            by_map = value.__name__ == "format_map"
-
-            def checked(*args: Any, **kwargs: Any) -> Any:
-                mapping = args[0] if by_map and args and isinstance(args[0], dict) else kwargs
-                self.check_format(owner, args if not by_map or mapping is kwargs else (), mapping,
-                                  f"that {value.__name__}()")
-                return wrapped(*args, **kwargs)
-
-            return functools.update_wrapper(checked, value)
-
-        def guarded_concat(self, values: tuple[Any, ...]) -> str:
-            self.need(sum(size_of(v) for v in values), "joining with ~")
-            return "".join(str(v) for v in values)
-
-        def _finalize(self, value: Any) -> Any:  # every {{ value }} is about to become text
-            if not isinstance(value, str):
-                self.need(size_of(value), "printing that value")
-            return value
 
     return Sandbox
+
+
+def _refused(message: str) -> Exception:
+    from jinja2.exceptions import SecurityError
+
+    return SecurityError(message)
+
+
+def _too_big(what: str) -> Exception:
+    return _refused(f"{what} would exceed {MAX_TEMPLATE_VALUE:,} characters or items")
+
+
+def _need(estimate: int, what: str) -> None:
+    if estimate > MAX_TEMPLATE_VALUE:
+        raise _too_big(what)
+
+
+def _check_args(args: Any, kwargs: Any) -> None:
+    # A number passed to a call can be a size (center(width), range(n)); prompts also format
+    # real numbers ("{:,}".format(150000)), so the bound is generous and the allocation itself
+    # is estimated separately, before each amplifying call.
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TEMPLATE_NUMBER:
+            shown = value if abs(value) < 10**12 else "given"
+            raise _refused(f"the number {shown} is too large for a template (limit {MAX_TEMPLATE_NUMBER:,})")
+
+
+def _check_size(value: Any, what: str) -> Any:
+    if isinstance(value, (str, bytes, list, tuple)) and len(value) > MAX_TEMPLATE_VALUE:
+        raise _too_big(what)
+    if isinstance(value, int) and value.bit_length() > 4 * MAX_TEMPLATE_VALUE:
+        raise _too_big(what)
+    return value
+
+
+def _check_format(fmt: Any, args: Any, kwargs: Any, what: str) -> None:
+    if isinstance(fmt, (str, bytes)):
+        text = fmt if isinstance(fmt, str) else fmt.decode("latin-1")
+        if _WIDTH.search(text):
+            raise _refused("a format width or precision that large is not allowed in a template")
+        _need(format_budget(text, args, kwargs), what)
+
+
+class _Guards:
+    """What the sandbox adds to jinja2's SandboxedEnvironment (mixed in before it)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    steps = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(finalize=self._finalize, **kwargs)  # type: ignore[call-arg]
+        filters: dict[str, Any] = self.filters  # type: ignore[attr-defined]
+        for name, fn in list(filters.items()):
+            filters[name] = self._guard_filter(name, fn)
+        globals_: dict[str, Any] = self.globals  # type: ignore[attr-defined]
+        globals_["range"] = self._range
+        globals_["lipsum"] = self._lipsum(globals_["lipsum"])
+
+    # --- loops --------------------------------------------------------------------------
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> Any:
+        """Every `for` loop iterates through count_steps(); recursive loops (whose inner calls
+        would iterate uncounted) are refused."""
+        from jinja2 import nodes
+        from jinja2.exceptions import TemplateSyntaxError
+
+        tree = super()._parse(source, name, filename)  # type: ignore[misc]
+        for loop in list(tree.find_all(nodes.For)):
+            if loop.recursive:
+                raise TemplateSyntaxError("recursive loops are not allowed in prompts",
+                                          loop.lineno, name, filename)
+            counter = nodes.EnvironmentAttribute("count_steps", lineno=loop.lineno)
+            loop.iter = nodes.Call(counter, [loop.iter], [], None, None, lineno=loop.lineno)
+        return tree
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_TEMPLATE_STEPS:
+            raise _refused(f"the template loops more than {MAX_TEMPLATE_STEPS:,} times")
+
+    def count_steps(self, iterable: Any) -> Any:
+        for item in iterable:
+            self.step()
+            yield item
+
+    def _range(self, *args: int) -> Any:
+        _check_args(args, {})
+        if len(range(*args)) > MAX_TEMPLATE_STEPS:
+            raise _refused(f"range() of more than {MAX_TEMPLATE_STEPS:,} items")
+        for item in range(*args):
+            self.step()
+            yield item
+
+    @staticmethod
+    def _lipsum(real: Any) -> Any:
+        def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002
+            _check_args((n, min, max), {})
+            # each word is at most 12 characters with its space; html adds <p></p>
+            _need(max_int(n) * (max_int(max) * 13 + 9), "lipsum()")
+            return real(n=n, html=html, min=min, max=max)
+
+        return lipsum
+
+    def concat(self, parts: Any) -> str:  # the text of every {% set %} block, macro, filter block
+        parts = list(parts)
+        _need(sum(map(len, parts)), "the block's text")
+        return "".join(parts)
+
+    # --- filters ------------------------------------------------------------------------
+
+    def _guard_filter(self, name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            # skip what jinja passes first: the context, eval context or environment
+            lead = next((i for i, a in enumerate(args)
+                         if not (a is self or hasattr(a, "environment"))), len(args))
+            plain = list(args[lead:])
+            _check_args(plain[1:], kwargs)
+            if plain:
+                value = _before_filter(name, plain[0], plain[1:], kwargs)
+                args = (*args[:lead], value, *plain[1:])
+            return _check_size(fn(*args, **kwargs), f"the |{name} filter's result")
+
+        return guarded
+
+    # --- operators, calls, output -------------------------------------------------------
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _before_binop(operator, left, right)
+        return _check_size(super().call_binop(context, operator, left, right), "the result")  # type: ignore[misc]
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _check_args(args, kwargs)
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, (str, bytes)):
+            args = _before_text_method(owner, name, args, kwargs)
+        elif isinstance(owner, list) and name in ("append", "insert", "extend") and args:
+            if name == "extend":
+                args = (_bounded_list(args[0]),)
+            _need(len(owner) + (len(args[0]) if name == "extend" else 1), f"{name}()")
+        return _check_size(super().call(__context, __obj, *args, **kwargs),  # type: ignore[misc]
+                           f"{name or 'the'}() result")
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """'x{}'.format is replaced on attribute access (never reaching `call` as a method of
+        a str): size the formatting before the replacement runs."""
+        wrapped = super().wrap_str_format(value)  # type: ignore[misc]
+        owner = getattr(value, "__self__", None)
+        if wrapped is None or not isinstance(owner, str):
+            return wrapped
+        if _WIDTH.search(owner):
+            raise _refused("a format width or precision that large is not allowed in a template")
+        by_map = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            mapping = args[0] if by_map and args and isinstance(args[0], dict) else kwargs
+            _check_format(owner, args if not by_map or mapping is kwargs else (), mapping,
+                          f"that {value.__name__}()")
+            return wrapped(*args, **kwargs)
+
+        return functools.update_wrapper(checked, value)
+
+    def guarded_concat(self, values: tuple[Any, ...]) -> str:
+        _need(sum(size_of(v) for v in values), "joining with ~")
+        return "".join(str(v) for v in values)
+
+    def _finalize(self, value: Any) -> Any:  # every {{ value }} is about to become text
+        if not isinstance(value, str):
+            _need(size_of(value), "printing that value")
+        return value
+
+
+def _before_binop(operator: str, left: Any, right: Any) -> None:
+    if operator == "*":
+        seq, num = (left, right) if isinstance(right, int) else (right, left)
+        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(num, int):
+            _need(len(seq) * max(num, 0), f"repeating a value {num:,} times")
+        elif isinstance(left, int) and isinstance(right, int):
+            _need((left.bit_length() + right.bit_length()) // 4, "that product")
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+        if abs(left) > 1 and right * max(abs(left).bit_length(), 1) > 4 * MAX_TEMPLATE_VALUE:
+            raise _too_big("that power")
+    elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+        _need(len(left) + len(right), "that sum")
+    elif operator == "%":
+        values = right if isinstance(right, tuple) else (right,)
+        _check_args(values, {})  # '%*d' widths
+        if isinstance(right, dict):
+            _check_format(left, (), right, "that % formatting")
+        else:
+            _check_format(left, values, {}, "that % formatting")
+
+
+def _before_filter(name: str, value: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Refuse a filter call whose result would be too large, from its inputs; returns the value
+    to filter (an iterator read to estimate its size, as a list)."""
+    what = f"the |{name} filter"
+
+    def arg(i: int, key: str, default: Any = None) -> Any:
+        return kwargs.get(key, args[i] if len(args) > i else default)
+
+    if name in _TEXT_FILTERS:
+        _need(size_of(value), what)
+    if name in ("join", "sum"):
+        value = _bounded_list(value)
+    if name == "join":
+        sep = str(arg(0, "d", ""))
+        _need(sum(size_of(i) for i in value) + len(sep) * max(len(value) - 1, 0), what)
+    elif name == "sum":
+        _need(sum(len(i) for i in value if isinstance(i, (list, tuple, str))), what)
+    elif name in ("batch", "slice"):
+        _need(max_int(arg(0, "linecount" if name == "batch" else "slices", 1)), what)
+    elif name in _TEXT_ESTIMATES:
+        _need(_TEXT_ESTIMATES[name](str(value), arg, args, kwargs), what)
+    return value
+
+
+def _replace_size(text: str, arg: Any, args: Any, kwargs: Any) -> int:
+    old, new, count = str(arg(0, "old", "")), str(arg(1, "new", "")), arg(2, "count")
+    hits = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * len(new)
+
+
+def _indent_size(text: str, arg: Any, args: Any, kwargs: Any) -> int:
+    width = arg(0, "width", 4)
+    pad = len(width) if isinstance(width, str) else max_int(width)
+    return len(text) + (text.count("\n") + 1) * pad
+
+
+def _wordwrap_size(text: str, arg: Any, args: Any, kwargs: Any) -> int:
+    width = max(max_int(arg(0, "width", 79)), 1)
+    wrap = str(arg(2, "wrapstring") or "\n")
+    return len(text) + (len(text) // width + text.count("\n") + 1) * len(wrap)
+
+
+def _urlize_size(text: str, arg: Any, args: Any, kwargs: Any) -> int:
+    extra = sum(size_of(v) for v in (*args, *kwargs.values()) if isinstance(v, str))
+    return 3 * len(text) + (len(text) // 4 + 1) * (extra + 64)
+
+
+def _format_size(text: str, arg: Any, args: Any, kwargs: Any) -> int:
+    if _WIDTH.search(text):
+        raise _refused("a format width or precision that large is not allowed in a template")
+    return format_budget(text, args, kwargs)
+
+
+# Filters whose result grows with an argument: their size, from the input text and arguments.
+_TEXT_ESTIMATES = {
+    "replace": _replace_size, "indent": _indent_size, "wordwrap": _wordwrap_size,
+    "urlize": _urlize_size, "format": _format_size,
+    "center": lambda text, arg, args, kwargs: max(len(text), max_int(arg(0, "width", 80))),
+    "tojson": lambda text, arg, args, kwargs: len(text) * (2 + max_int(arg(0, "indent") or 0)),
+}
+
+
+def _before_text_method(owner: Any, name: str, args: Any, kwargs: Any) -> Any:
+    what = f"that {name}()"
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)) \
+            and isinstance(args[1], type(owner)):
+        hits = owner.count(args[0]) if args[0] else len(owner) + 1
+        _need(len(owner) + hits * len(args[1]), what)
+    elif name == "join" and args:
+        items = _bounded_list(args[0])
+        args = (items, *args[1:])
+        _need(sum(size_of(x) for x in items) + len(owner) * len(items), what)
+    elif name in ("center", "ljust", "rjust", "zfill") and args:
+        _need(max(len(owner), max_int(args[0])), what)
+    elif name == "expandtabs":
+        tab = args[0] if args else kwargs.get("tabsize", 8)
+        _need(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max_int(tab), what)
+    elif name == "translate" and args and isinstance(args[0], dict):
+        longest = max((size_of(v) for v in args[0].values()), default=1)
+        _need(len(owner) * max(longest, 1), what)
+    return args
 
 
 def _is_undefined(value: Any) -> bool:

@@ -18,10 +18,28 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "size": str, "seed": int, "request": dict, "index": int, "bytes": int, "derived_from": str,
 }
 
+# The provider identity of images from Alibaba Cloud's own endpoints. Anything else (the
+# placeholder, an emulator or a proxy: `dashscope@HOST`) made a stand-in, not a final image.
+PRODUCTION = "dashscope"
+
+
+def is_final(provider: str) -> bool:
+    return provider == PRODUCTION
+
+
+def is_draft(entry: dict[str, Any]) -> bool:
+    """A lock entry's image is a draft when it says so, or when anyone but the production
+    service made it (entries written before emulator images counted as drafts say draft: false)."""
+    return bool(entry.get("draft")) or ("provider" in entry and not is_final(str(entry["provider"])))
+
 
 class Lock:
-    def __init__(self, outputs: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, outputs: dict[str, dict[str, Any]] | None = None,
+                 output_dir: str | None = None) -> None:
         self.outputs: dict[str, dict[str, Any]] = outputs or {}
+        # the folder (relative to the project) the outputs were written under: when the project
+        # moves output_dir, the files under the old one are still imgbuild's to clean
+        self.output_dir = output_dir
         # Set when this project file has no lock of its own yet and starts from the folder's
         # shared imgbuild.lock: entries no spec of this file produces belong to another file.
         self.adopted_from: Path | None = None
@@ -30,7 +48,9 @@ class Lock:
         return self.outputs.get(output)
 
     def dumps(self) -> bytes:
-        doc = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
+        doc: dict[str, Any] = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
+        if self.output_dir is not None:
+            doc["output_dir"] = self.output_dir
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -57,7 +77,19 @@ def read(path: Path) -> Lock:
             f"{path}: the lockfile is damaged ({e}). Restore it from git (git checkout -- {path.name}) "
             "or delete it and run `imgbuild build`: images in the cache are restored without cost."
         ) from None
-    return Lock(doc["outputs"])
+    folder = doc.get("output_dir")
+    # A lock is committed, so a repository can write it: `clean` trusts this folder only if it
+    # is one imgbuild could have written to (a folder below the project, outside .git/).
+    return Lock(doc["outputs"], folder if isinstance(folder, str) and _writable_path(folder) else None)
+
+
+def _writable_path(rel: str) -> bool:
+    """Could imgbuild have written `rel` (project-relative)? Only below a folder of the
+    project (output_dir is never the root), never in .git/ or .imgbuild/, never through '..'."""
+    parts = rel.split("/")
+    return (rel not in ("", ".") and not rel.startswith("/") and "\\" not in rel
+            and all(p not in ("", ".", "..") for p in parts) and parts[0] not in (".git", ".imgbuild")
+            and not any(ord(c) < 32 for c in rel))
 
 
 def _check_entry(output: str, entry: Any) -> None:
@@ -90,3 +122,53 @@ def write(path: Path, lock: Lock) -> bool:
             "disk and in the cache; build again where the lockfile can be written to record them"
         ) from None
     return True
+
+# --- what imgbuild wrote and then stopped producing ------------------------------------------
+# `.imgbuild/written.json`: project-relative path -> sha256 of the bytes imgbuild wrote. A build
+# adds to it when entries leave the lock (a target renamed or removed, output_dir moved); `clean`
+# deletes such a file only while its bytes are still imgbuild's, so it never touches a file a
+# person made or edited. Local to this checkout; a damaged one reads as empty.
+
+WRITTEN_FILE = "written.json"
+_WRITTEN_FORMAT = 1
+
+
+def load_written(state_dir: Path) -> dict[str, str]:
+    try:
+        doc = json.loads((state_dir / WRITTEN_FILE).read_bytes())
+        files = doc["files"] if doc.get("format") == _WRITTEN_FORMAT else {}
+        if not isinstance(files, dict):
+            return {}
+        # a file imgbuild wrote lies in a folder below the project, never at its root (the
+        # project file, README...), in .git/ or .imgbuild/: anything else was not written by us
+        return {str(k): str(v) for k, v in files.items()
+                if isinstance(k, str) and "/" in k and _writable_path(k)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def save_written(state_dir: Path, files: dict[str, str]) -> None:
+    doc = {"format": _WRITTEN_FORMAT, "files": dict(sorted(files.items()))}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(state_dir / WRITTEN_FILE, json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def remember_written(state_dir: Path, files: dict[str, str]) -> None:
+    """Add `files` (project-relative path -> sha256); nothing is written when nothing is new."""
+    if not files:
+        return
+    known = load_written(state_dir)
+    if all(known.get(k) == v for k, v in files.items()):
+        return
+    save_written(state_dir, {**known, **files})
+
+
+def retire(state_dir: Path, lock: Lock, folder: str, prune: list[str]) -> bool:
+    """Remember the files of lock entries about to leave the lock (`prune`) and, when output_dir
+    moved to `folder`, every file under the old one; record `folder` in the lock. True when
+    output_dir moved (the lock must be written even if nothing else changed)."""
+    old = lock.output_dir if lock.output_dir is not None else folder
+    gone = lock.outputs if old != folder else {o: lock.outputs[o] for o in prune if o in lock.outputs}
+    remember_written(state_dir, {(o if old == "." else f"{old}/{o}"): str(e.get("sha256")) for o, e in gone.items()})
+    lock.output_dir = folder
+    return old != folder

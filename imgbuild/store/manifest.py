@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import posixpath
 from html import escape
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from imgbuild.images.derive import MIME
-from imgbuild.spec.expand import Target
-from imgbuild.store.lockfile import Lock
+from imgbuild.spec.types import Target
+from imgbuild.store.lockfile import Lock, is_draft
 
 MANIFEST_VERSION = 1
 _EXT_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif"}
@@ -46,7 +48,7 @@ def build(targets: list[Target], lock: Lock) -> bytes:
                                      "bytes": ventry.get("bytes"), "sha256": ventry["sha256"]})
             images[image_name(target, index)] = {
                 "alt": target.alt or "",
-                "draft": bool(entry.get("draft")),
+                "draft": is_draft(entry),
                 "original": original,
                 "variants": variants,  # in the spec's format order (preference), then by width
             }
@@ -73,7 +75,9 @@ def picture(image: dict[str, Any], *, sizes: str = "100vw", base_url: str = "",
     """`<picture>` with one `<source>` per format and a fallback `<img>` (the last format listed,
     or the original when there are no variants) carrying width, height, alt and lazy loading."""
     def url(path: str) -> str:
-        return escape(base_url + path, quote=True)
+        # `/img` and `/img/` both mean the folder: join with exactly one slash
+        joined = base_url.rstrip("/") + "/" + path.lstrip("/") if base_url else path
+        return escape(joined, quote=True)
 
     by_format: dict[str, list[dict[str, Any]]] = {}
     for v in image["variants"]:
@@ -101,3 +105,22 @@ def picture(image: dict[str, Any], *, sizes: str = "100vw", base_url: str = "",
     lines.append(f"  <img {' '.join(attrs)}>")
     lines.append("</picture>")
     return "\n".join(lines)
+
+
+def write(output_dir: Path, settings: Mapping[str, Any], targets: list[Target], lock: Lock) -> None:
+    """Write the manifest when it is wanted and its bytes changed (never touch an equal file).
+    The bytes are compared on every build, a no-op too, so a build repairs a manifest that
+    `check` reports stale even when no image changed."""
+    from imgbuild.store.atomic import atomic_write_bytes
+
+    name = wanted(settings, targets)
+    if name is None:
+        return
+    path = output_dir / name
+    data = build(targets, lock)
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)

@@ -110,12 +110,18 @@ def _flock(path: Path, fcntl: object, wait: bool, on_wait: Callable[[str], None]
                 raise _busy(path) from None
             on_wait(_waiting(path))
             fcntl.flock(fd, fcntl.LOCK_EX)  # type: ignore[attr-defined]
+        # The pid is written for the waiting message, then the file is emptied and its mtime put
+        # back: a no-op build changes no file, and site dev servers' watchers go by mtimes.
+        before = os.fstat(fd)
         _write_pid(fd)
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
+                if before.st_size == 0:
+                    os.utime(fd if os.utime in os.supports_fd else path,
+                             ns=(before.st_atime_ns, before.st_mtime_ns))
             fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[attr-defined]
     finally:
         os.close(fd)

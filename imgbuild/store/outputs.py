@@ -10,8 +10,10 @@ from typing import Any
 
 from imgbuild.images import metadata
 from imgbuild.errors import ImgbuildError
-from imgbuild.spec.expand import FORMATS, Target
+from imgbuild.spec.expand import FORMATS
+from imgbuild.spec.types import Target
 from imgbuild.store.atomic import atomic_write_bytes
+from imgbuild.store.lockfile import is_final
 
 
 def image_meta(target: Target, key: str, provider: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +67,15 @@ class NotVouched(ImgbuildError):
 
 
 def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
-                 draft: bool, record: dict[str, Any],
+                 record: dict[str, Any],
                  slots: list[int] | None = None,
                  expected: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Write every image we have (fewer than n on partial success, each at its own `slots`
     position); return their lock entries. With `expected` (output -> sha256), nothing is
     written unless every file would have exactly that hash."""
+    # Who made the original decides whether it is a draft: a cached draft restored by a paid
+    # run is still a draft, and an emulator's image never becomes final.
+    draft = not is_final(str(record.get("provider") or provider))
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
     positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)

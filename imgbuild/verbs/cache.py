@@ -2,21 +2,21 @@
 
 The cache is found as a build finds it ($IMGBUILD_CACHE_DIR, else the project's `cache_dir`, else
 $XDG_CACHE_HOME/imgbuild). Only the project file's `cache_dir` is read, so a project whose specs
-do not validate can still have its cache inspected. Each function returns an exit code.
+do not validate can still have its cache inspected. Each function returns a `DataResult`.
 """
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from imgbuild.store import cacheusers, lockfile
 from imgbuild.store.originals import PRUNE_GRACE, Cache, default_dir
-from imgbuild.commands import Where
-from imgbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+from imgbuild.verbs.common import Where
+from imgbuild.errors import EXIT_FAILED, UsageError
 from imgbuild.spec.project import PROJECT_FILE, display_path, find_project_file, lock_path_for
-from imgbuild.report import Reporter
+from imgbuild.verbs.results import DataResult
 
 
 def _project_file(where: Where) -> Path | None:
@@ -47,53 +47,32 @@ def _open(where: Where) -> Cache:
     return Cache(cache_dir(where))  # maintenance: not a build, so not registered as a user
 
 
-def info(where: Where, reporter: Reporter) -> int:
+def info(where: Where) -> DataResult:
     with _open(where) as cache:
         entries = cache.entries()
         blobs = cache.blobs()
-        summary = {"command": "cache info", "directory": str(cache.directory), "entries": len(entries),
-                   "images": sum(len(d) for d in entries.values()), "blobs": len(blobs),
-                   "bytes": cache.volume()}
-    reporter.summary(summary, f"directory: {summary['directory']}\n"
-                              f"entries:   {summary['entries']} generation(s), {summary['images']} image(s)\n"
-                              f"blobs:     {summary['blobs']}\n"
-                              f"size:      {_size(summary['bytes'])}")
-    return EXIT_OK
+        return DataResult("cache info", {"directory": str(cache.directory), "entries": len(entries),
+                                         "images": sum(len(d) for d in entries.values()),
+                                         "blobs": len(blobs), "bytes": cache.volume()})
 
 
-def verify(where: Where, reporter: Reporter, *, yes: bool = False) -> int:
+def verify(where: Where, *, yes: bool = False,
+           on_wait: Callable[[str], None] = lambda text: None) -> DataResult:
     """Re-hash everything; with `yes`, remove what is damaged (under the cache's own lock)."""
     with _open(where) as cache:
-        with (cacheusers.maintenance(cache.directory, reporter.notice) if yes
-              else contextlib.nullcontext()):
+        with cacheusers.maintenance(cache.directory, on_wait) if yes else contextlib.nullcontext():
             checked = len(cache.blobs())
             bad = cache.verify()
-            removed = cache.repair(bad) if yes and bad else ([], [])
-    for item, kind in sorted(bad.items()):
-        if item.startswith("gen:"):
-            what = ("names a blob that is not stored" if kind == "incomplete"
-                    else "is not a record imgbuild can read")
-            reporter.line(f"{kind:<10} entry {item[4:]}: {what}")
-        else:
-            reporter.line(f"{kind:<10} blob {item}: its bytes do not match its sha256")
-    damaged = sorted(k for k, v in bad.items() if not k.startswith("gen:"))
+            keys, blobs = cache.repair(bad) if yes and bad else ([], [])
+    damaged = sorted(k for k in bad if not k.startswith("gen:"))
     incomplete = sorted(k[4:] for k, v in bad.items() if v == "incomplete")
     unreadable = sorted(k[4:] for k, v in bad.items() if k.startswith("gen:") and v == "unreadable")
-    summary = {"command": "cache verify", "directory": str(cache.directory), "blobs": checked,
-               "damaged": damaged, "incomplete": incomplete, "unreadable_entries": unreadable,
-               "removed_entries": removed[0], "removed_blobs": removed[1]}
-    found = (f"imgbuild: {len(damaged)} of {checked} blob(s) damaged, {len(incomplete)} incomplete "
-             f"and {len(unreadable)} unreadable entr(ies)")
-    if not bad:
-        text = f"imgbuild: all {checked} blob(s) intact"
-    elif yes:
-        text = (f"{found}; removed {len(removed[0])} entr(ies) and {len(removed[1])} blob(s). "
-                "A build needing one of those images generates it again (paid).")
-    else:
-        text = (f"{found}. A build removes a damaged original when it meets it and generates the "
-                "image again (paid); `imgbuild cache verify --yes` removes them now.")
-    reporter.summary({**summary, "failed": len(bad)}, text)
-    return EXIT_FAILED if bad else EXIT_OK
+    return DataResult("cache verify", {"directory": str(cache.directory), "blobs": checked,
+                                       "damaged": damaged, "incomplete": incomplete,
+                                       "unreadable_entries": unreadable, "repaired": yes,
+                                       "removed_entries": keys, "removed_blobs": blobs,
+                                       "failed": len(bad)},
+                      exit_code=EXIT_FAILED if bad else 0)
 
 
 def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], list[str]]:
@@ -117,50 +96,22 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
     return keep, [display_path(p) for p in paths]
 
 
-def prune(where: Where, reporter: Reporter, *, keep_locks: tuple[str, ...] = (), yes: bool = False) -> int:
+def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False,
+          on_wait: Callable[[str], None] = lambda text: None) -> DataResult:
     """Under the cache's own lock, delete what no kept lockfile references, except anything
     stored less than PRUNE_GRACE ago or since the oldest running build began: a build names
     its new originals in its lockfile only when it ends."""
     keep, lock_names = _keep_keys(where, keep_locks)
-    with _open(where) as cache, cacheusers.maintenance(cache.directory, reporter.notice):
+    with _open(where) as cache, cacheusers.maintenance(cache.directory, on_wait):
         before = time.time() - PRUNE_GRACE
         running = cacheusers.oldest_running(cache.directory)
         if running is not None:
             before = min(before, running)
         keys, blobs = cache.unreferenced(keep, before=before)
-        young = len(cache.unreferenced(keep)[0]) - len(keys)
-        directory = str(cache.directory)
-        if keys or blobs:
-            reporter.notice(f"keeping what {', '.join(lock_names)} reference(s); the cache at {directory} "
-                            "may be shared by other projects: pass --keep-lock for each of them")
-        if young:
-            reporter.notice(f"keeping {young} unreferenced entr(ies) stored in the last "
-                            f"{PRUNE_GRACE / 3600:g} h or while a build is running: a running build "
-                            "records its images in its lockfile only when it ends")
-        verb = "deleted" if yes else "would delete"
-        for key in keys:
-            reporter.line(f"{verb}: entry {key}")
-        for digest in blobs:
-            reporter.line(f"{verb}: blob {digest}")
+        recent = len(cache.unreferenced(keep)[0]) - len(keys)
         if yes:
             cache.delete(keys, blobs)
-    summary: dict[str, Any] = {"command": "cache prune", "directory": directory, "keep_locks": lock_names,
-                               "entries": keys, "blobs": blobs, "deleted": yes, "kept_recent": young}
-    if not keys and not blobs:
-        text = "imgbuild: nothing to prune"
-    elif yes:
-        text = f"imgbuild: deleted {len(keys)} entr(ies) and {len(blobs)} blob(s)"
-    else:
-        text = (f"imgbuild: {len(keys)} entr(ies) and {len(blobs)} blob(s) to prune; "
-                "run with --yes to delete (paid originals cannot be restored)")
-    reporter.summary(summary, text)
-    return EXIT_OK
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+        directory = str(cache.directory)
+    return DataResult("cache prune", {"directory": directory, "keep_locks": lock_names,
+                                      "entries": keys, "blobs": blobs, "deleted": yes,
+                                      "kept_recent": recent, "grace_hours": PRUNE_GRACE / 3600})

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgbuild.commands import Where
-from imgbuild.errors import EXIT_OK, UsageError
+from imgbuild.verbs.common import Where
+from imgbuild.errors import UsageError
 from imgbuild.spec.project import PROJECT_FILE, STATE_DIR, display_path
-from imgbuild.report import Reporter
+from imgbuild.verbs.results import DataResult
 
 # The schema is not published at a public URL (its $id is an identifier, not a download), so
 # init writes a local copy beside imgbuild.yaml for editors; `imgbuild schema` refreshes it.
@@ -41,7 +41,7 @@ images: []
 """
 
 
-def init(where: Where, reporter: Reporter) -> int:
+def init(where: Where) -> DataResult:
     if where.file:
         raise UsageError("init takes no -f: it always writes imgbuild.yaml (use -C DIR for another folder)")
     root = Path(where.directory) if where.directory else Path.cwd()
@@ -54,7 +54,7 @@ def init(where: Where, reporter: Reporter) -> int:
             f.write(TEMPLATE)
         schema_file = root / SCHEMA_FILE
         if not schema_file.exists():
-            from imgbuild.commands import schema_text
+            from imgbuild.spec.project import schema_text
 
             schema_file.write_text(schema_text(), encoding="utf-8")
         gitignore = _ignore_state_dir(root / ".gitignore")
@@ -63,12 +63,7 @@ def init(where: Where, reporter: Reporter) -> int:
                          "(edit it, or delete it and run init again)") from None
     except OSError as e:
         raise UsageError(f"cannot write in {display_path(root)}: {e.strerror}") from None
-    reporter.line(f"created {display_path(project_file)}")
-    if gitignore != "unchanged":
-        reporter.line(f"{gitignore} {display_path(root / '.gitignore')} (ignores {GITIGNORE_LINE})")
-    summary = {"command": "init", "project_file": str(project_file), "gitignore": gitignore}
-    reporter.summary(summary, "imgbuild: add an image to imgbuild.yaml, then run `imgbuild build`")
-    return EXIT_OK
+    return DataResult("init", {"project_file": str(project_file), "gitignore": gitignore})
 
 
 def _ignore_state_dir(path: Path) -> str:

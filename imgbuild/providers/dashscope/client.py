@@ -19,7 +19,7 @@ import aiohttp
 from imgbuild._version import __version__
 from imgbuild.spec import catalogue as models
 from imgbuild.providers.dashscope.journal import Journal
-from imgbuild.providers.dashscope import wire
+from imgbuild.providers.dashscope import policy, wire
 from imgbuild.providers.base import Generation, ProviderError, Request, report_progress
 from imgbuild.providers.dashscope.hosts import provider_name, resolve_base_url
 from imgbuild.providers.dashscope.download import DownloadError, Downloader
@@ -65,13 +65,16 @@ class DashScopeProvider:
                  max_retries: int = 6, max_download_bytes: int = 64 * 2**20,
                  request_timeout: float = 120.0, limiter: RateLimiter | None = None,
                  poll_schedule: PollSchedule | None = None, backoff: Backoff | None = None,
-                 download_retries: int = 3) -> None:
+                 download_retries: int = 3, key_env: str = "DASHSCOPE_API_KEY",
+                 region: str = "beijing") -> None:
         if not api_key:
             raise ValueError("a DashScope API key is required")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) base URL: {base_url!r}")
         self._api_key = api_key
+        self._key_env = key_env
+        self._region = region
         self.base_url = base_url.rstrip("/")
         self.host = parts.netloc  # journal entries are only valid against the same server
         self.name = provider_name(parts.hostname)
@@ -167,7 +170,9 @@ class DashScopeProvider:
         if status != wire.SUCCEEDED:
             raise _task_error(task_id, status, body)
         try:
-            return await self._collect(task_id, request, body)
+            generation = await self._collect(task_id, request, body)
+            generation.resumed = resumed
+            return generation
         except DownloadError as error:
             if not error.expired:
                 raise  # the journal keeps the task: the next run downloads without paying
@@ -315,9 +320,12 @@ class DashScopeProvider:
         return body
 
     def _api_error(self, error: wire.ApiError, suffix: str = "") -> ProviderError:
+        fatal = wire.is_fatal(error.status, error.code)
+        hint = (policy.account_hint(error.code, key_env=self._key_env, region=self._region)
+                if fatal else None)
         return ProviderError(error.code, self._scrub(error.message) + suffix,
                              request_id=error.request_id, status=error.status or None,
-                             fatal=wire.is_fatal(error.status, error.code))
+                             fatal=fatal, hint=hint)
 
     def _scrub(self, text: str) -> str:
         # Defence in depth: nothing we log or raise may echo the key, even if a server does.

@@ -1,0 +1,103 @@
+"""The core records every stage passes along: a rendered `Request`, the `Target` that holds it
+and its outputs, and the web `Variant`s derived from them. Imports nothing of imgbuild, so any
+module may import it.
+
+`Request` is serialised and restored by field name (`to_dict`/`from_dict`); the fields that
+change pixels are listed once, in `PIXEL_FIELDS`, and the generation key, the lock, the image
+metadata and the wire bodies all derive from that list.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DERIVE_VERSION = "imgbuild-derive-1"
+
+#: every field of a Request that changes the pixels (`call` only picks an endpoint)
+PIXEL_FIELDS = ("model", "prompt", "negative_prompt", "size", "n", "seed", "prompt_extend", "watermark")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One concrete generation request, after templates, defaults and size resolution."""
+
+    model: str
+    prompt: str
+    negative_prompt: str
+    size: str  # "W*H", already legal for the model
+    n: int
+    seed: int
+    prompt_extend: bool
+    watermark: bool
+    call: str | None = None  # "sync" | "async" | None (model default); never changes pixels
+
+    @property
+    def width(self) -> int:
+        return int(self.size.split("*")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.size.split("*")[1])
+
+    def pixel_fields(self) -> dict[str, object]:
+        """Everything that changes the pixels: this is what the generation key hashes."""
+        return {name: getattr(self, name) for name in PIXEL_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Request:
+        """The inverse of `to_dict`; a missing or unknown field raises (TypeError/KeyError)."""
+        unknown = data.keys() - _REQUEST_FIELDS
+        if unknown:
+            raise KeyError(f"unknown Request field(s): {sorted(unknown)}")
+        return cls(**data)
+
+
+_REQUEST_FIELDS = frozenset(f.name for f in fields(Request))
+
+
+@dataclass(frozen=True)
+class Variant:
+    source: str  # the original output it derives from (relative to output_dir)
+    output: str
+    format: str  # avif | webp | jpeg | png
+    width: int
+    height: int
+    quality: int
+    crop: tuple[int, int, int, int] | None  # box in source pixels, or None for the whole image
+
+    def key(self, source_key: str) -> str:
+        doc = [DERIVE_VERSION, source_key, self.format, self.width, self.height, self.quality,
+               list(self.crop) if self.crop else None]
+        return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+    def to_list(self) -> list[Any]:
+        return [self.source, self.output, self.format, self.width, self.height, self.quality,
+                list(self.crop) if self.crop else None]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> Variant:
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5], tuple(v[6]) if v[6] else None)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    request: Request
+    outputs: tuple[str, ...]  # posix paths relative to output_dir, one per image (n)
+    file: str  # spec file as displayed in messages
+    line: int  # line of the spec's `- name:` item
+    seed_derived: bool
+    variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
+    alt: str | None = None
+    notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+

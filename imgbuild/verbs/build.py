@@ -1,0 +1,162 @@
+"""`imgbuild build`: generate what is new or changed, restore what the cache holds, derive the
+web variants, write the lock and the manifest. `build --dry-run` is `verbs.plan`.
+
+Holds the build mutex (.imgbuild/build.lock) while it writes; a second build waits for the
+first, or with `no_wait` refuses. The lock is written also when the run is interrupted."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imgbuild import providers
+from imgbuild.errors import LimitExceeded
+from imgbuild.plan import cost
+from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
+from imgbuild.spec.project import Project
+from imgbuild.store import lockfile
+from imgbuild.store.lockfile import is_final
+from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
+
+
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    patterns: tuple[str, ...] = ()
+    jobs: int | None = None
+    dry_run: bool = False
+    keep_going: bool = False
+    provider: str | None = None
+    force: bool = False
+    budget: float | None = None
+    max_images: int | None = None
+    no_wait: bool = False
+
+
+@dataclass
+class Context:
+    """One build's collaborators, passed down instead of a dozen arguments."""
+
+    project: Project
+    choice: Any  # providers.Choice
+    identity: str
+    lock: lockfile.Lock
+    cache: Any
+    stats: Any
+    sink: Any  # report.Reporter (progress, notices)
+    options: BuildOptions
+    notices: list[str] = field(default_factory=list)
+
+
+def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> BuildResult | PlanResult:
+    if options.dry_run:  # only reads: never takes the build mutex
+        return _build(where, sink, options)
+    with project_lock(where, sink.notice, options.no_wait):
+        return _build(where, sink, options)
+
+
+def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
+    project, targets = load(where)
+    selected = select(targets, options.patterns)
+    # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
+    choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
+    identity = providers.identity(choice, project.settings)
+    lock = lockfile.read(project.lock_path)
+    stats = stat_cache(project)
+    with open_cache(project) as cache:
+        if cache.notice:
+            sink.notice(cache.notice)
+        plan = make_plan(selected, lock, project.output_dir, provider=identity,
+                         provider_draft=choice.name == "placeholder", cache=cache, force=options.force,
+                         hasher=stats.sha256)
+        ctx = Context(project, choice, identity, lock, cache, stats, sink, options)
+        if choice.notice and any(s.action == GENERATE for s in plan.steps):
+            sink.notice(choice.notice)
+        estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
+        if options.dry_run:
+            from imgbuild.verbs.plan import plan_result
+
+            return plan_result(ctx, plan, selected, estimate)
+        _enforce_limits(estimate, choice.name != "placeholder", options)
+        return _run(ctx, plan, targets, selected, estimate)
+
+
+def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
+         estimate: dict[str, Any]) -> BuildResult:
+    from imgbuild.run import pipeline as execute
+
+    project, lock = ctx.project, ctx.lock
+    prune = [] if ctx.options.patterns else plan.orphans
+    todo = [s for s in plan.steps if s.action != NOTHING]
+    fresh = [s for s in plan.steps if s.action == NOTHING]
+    run = execute.Run()
+    execute.sweep(project, (s.target for s in todo))
+    try:
+        execute.generate(ctx, todo, run)
+        if run.interruption is None:
+            execute.derive(ctx, selected, run)
+    finally:
+        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
+        for orphan in prune:
+            lock.outputs.pop(orphan, None)
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
+        # file's entries still live in the folder's shared imgbuild.lock)
+        if todo or run.derived or prune or moved or lock.adopted_from is not None:
+            lockfile.write(project.lock_path, lock)
+        execute.write_manifest(project, targets, lock)
+        ctx.stats.save()
+    return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+
+
+def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
+            nothing: bool) -> BuildResult:
+    rows: list[Row] = []
+    for d in run.derived:
+        rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
+                        d.error or d.step.reason))
+    for outcome in run.outcomes:
+        reason = "; ".join(outcome.step.reasons)
+        for output in outcome.step.target.outputs:
+            if outcome.status == "failed" and output in outcome.entries:
+                # partial success (n>1): this image was written and is in the lock
+                rows.append(Row(outcome.step.target.name, output, "built", "kept from a partial result"))
+            else:
+                rows.append(Row(outcome.step.target.name, output, outcome.status, reason, failure=outcome.failure))
+    stopped = next((o.failure for o in run.outcomes if o.status == "skipped" and o.failure
+                    and o.failure.code != "Interrupted"), None)
+    paid = ctx.choice.name != "placeholder"
+    return BuildResult(
+        provider=ctx.identity, changed=rows, fresh=fresh,
+        provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
+        images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
+        images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
+        possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
+        pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
+        interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices)
+
+
+def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
+    """Money counted once, where it was spent: images billed in this run; tasks paid in an
+    earlier run and collected now as `resumed`; restores as saved. Drafts cost nothing."""
+    money = Money(estimate["currency"])
+    if not paid:
+        return money
+    region = estimate["region"]
+    for o in outcomes:
+        price = cost.unit_price(o.step.target.request.model, region)
+        if o.resumed:
+            money.resumed += o.images_bought * price
+        else:
+            money.spent += o.images_bought * price
+        if o.status == "restored" and is_final(o.step.provider):  # a restored draft saved nothing
+            money.saved_by_cache += o.step.target.request.n * price
+    return money
+
+
+def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions) -> None:
+    """Refuse, before any request, a build that would exceed --max-images or --budget."""
+    if options.max_images is not None and estimate["images"] > options.max_images:
+        raise LimitExceeded("--max-images", options.max_images, estimate)
+    if options.budget is not None and paid and estimate["total"] > options.budget:
+        raise LimitExceeded("--budget", options.budget, estimate)

@@ -1,0 +1,75 @@
+"""`imgbuild check`: offline, specs vs lock vs files. Never opens the cache, never needs a key
+or the network, never takes the build mutex."""
+from __future__ import annotations
+
+from typing import Any
+
+from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
+from imgbuild.store import lockfile
+from imgbuild.store.lockfile import is_draft
+from imgbuild.verbs.common import Where, load, stat_cache
+from imgbuild.verbs.results import CheckResult, Row
+
+
+def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
+    project, targets = load(where)
+    lock = lockfile.read(project.lock_path)
+    stats = stat_cache(project)
+    plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
+                     cache=None, hasher=stats.sha256)
+    rows: list[Row] = []
+    for step in plan.steps:
+        for output in step.target.outputs:
+            status, reason = _status(step, output, allow_drafts)
+            rows.append(Row(step.target.name, output, status, reason))
+    rows.extend(_variant_rows(project, targets, lock, stats, allow_drafts))
+    stats.save()
+    for orphan in plan.orphans:
+        entry = lock.outputs[orphan]
+        rows.append(Row(str(entry.get("name", "")), orphan, "orphaned",
+                        "in the lock but produced by no spec; run `imgbuild build` to prune it"))
+    return CheckResult(rows)
+
+
+def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: Any,
+                  allow_drafts: bool) -> list[Row]:
+    """Rows for web derivatives and the manifest (only for projects that have them)."""
+    if not any(t.variants or t.alt for t in targets) and not project.settings.get("manifest"):
+        return []
+    from imgbuild.plan import derivatives as variants
+    from imgbuild.store import manifest
+
+    status_of = {variants.NEW: "stale", variants.CHANGED: "stale", variants.WAITING: "stale",
+                 variants.MISSING: "missing", variants.MODIFIED: "modified", variants.UP_TO_DATE: UP_TO_DATE}
+    rows = []
+    for s in variants.plan_variants(targets, lock, project.output_dir, stats.sha256):
+        status, reason = status_of[s.state], s.reason
+        source = lock.get(s.variant.source) or {}
+        if status == UP_TO_DATE and not allow_drafts and (is_draft(source) or (lock.get(s.variant.output) or {}).get("draft")):
+            status, reason = "draft", f"derived from a draft made by {source.get('provider', 'the placeholder')}"
+        rows.append(Row(s.target.name, s.variant.output, status, reason))
+    name = manifest.wanted(project.settings, targets)
+    if name is not None:
+        try:
+            current: bytes | None = (project.output_dir / name).read_bytes()
+        except OSError:
+            current = None
+        if current is None:
+            rows.append(Row("", name, "missing", "the manifest is missing"))
+        elif current != manifest.build(targets, lock):
+            rows.append(Row("", name, "stale", "the manifest does not match the lock"))
+        else:
+            rows.append(Row("", name, UP_TO_DATE))
+    return rows
+
+
+def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+    if step.state in ("new", "changed"):
+        return "stale", "; ".join(step.reasons)
+    if output in step.damage:
+        kind = step.damage[output]
+        return kind, "the file is missing" if kind == "missing" else "the file differs from its lock hash (edited by hand?)"
+    if step.state == UP_TO_DATE and step.draft and not allow_drafts:
+        return "draft", (f"draft made by {step.provider or 'an unknown provider'}, not by the production "
+                         "service (build with a DashScope API key, or pass --allow-drafts)")
+    return UP_TO_DATE, ""

@@ -1,0 +1,94 @@
+"""What every verb starts with: finding the project, loading its targets (from the plan cache
+when nothing they depend on changed), selecting targets, and opening the stores."""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from imgbuild.errors import UsageError
+from imgbuild.spec.project import STATE_DIR, Project, find_project_file, load_project
+from imgbuild.spec.types import Target
+
+
+@dataclass(frozen=True)
+class Where:
+    directory: str | None = None  # -C
+    file: str | None = None  # -f
+
+
+def load(where: Where) -> tuple[Project, list[Target]]:
+    """The project and its expanded targets; from the plan cache when no input changed."""
+    from imgbuild.plan import caches
+    from imgbuild.spec.expand import expand
+
+    path = find_project_file(where.directory, where.file)
+    state_dir = path.parent / STATE_DIR
+    cached = caches.load_plan(path, state_dir)
+    if cached is not None:
+        settings, targets = cached
+        return Project(file=path, root=path.parent, settings=settings, files=[]), targets
+    project = load_project(path)
+    targets = expand(project)
+    caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
+    return project, targets
+
+
+def _plain(value: Any) -> Any:
+    """LocDict/LocList -> dict/list, for JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
+    """Targets whose name or any output matches one of the glob patterns (all when none)."""
+    if not patterns:
+        return targets
+    chosen = []
+    unmatched = set(patterns)
+    for t in targets:
+        hit = [p for p in patterns if fnmatch.fnmatchcase(t.name, p)
+               or any(fnmatch.fnmatchcase(o, p) for o in t.outputs)]
+        if hit:
+            chosen.append(t)
+            unmatched.difference_update(hit)
+    if unmatched:
+        import difflib
+
+        names = [t.name for t in targets]
+        hints = {p: difflib.get_close_matches(p, names, n=1) for p in sorted(unmatched)}
+        text = "; ".join(f"'{p}'" + (f" (did you mean '{h[0]}'?)" if h else "") for p, h in hints.items())
+        raise UsageError(f"no target matches {text}")
+    return chosen
+
+
+def stat_cache(project: Project) -> Any:
+    from imgbuild.plan.caches import StatCache
+
+    return StatCache(project.state_dir)
+
+
+def open_cache(project: Project) -> Any:
+    """The store of paid originals: $IMGBUILD_CACHE_DIR, else the project's cache_dir, else
+    the user's cache folder (the same rule as `imgbuild cache`). A cache_dir inside the
+    repository is not trusted (see store.originals.for_project)."""
+    from imgbuild.store.originals import for_project
+
+    return for_project(project.root, project.settings.get("cache_dir"))
+
+
+def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
+    """The build mutex (.imgbuild/build.lock): a second writer waits, or refuses with no_wait."""
+    from imgbuild.store import mutex
+
+    state_dir = find_project_file(where.directory, where.file).parent / STATE_DIR
+    return mutex.hold(state_dir, wait=not no_wait, on_wait=on_wait)
+
+
+def project_folder(project: Project) -> str:
+    """output_dir relative to the project root, in POSIX form (as the lock records it)."""
+    return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")

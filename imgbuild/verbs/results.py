@@ -1,0 +1,205 @@
+"""What each verb returns: plain data. `report` turns it into text or JSON, `api` hands it to
+the caller (`to_dict()` is the `--json` summary), `cli` takes the exit code from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imgbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, Problem
+from imgbuild.run.loop import Interruption
+
+UP_TO_DATE = "up_to_date"
+
+
+@dataclass(slots=True)
+class Row:
+    """One output file and what happened to it (or what state it is in)."""
+
+    name: str  # target name ("" for the manifest)
+    output: str  # relative to output_dir
+    status: str
+    reason: str = ""
+    action: str | None = None  # plan only: none | generate | restore | derive
+    failure: Failure | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "output": self.output, "status": self.status,
+                             "reason": self.reason}
+        if self.action is not None:
+            d["action"] = self.action
+        if self.failure is not None:
+            d["failure"] = self.failure.to_dict()
+        return d
+
+
+def sort_rows(rows: list[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: (r.output, r.name))
+
+
+def count(rows: list[Row], *extra: str) -> dict[str, int]:
+    counts = {k: 0 for k in ("built", "restored", "up_to_date", "failed", "stale", *extra)}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return counts
+
+
+@dataclass
+class Money:
+    currency: str
+    spent: float = 0.0  # billed in this run
+    resumed: float = 0.0  # billed in an earlier run, collected in this one
+    saved_by_cache: float = 0.0  # what restores from the cache would have cost
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"currency": self.currency, "spent": round(self.spent, 6),
+                "resumed": round(self.resumed, 6), "saved_by_cache": round(self.saved_by_cache, 6)}
+
+
+@dataclass
+class BuildResult:
+    provider: str
+    changed: list[Row]  # every output this run touched (built, restored, derived, failed...)
+    fresh: list[Any] = field(default_factory=list)  # plan steps already up to date
+    provider_calls: int = 0
+    images_bought: int = 0  # billed for requests this run submitted
+    images_resumed: int = 0  # from async tasks an earlier run submitted (paid there)
+    possibly_paid: int = 0
+    pruned: list[str] = field(default_factory=list)
+    money: Money | None = None
+    stopped: Failure | None = None  # the failure that stopped submissions early
+    interrupted: Interruption | None = None
+    nothing_to_do: bool = False
+    notices: list[str] = field(default_factory=list)
+    command: str = "build"
+
+    @property
+    def rows(self) -> list[Row]:
+        """One row per output; up-to-date ones are made only when asked for (--json): a no-op
+        build of 10k targets needs only their count."""
+        return [*(Row(s.target.name, o, UP_TO_DATE) for s in self.fresh for o in s.target.outputs),
+                *self.changed]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = count(self.changed, "skipped", "derived")
+        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh)
+        return c
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return EXIT_INTERRUPTED
+        c = self.counts
+        return EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"command": self.command, "provider": self.provider, **self.counts,
+                             "targets": [r.to_dict() for r in sort_rows(self.rows)],
+                             "provider_calls": self.provider_calls, "images_bought": self.images_bought,
+                             "images_resumed": self.images_resumed,
+                             "possibly_paid": self.possibly_paid,
+                             "pruned_lock_entries": len(self.pruned)}
+        if self.money is not None:
+            d.update(self.money.to_dict())
+        if self.stopped is not None:
+            d["stopped"] = self.stopped.to_dict()
+        if self.interrupted is not None:
+            i = self.interrupted
+            d["interrupted"] = {"kept": i.kept, "waiting_tasks": i.waiting,
+                                "abandoned_paid_requests": i.abandoned_paid, "forced": i.forced}
+        return d
+
+
+@dataclass
+class PlanResult:
+    provider: str
+    plan: Any  # plan.states.Plan
+    variant_steps: list[Any]
+    estimate: dict[str, Any]
+    paid: bool
+    rows: list[Row]
+    notices: list[str] = field(default_factory=list)
+    command: str = "plan"
+    exit_code: int = EXIT_OK
+
+    @property
+    def images_to_generate(self) -> int:
+        return sum(s.target.request.n for s in self.plan.steps if s.action == "generate")
+
+    @property
+    def targets_to_restore(self) -> int:
+        return sum(1 for s in self.plan.steps if s.action == "restore")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = count(self.rows)
+        c["stale"] = sum(1 for r in self.rows if r.status != UP_TO_DATE)
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "provider": self.provider, **self.counts,
+                "targets": [r.to_dict() for r in sort_rows(self.rows)], "orphans": self.plan.orphans,
+                "images_to_generate": self.images_to_generate,
+                "cost": {**self.estimate, "paid": self.paid}}
+
+
+@dataclass
+class CheckResult:
+    rows: list[Row]
+    command: str = "check"
+
+    @property
+    def bad(self) -> list[Row]:
+        return [r for r in self.rows if r.status != UP_TO_DATE]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.bad else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = count(self.rows, "missing", "modified", "draft", "orphaned")
+        counts["stale"] = len(self.bad)
+        return {"command": self.command, **counts, "targets": [r.to_dict() for r in sort_rows(self.rows)]}
+
+
+@dataclass
+class ValidateResult:
+    files: int
+    targets: int
+    problems: list[Problem] = field(default_factory=list)
+    command: str = "validate"
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.problems else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "files": self.files, "targets": self.targets,
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+@dataclass
+class CleanResult:
+    files: list[str]
+    lock_entries: list[str]
+    deleted: bool
+    command: str = "clean"
+    exit_code: int = EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "files": self.files, "lock_entries": self.lock_entries,
+                "deleted": self.deleted}
+
+
+@dataclass
+class DataResult:
+    """Small verbs (html, init, cache ...): their JSON summary as it is; `report` knows how
+    to say each one in words."""
+
+    command: str
+    data: dict[str, Any]
+    exit_code: int = EXIT_OK
+    lines: list[str] = field(default_factory=list)  # per-item lines (listings), before the summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, **self.data}
