@@ -117,17 +117,31 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+_REMOTE_REQUIRED = click.option(
+    "--remote-required", is_flag=True,
+    help="Exit 1 on any error of the remote cache (default: say so and go on locally). For CI.")
+
+
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
 @click.option("--no-wait", is_flag=True,
               help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@click.option("--shard", metavar="I/N",
+              help="Build only shard I of N (1-based; by generation key), e.g. one of N CI jobs "
+                   "that share a remote cache.")
+@click.option("--candidates", type=click.IntRange(1, 8), metavar="K",
+              help="For this run, generate K candidates of each target with n: 1 and wait for `imgbuild accept`.")
+@_REMOTE_REQUIRED
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
-          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
+          candidates: int | None, remote_required: bool, directory: str | None, project_file: str | None,
+          json_mode: bool,
           verbose: int, quiet: int) -> int:
-    """Generate every image that is new or changed; restore from the cache what was paid for.
+    """Generate every image that is new or changed; restore from the cache (local, then the
+    remote) what was paid for.
 
     TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
     from imgbuild.verbs.build import BuildOptions, build as run
@@ -135,9 +149,42 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     where = _where(directory, project_file)
     options = BuildOptions(patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
                            provider=provider, force=force, budget=budget, max_images=max_images,
-                           no_wait=no_wait)
+                           no_wait=no_wait, shard=shard, remote_required=remote_required,
+                           candidates=candidates)
     return _run("plan" if dry_run else "build", (json_mode, verbose, quiet),
                 lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Outputs written at once.")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@_REMOTE_REQUIRED
+@_project_options
+@_output_options
+def pull(jobs: int | None, no_wait: bool, remote_required: bool, directory: str | None,
+         project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Restore every output the lock names from the local cache or the remote, and derive
+    what is missing. Needs no API key and never calls the provider."""
+    from imgbuild.verbs.pull import pull as run
+
+    where = _where(directory, project_file)
+    return _run("pull", (json_mode, verbose, quiet),
+                lambda sink: run(where, sink, jobs=jobs, no_wait=no_wait, remote_required=remote_required),
+                where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_project_options
+@_output_options
+def push(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         quiet: int) -> int:
+    """Upload to the remote the originals the lock references that it lacks (from the local
+    cache). Exit 1 on any remote error."""
+    from imgbuild.verbs.push import push as run
+
+    where = _where(directory, project_file)
+    return _run("push", (json_mode, verbose, quiet), lambda sink: run(where, sink), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -173,6 +220,48 @@ def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
                            force=force, budget=budget, max_images=max_images)
     return _run("watch", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...")
+@click.option("--pick", type=click.IntRange(1, 8), metavar="N", help="Accept candidate N (1-based).")
+@click.option("--digest", metavar="PREFIX", help="Accept the candidate whose sha256 starts with PREFIX.")
+@click.option("--all-first", is_flag=True, help="Accept candidate 1 of every pending target (for scripts).")
+@_project_options
+@_output_options
+def accept(targets: tuple[str, ...], pick: int | None, digest: str | None, all_first: bool,
+           directory: str | None, project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Pin one candidate of each pending TARGET and write its output from the cache (no provider
+    call). Without --pick/--digest, list the candidates and the command to accept each."""
+    from imgbuild.verbs.accept import Choice, accept as run
+
+    if sum(x is not None and x is not False for x in (pick, digest, all_first)) > 1:
+        raise click.UsageError("give one of --pick, --digest, --all-first")
+    if not targets and not all_first:
+        raise click.UsageError("name the TARGETs to accept, or pass --all-first")
+    where = _where(directory, project_file)
+    choice = Choice(pick, digest, all_first)
+    code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    if code == 2 and choice == Choice() and len(targets) == 1 and not json_mode and _isatty(sys.stdin):
+        # a person at a terminal: the candidates were just listed, ask which one
+        number = click.prompt("accept candidate number (Ctrl-C to leave it pending)", type=click.IntRange(1, 8))
+        choice = Choice(pick=number)
+        code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    return code
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET_GLOB...")
+@_project_options
+@_output_options
+def reject(targets: tuple[str, ...], directory: str | None, project_file: str | None, json_mode: bool,
+           verbose: int, quiet: int) -> int:
+    """Forget the candidates (or the accepted pick) of TARGET: the next build makes new ones,
+    with seeds never asked for before."""
+    from imgbuild.verbs.accept import reject as run
+
+    where = _where(directory, project_file)
+    return _run("reject", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -232,6 +321,29 @@ def html(name: str, sizes: str, base_url: str, css_class: str | None, directory:
     where = _where(directory, project_file)
     return _run("html", (json_mode, verbose, quiet),
                 lambda sink: run(where, name=name, sizes=sizes, base_url=base_url, css_class=css_class), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("--base", metavar="REF",
+              help="Git revision to compare with (default: the merge base with the default branch, else HEAD).")
+@click.option("-o", "--output", "out_dir", metavar="DIR", help="Write the report here (default: .imgbuild/review/).")
+@click.option("--markdown", metavar="FILE", help="Also write a summary for a pull-request comment.")
+@click.option("--report-url", metavar="URL",
+              help="Where the report will be published; the summary links there (default: a relative path).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the report in a web browser.")
+@_project_options
+@_output_options
+def review(base: str | None, out_dir: str | None, markdown: str | None, report_url: str | None,
+           open_browser: bool, directory: str | None, project_file: str | None, json_mode: bool,
+           verbose: int, quiet: int) -> int:
+    """Show what changed in the images, before and after, as a static page (index.html, thumbnails,
+    review.json). Offline: no key, no provider call."""
+    from imgbuild.verbs.review import ReviewOptions, review as run
+
+    where = _where(directory, project_file)
+    options = ReviewOptions(base=base, out_dir=out_dir, markdown=markdown, report_url=report_url,
+                            open_browser=open_browser)
+    return _run("review", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TextIO
 from imgbuild.errors import Failure, Problem
 
 STATE_LABEL = {
+    "pending": "pending",
     "new": "new",
     "changed": "changed",
     "missing": "missing",
@@ -302,11 +303,39 @@ def interrupted_text(i: Any, result: Any) -> str:
     return text
 
 
+def remote_text(r: Any) -> str:
+    """`remote: N hits, N uploaded, N already there, N errors`, and why uploads did not happen."""
+    text = (f"imgbuild: remote: {r.hits} hits, {r.uploaded} uploaded, {r.already_there} already there, "
+            f"{r.errors} error{'s' if r.errors != 1 else ''}")
+    if r.read_only:
+        text += " (read-only: uploads skipped)"
+    elif r.writes_denied:
+        text += " (writes denied: uploads skipped)"
+    if r.unreachable:
+        text += f"; the store was unreachable, {r.skipped} request(s) not tried"
+    return text
+
+
+def _with_remote(r: Any, rendered: tuple[list[str], str, bool]) -> tuple[list[str], str, bool]:
+    """Every run that uses a remote closes with its line, even a no-op, so that a misconfigured
+    remote never goes unnoticed; with --remote-required an error makes the run loud."""
+    remote = getattr(r, "remote", None)
+    if remote is None:
+        return rendered
+    lines, text, loud = rendered
+    return lines, f"{text}\n{remote_text(remote)}", loud or bool(remote.required and remote.errors)
+
+
 def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    return _with_remote(r, _build_text(r))
+
+
+def _build_text(r: Any) -> tuple[list[str], str, bool]:
     c = r.counts
     if r.nothing_to_do:
         return [], f"imgbuild: nothing to do ({c['up_to_date']} up to date)", False
-    text = (f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
+    text = ((f"imgbuild: {c['accepted']} accepted\n" if c.get("accepted") else "")
+            + f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
             + (f"{c['derived']} derived, " if c["derived"] else "")
             + f"{c['up_to_date']} up to date, {c['failed']} failed"
             + (f", {c['skipped']} not started" if c["skipped"] else ""))
@@ -322,7 +351,32 @@ def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
         text += f", saved {m.saved_by_cache:.2f} by the cache"
     if r.possibly_paid:
         text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
-    return [], text, bool(c["failed"] or c["skipped"])
+    from imgbuild.verbs.results import sort_rows
+
+    pending = [row for row in r.changed if row.status == "pending"]
+    lines = [f"pending  {row.output} ({row.name}): {row.reason}" for row in sort_rows(pending)]
+    if pending:
+        text += f"\nimgbuild: {len(pending)} pending (no output until `imgbuild accept TARGET --pick N`)"
+    return lines, text, bool(c["failed"] or c["skipped"] or (pending and r.pending_fails))
+
+
+def _render_pull(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.verbs.results import sort_rows
+
+    lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}"
+             for row in sort_rows(r.rows) if row.status in ("failed", "stale")]
+    c = r.counts
+    text = (f"imgbuild: {c['restored']} restored, {c['derived']} derived, {c['up_to_date']} up to date, "
+            f"{c['failed']} failed" + (f", {c['stale']} not pinned by the lock (need a build)" if c["stale"] else ""))
+    return _with_remote(r, (lines, text, bool(c["failed"])))
+
+
+def _render_push(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    lines = [f"not in the local cache, not pushed: {name}" for name in r.not_in_cache]
+    text = remote_text(r.remote)
+    if r.not_in_cache:
+        text += f"\nimgbuild: {len(r.not_in_cache)} target(s) the lock names are not in this machine's cache"
+    return lines, text, bool(r.remote.errors)
 
 
 def _render_plan(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -365,9 +419,12 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")
+    pending = sum(1 for row in bad if row.status == "pending")
     parts = []
-    if len(bad) > drafts:
-        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if len(bad) > drafts + pending:
+        parts.append(f"{len(bad) - drafts - pending} of {len(r.rows)} files need `imgbuild build`")
+    if pending:
+        parts.append(f"{pending} pending: pick a candidate with `imgbuild accept TARGET --pick N`")
     if drafts:
         parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
                      "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
@@ -471,6 +528,23 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.plan.compare import KINDS, UNCHANGED, describe
+    from imgbuild.spec.project import display_path
+
+    shown = [c for c in r.comparison.changes if c.kind != UNCHANGED or verbosity > 0]
+    lines = [f"{c.kind:<10} {c.output} ({c.name})" + (f": {describe(c)}" if c.kind != UNCHANGED else "")
+             for c in shown]
+    counts, m = r.counts, r.comparison
+    text = (f"imgbuild: against {r.base.ref} ({r.base.commit[:10]}): "
+            + ", ".join(f"{counts[k]} {k}" for k in KINDS)
+            + f"; {m.images_paid} image(s) paid, {m.spent:.2f} {m.currency}"
+            + f"\nimgbuild: report: {display_path(r.index)}")
+    if r.markdown is not None:
+        text += f"\nimgbuild: summary: {r.markdown}"
+    return lines, text, False
+
+
 def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     text = f"imgbuild: stopped watching after {d['builds']} build(s)"
     if d["interrupted_build"]:
@@ -478,10 +552,23 @@ def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     return [], text, False
 
 
+def _render_accept_list(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  "
+             f"{c['file'] or '(not in the cache)'}  ->  {c['command']}" for c in d["candidates"]]
+    return lines, "imgbuild: pick one with --pick N or --digest PREFIX (or --all-first)", True
+
+
+def _render_reject(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"rejected {t['name']}: seeds {', '.join(map(str, t['rejected_seeds']))} will not be asked for again"
+             for t in d["targets"]]
+    return lines, "imgbuild: `imgbuild build` makes new candidates", False
+
+
 _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
          "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
-         "watch": _render_watch}
+         "watch": _render_watch, "accept-list": _render_accept_list, "reject": _render_reject}
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
-           "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data}
+           "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data,
+           "ReviewResult": _render_review, "PullResult": _render_pull, "PushResult": _render_push}

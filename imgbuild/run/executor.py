@@ -69,7 +69,8 @@ class Executor:
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  journal: Any = None, limiter: Any = None,
-                 on_event: Callable[[Step, str], None] | None = None) -> None:
+                 on_event: Callable[[Step, str], None] | None = None,
+                 on_stored: Callable[[str, list[bytes], dict[str, Any]], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
         self.cache = cache
@@ -84,6 +85,9 @@ class Executor:
         self.stop_reason: Failure | None = None  # why nothing new is started
         self.provider_calls = 0
         self.on_event = on_event
+        # Write-through to a remote cache: called in the worker thread once a paid original
+        # is in the local cache, so a target counts as built only after its upload was tried.
+        self.on_stored = on_stored
         self.interrupted = False
         self._active: dict[asyncio.Task[Outcome], Step] = {}
         self._states: dict[int, str] = {}  # id(step) -> last reported state
@@ -239,8 +243,13 @@ class Executor:
         uncached = self._cache_original(step, generation, record)
         if uncached is None and self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
+        if self.on_stored is not None:
+            self.on_stored(step.key, generation.images, record)
         if self._abandon.is_set() and uncached is None:  # the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
+        if step.candidate:  # a candidate waits in the cache for `imgbuild accept`: no output yet
+            return Outcome(step, BUILT, {}, images_bought=len(generation.images), resumed=generation.resumed,
+                           failure=uncached)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, record, generation.slots)
         if uncached is not None and self.journal is not None:

@@ -50,12 +50,14 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
-        sink.progress(len(run.outcomes), len(todo), outcome.status, outcome.step, outcome.failure)
+        # a candidate is stored, not written: say so, not "built"
+        status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
+        sink.progress(len(run.outcomes), len(todo), status, outcome.step, outcome.failure)
 
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,
                         keep_going=ctx.options.keep_going, on_outcome=record, journal=journal,
-                        limiter=limiter,
+                        limiter=limiter, on_stored=getattr(ctx, "on_stored", None),
                         on_event=lambda step, state: sink.event(step.target.name, step.target.outputs, state))
     sink.start_progress([(s.target.name, s.target.request.n) for s in todo])
     try:

@@ -43,6 +43,8 @@ class Lock:
         # Set when this project file has no lock of its own yet and starts from the folder's
         # shared imgbuild.lock: entries no spec of this file produces belong to another file.
         self.adopted_from: Path | None = None
+        # target name -> its candidates awaiting `imgbuild accept` (see plan.candidates)
+        self.pending: dict[str, dict[str, Any]] = {}
 
     def get(self, output: str) -> dict[str, Any] | None:
         return self.outputs.get(output)
@@ -51,7 +53,21 @@ class Lock:
         doc: dict[str, Any] = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
         if self.output_dir is not None:
             doc["output_dir"] = self.output_dir
+        if self.pending:  # absent when empty: locks without candidates keep their bytes
+            doc["pending"] = self.pending
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+#: what an accepted pick (`imgbuild accept`) adds to its output's entry
+PIN_FIELDS = ("picked_from", "base_key", "original", "candidate_seeds")
+
+
+def keep_pins(lock: Lock, before: dict[str, dict[str, Any]]) -> None:
+    """A pick restored or rewritten with the same key stays a pick (entries in `before`)."""
+    for output, old in before.items():
+        new = lock.outputs.get(output)
+        if new is not None and new is not old and new.get("key") == old.get("key"):
+            new.update({f: old[f] for f in PIN_FIELDS if f in old})
 
 
 def read(path: Path) -> Lock:
@@ -80,7 +96,10 @@ def read(path: Path) -> Lock:
     folder = doc.get("output_dir")
     # A lock is committed, so a repository can write it: `clean` trusts this folder only if it
     # is one imgbuild could have written to (a folder below the project, outside .git/).
-    return Lock(doc["outputs"], folder if isinstance(folder, str) and _writable_path(folder) else None)
+    lock = Lock(doc["outputs"], folder if isinstance(folder, str) and _writable_path(folder) else None)
+    pending = doc.get("pending")
+    lock.pending = pending if isinstance(pending, dict) else {}
+    return lock
 
 
 def _writable_path(rel: str) -> bool:

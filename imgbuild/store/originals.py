@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -205,17 +206,23 @@ class Cache:
         except Exception:  # noqa: BLE001 - a read-only cache keeps it; it is a miss either way
             pass
 
-    def put(self, key: str, images: list[bytes], meta: dict[str, Any]) -> list[str]:
+    def put(self, key: str, images: list[bytes], meta: dict[str, Any],
+            digests_known: list[str] | None = None) -> list[str]:
+        """Store `images` under `key`. `digests_known`: their sha256, when the caller has just
+        verified them (a restore from the remote), so that they are not hashed twice. A cache
+        that cannot take them raises CacheWriteError (the caller keeps the output anyway)."""
         import sqlite3
 
-        digests = [hashlib.sha256(data).hexdigest() for data in images]
+        digests = digests_known or [hashlib.sha256(data).hexdigest() for data in images]
         record = {**meta, "images": digests, "stored_at": time.time()}
         try:
             store = self._store
             for digest, data in zip(digests, images):
                 stored = self._blob(digest)
                 if stored is None or hashlib.sha256(stored).hexdigest() != digest:
-                    store.set(f"blob:{digest}", bytes(data))
+                    # As a file object: diskcache writes plain bytes by iterating a BytesIO,
+                    # i.e. line by line (thousands of writes per image); a reader goes in 4 MiB.
+                    store.set(f"blob:{digest}", io.BytesIO(data), read=True)
             store.set(f"gen:{key}", json.dumps(record, sort_keys=True).encode("utf-8"))
         except (sqlite3.DatabaseError, OSError) as e:
             raise CacheWriteError(_write_failure(self.directory, e)) from None
@@ -236,6 +243,12 @@ class Cache:
                 return None  # never copied into outputs
             images.append(data)
         return images, record
+
+    @_reading
+    def digests(self, key: str) -> list[str]:
+        """sha256 of each original stored for `key` (empty when absent), without reading them."""
+        record = self._record(key)
+        return list(record["images"]) if record is not None else []
 
     @_reading
     def keys(self) -> list[str]:
@@ -402,9 +415,9 @@ def _safe_disk() -> type:
             return super().get(key, raw) if raw else _Pickled(bytes(key))
 
         def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
-            if type(value) is not bytes:
+            if not (type(value) is bytes or (read and hasattr(value, "read"))):
                 raise TypeError("imgbuild cache values are bytes")
-            return super().store(value, False, key)
+            return super().store(value, read, key)
 
         def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
             if mode == MODE_RAW:  # small values live in the database row itself
