@@ -52,7 +52,9 @@ def lock(root: Path, name: str = "imgbuild.lock") -> dict[str, Any]:
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=0.05, documented_concurrency=False), api_key=KEY) as server:
+    # unlimited: these tests count the POSTs a damaged state causes, not the documented rate limits
+    config = EmulatorConfig(task_duration=0.05, documented_concurrency=False, documented_rate_limits=False)
+    with Emulator(config, api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server
@@ -215,9 +217,13 @@ def test_a_full_cache_disk_keeps_the_output_stops_paying_and_never_exits_3(
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
     text = proc.stdout + proc.stderr
     assert "not cached" in text and "no further image is paid for" in text, text
-    assert emu.billed == 1, text  # the first image; nothing more was submitted
+    # The cache fills at the first original it cannot take (which one depends on the sizes of
+    # the originals and the database's log): every image paid up to then is written and
+    # locked, and nothing more is submitted after it.
     entries = lock(root)
-    assert list(entries) == ["q0.png"] and (root / "out" / "q0.png").is_file(), text
+    assert 1 <= emu.billed == len(entries) < 3, text
+    assert all((root / "out" / name).is_file() for name in entries), text
+    assert "not started" in text, text
 
 
 # --- 7. prune spares running builds and the grace period, under the cache's own lock ---------
