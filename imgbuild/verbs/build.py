@@ -10,12 +10,13 @@ from typing import Any
 
 from imgbuild import providers
 from imgbuild.errors import LimitExceeded
-from imgbuild.plan import cost, snapshot
+from imgbuild.plan import cost
 from imgbuild.plan.states import GENERATE, NOTHING, UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
-from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.common import (Where, load, lock_stamp, open_cache, project_folder, project_lock,
+                                   remember_noop, select, stat_cache, unchanged)
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -69,7 +70,7 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
-    locked = snapshot.lock_stamp(project.lock_path)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
     remote = None
@@ -92,10 +93,8 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
         _enforce_limits(estimate, choice.name != "placeholder", options)
         result = _run(ctx, plan, targets, selected, estimate)
     if result.nothing_to_do and remote is None and not options.patterns and not options.force:
-        from imgbuild.store import manifest
-
-        snapshot.save(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
-                      manifest.wanted(project.settings, targets), stats.entries)
+        remember_noop(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
+                      targets, stats)
     return result
 
 
@@ -105,10 +104,7 @@ def _unchanged(where: Where, sink: Any, options: BuildOptions) -> BuildResult | 
     if (options.dry_run or options.patterns or options.force or options.shard or options.remote_required
             or getattr(sink, "json_mode", True)):
         return None
-    from imgbuild.spec.project import STATE_DIR, find_project_file
-
-    path = find_project_file(where.directory, where.file)
-    known = snapshot.load(path, path.parent / STATE_DIR, "build")
+    known = unchanged(where, "build")
     if known is None or remote_verbs.configured(known["settings"]):
         return None
     identity = providers.identity(providers.choose(options.provider, known["settings"]), known["settings"])

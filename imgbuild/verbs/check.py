@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgbuild.plan import snapshot
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, load, stat_cache
+from imgbuild.verbs.common import Where, load, lock_stamp, remember_noop, stat_cache, unchanged
 from imgbuild.verbs.results import CheckResult, Row
 
 
 def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> CheckResult:
     """`rows=False` (nothing will list up-to-date files) lets the no-op snapshot answer."""
     if not rows:
-        known = _unchanged(where)
+        known = unchanged(where, "check")
         if known is not None and (allow_drafts or not known["allow_drafts"]):
             return CheckResult([], unlisted=known["count"])
     project, targets = load(where)
-    locked = snapshot.lock_stamp(project.lock_path)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
@@ -37,18 +36,10 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
                         "in the lock but produced by no spec; run `imgbuild build` to prune it"))
     result = CheckResult(rows)
     if result.exit_code == 0:
-        from imgbuild.store import manifest
-
-        snapshot.save(project, "check", lock, locked, {"allow_drafts": allow_drafts, "count": len(rows)},
-                      manifest.wanted(project.settings, targets), stats.entries)
+        remember_noop(project, "check", lock, locked, {"allow_drafts": allow_drafts, "count": len(rows)},
+                      targets, stats)
     return result
 
-
-def _unchanged(where: Where) -> dict[str, Any] | None:
-    from imgbuild.spec.project import STATE_DIR, find_project_file
-
-    path = find_project_file(where.directory, where.file)
-    return snapshot.load(path, path.parent / STATE_DIR, "check")
 
 
 def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: Any,

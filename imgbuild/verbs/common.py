@@ -92,3 +92,28 @@ def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
 def project_folder(project: Project) -> str:
     """output_dir relative to the project root, in POSIX form (as the lock records it)."""
     return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")
+
+
+def unchanged(where: Where, kind: str) -> dict[str, Any] | None:
+    """What the no-op snapshot recorded for `kind` ("build" or "check") when nothing it depends
+    on changed since; None otherwise."""
+    from imgbuild.plan import snapshot
+
+    path = find_project_file(where.directory, where.file)
+    return snapshot.load(path, path.parent / STATE_DIR, kind)
+
+
+def lock_stamp(project: Project) -> Any:
+    from imgbuild.plan import snapshot
+
+    return snapshot.lock_stamp(project.lock_path)
+
+
+def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: dict[str, Any],
+                  targets: list[Target], stats: Any) -> None:
+    """After a run that found nothing to do: let the next identical one answer from a snapshot."""
+    from imgbuild.plan import snapshot
+    from imgbuild.store import manifest
+
+    snapshot.save(project, kind, lock, locked, entry, manifest.wanted(project.settings, targets),
+                  stats.entries)
