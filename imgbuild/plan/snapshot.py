@@ -104,7 +104,7 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
     for name in (os.path.join(base, o) for o in lock.outputs):
         stamp = _stamp(name)
         cached = stat_entries.get(name)
-        if stamp is None or cached is None or cached[:3] != [stamp[1], stamp[2], stamp[0]]:
+        if stamp is None or cached is None or cached[:4] != [stamp[1], stamp[2], stamp[0], stamp[3]]:
             return  # not the bytes this run judged
         files.append([name, stamp])
     if manifest is not None:  # judged by its bytes, just now
