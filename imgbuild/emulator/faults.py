@@ -48,6 +48,8 @@ Faults (one-shot lists are consumed front first, one item per matching request)
                        Content-Length and then close the connection
     download_corrupt_next    the next N downloads have bytes flipped in the middle (same length)
     download_reset_next      the next N downloads are closed before any byte is sent
+    image_salt         mixed into every image's pixels: a new value makes the same request
+                       give other bytes, as hosted models do not promise one image per seed
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class EmulatorConfig:
     download_truncate_next: int = 0
     download_corrupt_next: int = 0
     download_reset_next: int = 0
+    image_salt: str = ""
 
     def update(self, **changes: Any) -> None:
         """Apply runtime changes; unknown names are an error so typos do not pass silently."""

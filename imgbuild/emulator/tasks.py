@@ -33,7 +33,8 @@ def produce_slots(req: GenRequest, state: State, origin: str) -> list[Slot]:
             slots.append(Slot(i, fault=SLOT_TIMEOUT))
             continue
         spec = ImageSpec(
-            req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark
+            req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark,
+            state.config.image_salt,
         )
         slots.append(Slot(i, url=state.store_image(spec, origin)))
     return slots

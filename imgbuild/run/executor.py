@@ -238,6 +238,8 @@ class Executor:
             self.on_stored(step.key, generation.images, record)
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
+        if step.candidate:  # a candidate waits in the cache for `imgbuild accept`: no output yet
+            return Outcome(step, BUILT, {}, images_bought=len(generation.images), resumed=generation.resumed)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, record, generation.slots)
         bought = len(generation.images)

@@ -50,7 +50,9 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
-        sink.progress(len(run.outcomes), len(todo), outcome.status, outcome.step, outcome.failure)
+        # a candidate is stored, not written: say so, not "built"
+        status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
+        sink.progress(len(run.outcomes), len(todo), status, outcome.step, outcome.failure)
 
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,

@@ -27,6 +27,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "model": models.DEFAULT_MODEL,
     "n": 1,
+    "candidates": 1,
     "negative_prompt": "",
     # The API defaults to true; we default to false so that the prompt in the spec is the
     # prompt generated, and a rebuild asks for the same thing.
@@ -354,6 +355,10 @@ class _Expander:
         n = self.field(spec, defaults, "n")
         call = self.field(spec, defaults, "call")
         problems += models.request_problems(model, prompt or "", negative, n, call)
+        candidates = self.field(spec, defaults, "candidates")
+        if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
+            problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
+                                           "use candidates to choose one image, or n for several outputs"))
         for field_name, message in problems:
             self.problem(file, base + [field_name] if field_name in spec else base, message,
                          where=f"{label}.{field_name}")
@@ -373,7 +378,7 @@ class _Expander:
             watermark=bool(self.field(spec, defaults, "watermark")), call=call,
         )
         self.targets.append(Target(name, request, outputs, file.display, line, seed is None,
-                                   variants, alt, notes))
+                                   variants, alt, notes, candidates))
 
     def claim_name(self, file: SpecFile, base: list[Any], spec: Any,
                    context: dict[str, Any]) -> tuple[str, int] | None:

@@ -111,9 +111,36 @@ def lock_stamp(project: Project) -> Any:
 
 def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: dict[str, Any],
                   targets: list[Target], stats: Any) -> None:
-    """After a run that found nothing to do: let the next identical one answer from a snapshot."""
+    """After a run that found nothing to do: let the next identical one answer from a snapshot
+    (not while candidates wait for a pick: those runs report them)."""
+    if lock.pending or any(t.candidates > 1 for t in targets):
+        return
     from imgbuild.plan import snapshot
     from imgbuild.store import manifest
 
     snapshot.save(project, kind, lock, locked, entry, manifest.wanted(project.settings, targets),
                   stats.entries)
+
+
+def adopt(targets: list[Target], lock: Any) -> list[Any]:
+    """Targets the lock holds candidates or a pick for stay candidate targets (plan.candidates)."""
+    if not lock.pending and not any("picked_from" in e for e in lock.outputs.values()):
+        return targets  # most projects: not even an import
+    from imgbuild.plan.candidates import adopt as keep_candidates
+
+    return keep_candidates(targets, lock)
+
+
+def as_made(targets: list[Target], lock: Any) -> list[Target]:
+    """Targets as their outputs were made: an accepted pick with its own seed (derivatives follow it)."""
+    if not any(t.candidates > 1 for t in targets):
+        return targets
+    from imgbuild.plan.candidates import pinned
+
+    return pinned(targets, lock)
+
+
+def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any) -> None:
+    from imgbuild.plan import candidates
+
+    candidates.record_pending(steps, targets, lock, cache)

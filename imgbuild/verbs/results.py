@@ -100,6 +100,7 @@ class BuildResult:
     remote: RemoteSummary | None = None
     shard: str | None = None
     unlisted: int = 0  # up-to-date outputs counted but given no row (the no-op snapshot's answer)
+    pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
 
     @property
     def rows(self) -> list[Row]:
@@ -119,6 +120,8 @@ class BuildResult:
         if self.interrupted is not None:
             return EXIT_INTERRUPTED
         c = self.counts
+        if self.pending_fails and c.get("pending"):
+            return EXIT_FAILED
         code = EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
         return self.remote.exit_code(code) if self.remote is not None else code
 
@@ -297,6 +300,7 @@ class ReviewResult:
     markdown: Any = None  # Path of the summary, when written
     notices: list[str] = field(default_factory=list)
     command: str = "review"
+    picks: list[dict[str, Any]] = field(default_factory=list)  # pending targets and their candidates
     exit_code: int = EXIT_OK
 
     @property
@@ -315,13 +319,13 @@ class ReviewResult:
         """review.json: everything the page shows, for scripts."""
         targets = [{k: v for k, v in c.items() if k != "ops"} for c in self.cards]
         return {"version": 1, "project": self.project, "base": self._base(), **self._money(),
-                "counts": self.counts, "targets": targets}
+                "counts": self.counts, "targets": targets, "pending": self.picks}
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "project": self.project, "base": self._base(),
                 **self.counts, **self._money(), "report": str(self.index),
                 "markdown": None if self.markdown is None else str(self.markdown),
-                "notices": self.notices,
+                "notices": self.notices, "pending": [p["name"] for p in self.picks],
                 "targets": [{"name": c["name"], "output": c["output"], "kind": c["kind"]}
                             for c in self.changed]}
 
