@@ -52,7 +52,9 @@ def lock(root: Path, name: str = "imgbuild.lock") -> dict[str, Any]:
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=0.05, documented_concurrency=False), api_key=KEY) as server:
+    # unlimited: these tests count the POSTs a damaged state causes, not the documented rate limits
+    config = EmulatorConfig(task_duration=0.05, documented_concurrency=False, documented_rate_limits=False)
+    with Emulator(config, api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server
