@@ -41,8 +41,7 @@ def _clean(where: Where, *, yes: bool) -> CleanResult:
     stray = sorted(p for p, digest in candidates.items()
                    if p not in wanted and _ours(project.root, p, digest))
     if yes:
-        for rel in stray:
-            _remove(project.root, rel)
+        stray = [rel for rel in stray if _remove(project.root, rel, candidates[rel])]
         for orphan in orphans:
             lock.outputs.pop(orphan)
         if orphans:
@@ -69,13 +68,16 @@ def _ours(root: Path, rel: str, digest: str) -> bool:
     return inside and path.is_file() and not path.is_symlink() and sha256_file(path) == digest
 
 
-def _remove(root: Path, rel: str) -> None:
-    """Delete the file, then each parent folder this left empty, up to (not including) the root."""
+def _remove(root: Path, rel: str, digest: str) -> bool:
+    """Delete the file while it still holds the bytes imgbuild wrote (hashed and unlinked
+    through folder handles that never follow a link, so a link swapped in meanwhile cannot
+    redirect it), then each parent folder this left empty, up to (not including) the root."""
+    from imgbuild.store.outputs import REMOVED, remove_recorded
+
+    head, _, rest = rel.partition("/")
+    if not rest or remove_recorded(root, root / head, rest, digest) != REMOVED:
+        return False
     path = root / rel
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
     parent = path.parent
     while parent != root and root in parent.parents:
         try:
@@ -83,3 +85,4 @@ def _remove(root: Path, rel: str) -> None:
         except OSError:
             break
         parent = parent.parent
+    return True
