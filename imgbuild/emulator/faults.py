@@ -8,7 +8,8 @@ from a YAML mapping (`imgbuild emulator --config faults.yaml`), or at runtime wi
 Timings (seconds)
     task_duration      time an async task spends RUNNING before it finishes (default 0.5)
     pending_time       minimum time an async task stays PENDING, even with free capacity (0)
-    sync_latency       extra delay before a sync (endpoint A) call answers (0)
+    sync_latency       extra delay before a sync (endpoint A) call answers (0); like
+                       task_duration, a change also applies to calls already waiting
     url_ttl            lifetime of result image URLs; expired -> 403 OSS-like XML (86400).
                        A task queried again after it was seen SUCCEEDED re-signs its expired
                        URLs for another url_ttl.
