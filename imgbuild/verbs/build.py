@@ -103,7 +103,10 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
-    return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+    result = _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+    if run.interruption is None:  # derivation ran over every selected target
+        result.derived_files = sum(len(t.variants) for t in selected)
+    return result
 
 
 def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
@@ -111,7 +114,7 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
     rows: list[Row] = []
     for d in run.derived:
         rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
-                        d.error or d.step.reason))
+                        d.error or d.step.reason, kind="derived"))
     for outcome in run.outcomes:
         reason = "; ".join(outcome.step.reasons)
         for output in outcome.step.target.outputs:
