@@ -441,6 +441,8 @@ def _render_init(d: dict[str, Any]) -> tuple[list[str], str, bool]:
 
     path = Path(d["project_file"])
     lines = [f"created {display_path(path)}"]
+    if d.get("schema_file"):
+        lines.append(f"created {display_path(Path(d['schema_file']))} (the schema, for editors)")
     if d["gitignore"] != "unchanged":
         lines.append(f"{d['gitignore']} {display_path(path.parent / '.gitignore')} (ignores .imgbuild/)")
     return lines, "imgbuild: add an image to imgbuild.yaml, then run `imgbuild build`", False

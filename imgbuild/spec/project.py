@@ -61,11 +61,12 @@ def display_path(path: Path) -> str:
 
 
 def find_project_file(directory: str | None, file: str | None) -> Path:
-    """`-f FILE` wins; else imgbuild.yaml in `-C DIR` (or the current directory)."""
+    """`-f FILE` wins; else imgbuild.yaml in `-C DIR` (or the current directory) or, as git
+    finds its repository, in the nearest parent folder, up to the repository's root."""
     base = Path(directory) if directory else Path.cwd()
     if directory and not base.is_dir():
         raise UsageError(f"-C {directory}: no such directory")
-    path = (base / file) if file else (base / PROJECT_FILE)
+    path = (base / file) if file else _search_up(base)
     if not path.is_file():
         if file:
             raise UsageError(f"{display_path(path)}: no such project file")
@@ -74,6 +75,18 @@ def find_project_file(directory: str | None, file: str | None) -> Path:
             "run `imgbuild init` to create one, or point to a project with -C DIR or -f FILE"
         )
     return path.resolve()
+
+
+def _search_up(base: Path) -> Path:
+    """imgbuild.yaml in `base` or its nearest parent; the search ends at a folder holding
+    .git (the repository root), so a project never picks up a file outside its repository."""
+    start = base.resolve()
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder / PROJECT_FILE
+        if (folder / ".git").exists():
+            break
+    return base / PROJECT_FILE
 
 
 @lru_cache(maxsize=1)
