@@ -130,7 +130,7 @@ def _load_document(path: Path, kind: str, problems: list[Problem]) -> SpecFile |
     try:
         data = yamlio.load_file(path, display)
     except yamlio.YamlError as e:
-        problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message))
+        problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message, e.hint))
         return None
     if data is None:
         data = yamlio.LocDict()
