@@ -90,12 +90,15 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     fresh = [s for s in plan.steps if s.action == NOTHING]
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
+    # A moved output_dir leaves the old tree behind: remember its files with the hashes the
+    # lock has now, before this build replaces entries of the same name with new ones.
+    moved = lockfile.retire(project.state_dir, lock, project_folder(project), [])
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:
             execute.derive(ctx, selected, run)
     finally:
-        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
+        lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
