@@ -138,17 +138,28 @@ def _plan_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return _build_options(f, runs=False)
 
 
+_REMOTE_REQUIRED = click.option(
+    "--remote-required", is_flag=True,
+    help="Exit 1 on any error of the remote cache (default: say so and go on locally). For CI.")
+
+
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be done (same as `imgbuild plan`).")
 @click.option("--no-wait", is_flag=True,
               help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@click.option("--shard", metavar="I/N",
+              help="Build only shard I of N (1-based; by generation key), e.g. one of N CI jobs "
+                   "that share a remote cache.")
+@_REMOTE_REQUIRED
 @_project_options
 @_streaming_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
-          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
+          remote_required: bool, directory: str | None, project_file: str | None, json_mode: bool,
           verbose: int, quiet: int) -> int:
-    """Generate every image that is new or changed; restore from the cache what was paid for.
+    """Generate every image that is new or changed; restore from the cache (local, then the
+    remote) what was paid for.
 
     TARGET_GLOB selects targets by name or output path (e.g. 'hero*' 'products/*.png')."""
     from imgbuild.verbs.build import BuildOptions, build as run
@@ -156,9 +167,41 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     where = _where(directory, project_file)
     options = BuildOptions(patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
                            provider=provider, force=force, budget=budget, max_images=max_images,
-                           no_wait=no_wait)
+                           no_wait=no_wait, shard=shard, remote_required=remote_required)
     return _run("plan" if dry_run else "build", (json_mode, verbose, quiet),
                 lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Outputs written at once.")
+@click.option("--no-wait", is_flag=True,
+              help="If another imgbuild build is running in this project, exit 1 at once instead of waiting.")
+@_REMOTE_REQUIRED
+@_project_options
+@_output_options
+def pull(jobs: int | None, no_wait: bool, remote_required: bool, directory: str | None,
+         project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Restore every output the lock names from the local cache or the remote, and derive
+    what is missing. Needs no API key and never calls the provider."""
+    from imgbuild.verbs.pull import pull as run
+
+    where = _where(directory, project_file)
+    return _run("pull", (json_mode, verbose, quiet),
+                lambda sink: run(where, sink, jobs=jobs, no_wait=no_wait, remote_required=remote_required),
+                where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@_project_options
+@_output_options
+def push(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
+         quiet: int) -> int:
+    """Upload to the remote the originals the lock references that it lacks (from the local
+    cache). Exit 1 on any remote error."""
+    from imgbuild.verbs.push import push as run
+
+    where = _where(directory, project_file)
+    return _run("push", (json_mode, verbose, quiet), lambda sink: run(where, sink), where)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -253,6 +296,29 @@ def html(name: str, sizes: str, base_url: str, css_class: str | None, directory:
     where = _where(directory, project_file)
     return _run("html", (json_mode, verbose, quiet),
                 lambda sink: run(where, name=name, sizes=sizes, base_url=base_url, css_class=css_class), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option("--base", metavar="REF",
+              help="Git revision to compare with (default: the merge base with the default branch, else HEAD).")
+@click.option("-o", "--output", "out_dir", metavar="DIR", help="Write the report here (default: .imgbuild/review/).")
+@click.option("--markdown", metavar="FILE", help="Also write a summary for a pull-request comment.")
+@click.option("--report-url", metavar="URL",
+              help="Where the report will be published; the summary links there (default: a relative path).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the report in a web browser.")
+@_project_options
+@_output_options
+def review(base: str | None, out_dir: str | None, markdown: str | None, report_url: str | None,
+           open_browser: bool, directory: str | None, project_file: str | None, json_mode: bool,
+           verbose: int, quiet: int) -> int:
+    """Show what changed in the images, before and after, as a static page (index.html, thumbnails,
+    review.json). Offline: no key, no provider call."""
+    from imgbuild.verbs.review import ReviewOptions, review as run
+
+    where = _where(directory, project_file)
+    options = ReviewOptions(base=base, out_dir=out_dir, markdown=markdown, report_url=report_url,
+                            open_browser=open_browser)
+    return _run("review", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
 
 
 @cli.command()

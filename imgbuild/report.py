@@ -302,7 +302,34 @@ def interrupted_text(i: Any, result: Any) -> str:
     return text
 
 
+def remote_text(r: Any) -> str:
+    """`remote: N hits, N uploaded, N already there, N errors`, and why uploads did not happen."""
+    text = (f"imgbuild: remote: {r.hits} hits, {r.uploaded} uploaded, {r.already_there} already there, "
+            f"{r.errors} error{'s' if r.errors != 1 else ''}")
+    if r.read_only:
+        text += " (read-only: uploads skipped)"
+    elif r.writes_denied:
+        text += " (writes denied: uploads skipped)"
+    if r.unreachable:
+        text += f"; the store was unreachable, {r.skipped} request(s) not tried"
+    return text
+
+
+def _with_remote(r: Any, rendered: tuple[list[str], str, bool]) -> tuple[list[str], str, bool]:
+    """Every run that uses a remote closes with its line, even a no-op, so that a misconfigured
+    remote never goes unnoticed; with --remote-required an error makes the run loud."""
+    remote = getattr(r, "remote", None)
+    if remote is None:
+        return rendered
+    lines, text, loud = rendered
+    return lines, f"{text}\n{remote_text(remote)}", loud or bool(remote.required and remote.errors)
+
+
 def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    return _with_remote(r, _build_text(r))
+
+
+def _build_text(r: Any) -> tuple[list[str], str, bool]:
     c = r.counts
     fresh = _fresh_text(c["up_to_date"], r.derived_up_to_date)
     if r.nothing_to_do:
@@ -336,6 +363,25 @@ def _n(count: int, unit: str) -> str:
 def _fresh_text(images: int, derived: int) -> str:
     """Up-to-date counts in their units: originals are images, derivatives are files."""
     return f"{_n(images, 'image')}" + (f" and {_n(derived, 'derived file')}" if derived else "") + " up to date"
+
+
+def _render_pull(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.verbs.results import sort_rows
+
+    lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}"
+             for row in sort_rows(r.rows) if row.status in ("failed", "stale")]
+    c = r.counts
+    text = (f"imgbuild: {c['restored']} restored, {c['derived']} derived, {c['up_to_date']} up to date, "
+            f"{c['failed']} failed" + (f", {c['stale']} not pinned by the lock (need a build)" if c["stale"] else ""))
+    return _with_remote(r, (lines, text, bool(c["failed"])))
+
+
+def _render_push(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    lines = [f"not in the local cache, not pushed: {name}" for name in r.not_in_cache]
+    text = remote_text(r.remote)
+    if r.not_in_cache:
+        text += f"\nimgbuild: {len(r.not_in_cache)} target(s) the lock names are not in this machine's cache"
+    return lines, text, bool(r.remote.errors)
 
 
 def _render_plan(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -492,6 +538,23 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    from imgbuild.plan.compare import KINDS, UNCHANGED, describe
+    from imgbuild.spec.project import display_path
+
+    shown = [c for c in r.comparison.changes if c.kind != UNCHANGED or verbosity > 0]
+    lines = [f"{c.kind:<10} {c.output} ({c.name})" + (f": {describe(c)}" if c.kind != UNCHANGED else "")
+             for c in shown]
+    counts, m = r.counts, r.comparison
+    text = (f"imgbuild: against {r.base.ref} ({r.base.commit[:10]}): "
+            + ", ".join(f"{counts[k]} {k}" for k in KINDS)
+            + f"; {m.images_paid} image(s) paid, {m.spent:.2f} {m.currency}"
+            + f"\nimgbuild: report: {display_path(r.index)}")
+    if r.markdown is not None:
+        text += f"\nimgbuild: summary: {r.markdown}"
+    return lines, text, False
+
+
 def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     text = f"imgbuild: stopped watching after {d['builds']} build(s)"
     if d["interrupted_build"]:
@@ -505,4 +568,5 @@ _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
-           "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data}
+           "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data,
+           "ReviewResult": _render_review, "PullResult": _render_pull, "PushResult": _render_push}

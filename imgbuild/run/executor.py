@@ -68,7 +68,8 @@ class Executor:
                  output_dir: Path, jobs: int, keep_going: bool,
                  on_outcome: Callable[[Outcome], None] = lambda o: None,
                  journal: Any = None, limiter: Any = None,
-                 on_event: Callable[[Step, str], None] | None = None) -> None:
+                 on_event: Callable[[Step, str], None] | None = None,
+                 on_stored: Callable[[str, list[bytes], dict[str, Any]], None] | None = None) -> None:
         self.provider = provider
         self.provider_name = provider_name
         self.cache = cache
@@ -83,6 +84,9 @@ class Executor:
         self.stop_reason: Failure | None = None  # why nothing new is started
         self.provider_calls = 0
         self.on_event = on_event
+        # Write-through to a remote cache: called in the worker thread once a paid original
+        # is in the local cache, so a target counts as built only after its upload was tried.
+        self.on_stored = on_stored
         self.interrupted = False
         self._active: dict[asyncio.Task[Outcome], Step] = {}
         self._states: dict[int, str] = {}  # id(step) -> last reported state
@@ -230,6 +234,8 @@ class Executor:
         self.cache.put(step.key, generation.images, record)
         if self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
+        if self.on_stored is not None:
+            self.on_stored(step.key, generation.images, record)
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,

@@ -62,7 +62,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,
                         keep_going=ctx.options.keep_going, on_outcome=record, journal=journal,
-                        limiter=limiter,
+                        limiter=limiter, on_stored=getattr(ctx, "on_stored", None),
                         on_event=lambda step, state: sink.event(step.target.name, step.target.outputs, state))
     sink.start_progress([(s.target.name, s.target.request.n) for s in todo])
     try:

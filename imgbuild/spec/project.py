@@ -238,6 +238,8 @@ def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
         return [Problem(display, line, col, where, f"{err.instance} is {'below the minimum' if v == 'minimum' else 'above the maximum'} {err.validator_value}")]
     if v == "oneOf" and path and len(path) >= 2 and path[-2] == "matrix":
         return [Problem(display, line, col, where, "must be a non-empty list of values, or the name of a YAML/JSON file holding one")]
+    if v == "pattern" and "patternMessage" in err.schema:  # a sentence instead of a regex
+        return [Problem(display, line, col, where, f"'{err.instance}' {err.schema['patternMessage']}")]
     if v == "minLength" and err.validator_value == 1:
         return [Problem(display, line, col, where, "must not be empty")]
     return [Problem(display, line, col, where, err.message)]

@@ -10,15 +10,18 @@ from pathlib import Path
 TEMP_PREFIX = ".imgbuild-tmp-"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> str:
-    """Write `data` to `path` atomically; returns the sha256 hex of what was written."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> str:
+    """Write `data` to `path` atomically; returns the sha256 hex of what was written.
+    `durable=False` skips the fsync, for files that are cheap to make again and checked before
+    reuse (review thumbnails): still never half-written for a reader, but not crash-proof."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

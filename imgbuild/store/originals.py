@@ -7,6 +7,7 @@ that names them, so a record always points at complete blobs; blobs are verified
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,18 @@ class Cache:
         record = self._store.get(f"gen:{key}")
         return record is not None and len(record["images"]) >= n
 
-    def put(self, key: str, images: list[bytes], meta: dict[str, Any]) -> list[str]:
+    def put(self, key: str, images: list[bytes], meta: dict[str, Any],
+            digests_known: list[str] | None = None) -> list[str]:
+        """Store `images` under `key`. `digests_known`: their sha256, when the caller has just
+        verified them (a restore from the remote), so that they are not hashed twice."""
         digests = []
-        for data in images:
-            digest = hashlib.sha256(data).hexdigest()
+        for i, data in enumerate(images):
+            digest = digests_known[i] if digests_known else hashlib.sha256(data).hexdigest()
             blob = f"blob:{digest}"
             if blob not in self._store:
-                self._store.set(blob, data)
+                # As a file object: diskcache writes plain bytes by iterating a BytesIO, i.e.
+                # line by line (thousands of writes per image); a reader goes in 4 MiB chunks.
+                self._store.set(blob, io.BytesIO(data), read=True)
             digests.append(digest)
         self._store.set(f"gen:{key}", {**meta, "images": digests})
         return digests

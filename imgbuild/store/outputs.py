@@ -62,22 +62,31 @@ def safe_destination(output_dir: Path, output: str) -> Path:
     return parent / dest.name
 
 
+def render(target: Target, images: list[bytes], key: str, provider: str, record: dict[str, Any],
+           slots: list[int] | None = None) -> list[tuple[int, str, bytes]]:
+    """(index, output, file bytes) of every image we have (fewer than n on partial success,
+    each at its own `slots` position), with provenance embedded, as write_target writes them."""
+    meta = image_meta(target, key, provider, record)
+    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    rendered = []
+    for index, original in zip(positions, images):
+        output = target.outputs[index - 1]
+        fmt = FORMATS[posixpath.splitext(output)[1].lower()]
+        per_image = {**meta, "index": index} if target.request.n > 1 else meta
+        rendered.append((index, output, encode(original, fmt, per_image)))
+    return rendered
+
+
 def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
                  record: dict[str, Any],
                  slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    """Write every image we have (fewer than n on partial success, each at its own `slots`
-    position); return their lock entries."""
+    """Write every image we have; return their lock entries."""
     # Who made the original decides whether it is a draft: a cached draft restored by a paid
     # run is still a draft, and an emulator's image never becomes final.
     draft = not is_final(str(record.get("provider") or provider))
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
-    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
-    for index, original in zip(positions, images):
-        output = target.outputs[index - 1]
-        fmt = FORMATS[posixpath.splitext(output)[1].lower()]
-        per_image = {**meta, "index": index} if target.request.n > 1 else meta
-        data = encode(original, fmt, per_image)
+    for index, output, data in render(target, images, key, provider, record, slots):
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)

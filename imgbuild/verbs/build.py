@@ -12,9 +12,9 @@ from imgbuild import providers
 from imgbuild.errors import LimitExceeded
 from imgbuild.plan import cost
 from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
-from imgbuild.spec.project import Project
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
+from imgbuild.verbs import remote as remote_verbs
 from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
@@ -32,13 +32,15 @@ class BuildOptions:
     budget: float | None = None
     max_images: int | None = None
     no_wait: bool = False
+    shard: str | None = None  # "I/N": only the targets whose key falls in shard I of N
+    remote_required: bool = False
 
 
 @dataclass
 class Context:
     """One build's collaborators, passed down instead of a dozen arguments."""
 
-    project: Project
+    project: Any  # spec.project.Project (not imported: this module is at its limit of 9)
     choice: Any  # providers.Choice
     identity: str
     lock: lockfile.Lock
@@ -47,6 +49,8 @@ class Context:
     sink: Any  # report.Reporter (progress, notices)
     options: BuildOptions
     notices: list[str] = field(default_factory=list)
+    link: Any = None  # verbs.remote.Link when the project has a remote cache
+    on_stored: Any = None  # the executor's write-through to it (uploads each paid original)
 
 
 def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> BuildResult | PlanResult:
@@ -64,11 +68,16 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
+    remote = None
+    if options.shard or options.remote_required or remote_verbs.configured(project.settings):
+        if options.shard:
+            selected = remote_verbs.shard_targets(selected, identity, options.shard)
+        if not options.dry_run:  # a plan shows what the local cache holds; it asks no store
+            remote = remote_verbs.open_link(project.settings, sink, required=options.remote_required)
     with open_cache(project) as cache:
-        plan = make_plan(selected, lock, project.output_dir, provider=identity,
-                         provider_draft=choice.name == "placeholder", cache=cache, force=options.force,
-                         hasher=stats.sha256)
-        ctx = Context(project, choice, identity, lock, cache, stats, sink, options)
+        ctx = Context(project, choice, identity, lock, cache, stats, sink, options, link=remote,
+                      on_stored=remote_verbs.write_through(remote, identity))
+        plan = _plan(ctx, selected)
         if choice.notice and any(s.action == GENERATE for s in plan.steps):
             sink.notice(choice.notice)
         estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
@@ -80,12 +89,28 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
         return _run(ctx, plan, targets, selected, estimate)
 
 
+def _plan(ctx: Context, selected: list[Any]) -> Any:
+    """The plan; with a remote, what the plan would pay for is first looked up there (and,
+    once verified, put into the local cache, from which the plan then restores it)."""
+    def planned() -> Any:
+        return make_plan(selected, ctx.lock, ctx.project.output_dir, provider=ctx.identity,
+                         provider_draft=ctx.choice.name == "placeholder", cache=ctx.cache,
+                         force=ctx.options.force, hasher=ctx.stats.sha256)
+
+    plan = planned()
+    if ctx.link is not None and any(s.action == GENERATE for s in plan.steps):
+        if remote_verbs.fetch_for(ctx.link, plan.steps, ctx.lock, ctx.cache, ctx.sink,
+                                  then="falls back to the next source"):
+            plan = planned()
+    return plan
+
+
 def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
          estimate: dict[str, Any]) -> BuildResult:
     from imgbuild.run import pipeline as execute
 
     project, lock = ctx.project, ctx.lock
-    prune = [] if ctx.options.patterns else plan.orphans
+    prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
     todo = [s for s in plan.steps if s.action != NOTHING]
     fresh = [s for s in plan.steps if s.action == NOTHING]
     run = execute.Run()
@@ -106,6 +131,8 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
+        if ctx.options.shard:
+            remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
     result = _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
     if run.interruption is None:  # derivation ran over every selected target
         result.derived_files = sum(len(t.variants) for t in selected)
@@ -136,7 +163,15 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
         possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
         pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
-        interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices)
+        interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
+        remote=_remote_summary(ctx), shard=ctx.options.shard)
+
+
+def _remote_summary(ctx: Context) -> Any:
+    if ctx.link is None:
+        return None
+    ctx.link.say_new_faults(ctx.sink)  # failed uploads, said once each
+    return ctx.link.summary()
 
 
 def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:

@@ -69,6 +69,32 @@ class Money:
 
 
 @dataclass
+class RemoteSummary:
+    """What a run did with the remote cache; every run that has one reports it."""
+
+    url: str
+    read_only: bool = False
+    hits: int = 0  # generations restored from the remote
+    uploaded: int = 0
+    already_there: int = 0
+    errors: int = 0
+    skipped: int = 0  # lookups or uploads not tried (store down, writes denied)
+    writes_denied: bool = False
+    unreachable: bool = False
+    faults: list[dict[str, str]] = field(default_factory=list)  # kind, path, detail
+    required: bool = False  # --remote-required: any error fails the run
+
+    def exit_code(self, code: int) -> int:
+        return EXIT_FAILED if self.required and self.errors and code == EXIT_OK else code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "read_only": self.read_only, "hits": self.hits,
+                "uploaded": self.uploaded, "already_there": self.already_there, "errors": self.errors,
+                "skipped": self.skipped, "writes_denied": self.writes_denied,
+                "unreachable": self.unreachable, "faults": self.faults}
+
+
+@dataclass
 class BuildResult:
     provider: str
     changed: list[Row]  # every output this run touched (built, restored, derived, failed...)
@@ -84,6 +110,8 @@ class BuildResult:
     nothing_to_do: bool = False
     notices: list[str] = field(default_factory=list)
     command: str = "build"
+    remote: RemoteSummary | None = None
+    shard: str | None = None
     derived_files: int | None = None  # derivatives of the selected targets (None: not derived)
 
     @property
@@ -117,7 +145,8 @@ class BuildResult:
         if self.interrupted is not None:
             return EXIT_INTERRUPTED
         c = self.counts
-        return EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
+        code = EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
+        return self.remote.exit_code(code) if self.remote is not None else code
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"command": self.command, "provider": self.provider, **self.counts,
@@ -135,7 +164,51 @@ class BuildResult:
             i = self.interrupted
             d["interrupted"] = {"kept": i.kept, "waiting_tasks": i.waiting,
                                 "abandoned_paid_requests": i.abandoned_paid, "forced": i.forced}
+        if self.remote is not None:
+            d["remote"] = self.remote.to_dict()
+        if self.shard is not None:
+            d["shard"] = self.shard
         return d
+
+
+@dataclass
+class PullResult:
+    """`imgbuild pull`: outputs restored from the local cache or the remote, variants derived."""
+
+    rows: list[Row]
+    remote: RemoteSummary | None = None
+    command: str = "pull"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return count(self.rows, "derived")
+
+    @property
+    def exit_code(self) -> int:
+        code = EXIT_FAILED if self.counts["failed"] else EXIT_OK
+        return self.remote.exit_code(code) if self.remote is not None else code
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"command": self.command, **self.counts,
+                             "targets": [r.to_dict() for r in sort_rows(self.rows)]}
+        if self.remote is not None:
+            d["remote"] = self.remote.to_dict()
+        return d
+
+
+@dataclass
+class PushResult:
+    remote: RemoteSummary
+    not_in_cache: list[str] = field(default_factory=list)  # target names the lock names
+    command: str = "push"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.remote.errors else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "remote": self.remote.to_dict(),
+                "not_in_cache": self.not_in_cache}
 
 
 @dataclass
@@ -237,3 +310,51 @@ class DataResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, **self.data}
+
+
+@dataclass
+class ReviewResult:
+    """`imgbuild review`: the comparison of two locks and the page written for it."""
+
+    project: str  # the project file, as displayed
+    base: Any  # store.gitref.Revision
+    comparison: Any  # plan.compare.Comparison
+    cards: list[dict[str, Any]]  # one per output, as review.json lists them (see verbs.review_page)
+    out_dir: Any  # Path of the report folder
+    markdown: Any = None  # Path of the summary, when written
+    notices: list[str] = field(default_factory=list)
+    command: str = "review"
+    exit_code: int = EXIT_OK
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.comparison.counts()  # type: ignore[no-any-return]
+
+    @property
+    def changed(self) -> list[dict[str, Any]]:
+        return [c for c in self.cards if c["kind"] != "unchanged"]
+
+    @property
+    def index(self) -> Any:
+        return self.out_dir / "index.html"
+
+    def document(self) -> dict[str, Any]:
+        """review.json: everything the page shows, for scripts."""
+        targets = [{k: v for k, v in c.items() if k != "ops"} for c in self.cards]
+        return {"version": 1, "project": self.project, "base": self._base(), **self._money(),
+                "counts": self.counts, "targets": targets}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "project": self.project, "base": self._base(),
+                **self.counts, **self._money(), "report": str(self.index),
+                "markdown": None if self.markdown is None else str(self.markdown),
+                "notices": self.notices,
+                "targets": [{"name": c["name"], "output": c["output"], "kind": c["kind"]}
+                            for c in self.changed]}
+
+    def _base(self) -> dict[str, str]:
+        return {"ref": self.base.ref, "commit": self.base.commit, "how": self.base.how}
+
+    def _money(self) -> dict[str, Any]:
+        c = self.comparison
+        return {"images_paid": c.images_paid, "spent": c.spent, "currency": c.currency}
