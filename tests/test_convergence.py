@@ -62,15 +62,15 @@ def _snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
 class Project(RuleBasedStateMachine):
     capsys: Any = None
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(provider=st.sampled_from(["placeholder", "emulator"]))
+    def start(self, provider: str) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="imgbuild-conv-"))
         self.specs: dict[str, dict[str, Any]] = {}
         self.output_dir = "generated"
         self.counter = 0
         self.earlier: dict[str, str] = {}  # project-relative path -> sha256 imgbuild wrote
         self.built = False
-        self.provider = "placeholder"
+        self.provider = provider  # half the sequences start over the emulator
         self._add("a", PROMPTS[0])
         self._save()
 
