@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TextIO
 from imgbuild.errors import Failure, Problem
 
 STATE_LABEL = {
+    "pending": "pending",
     "new": "new",
     "changed": "changed",
     "missing": "missing",
@@ -273,7 +274,7 @@ def failure_text(f: Failure) -> str:
         return "interrupted"
     if f.code == "NotStarted":
         return f"not started: {f.message}"
-    if f.code in ("PartialResult", "CacheEntryDamaged", "WriteFailed"):
+    if f.code in ("PartialResult", "CacheEntryDamaged", "CacheCannotStore", "WriteFailed"):
         text = f.message
     else:
         text = f"{f.code}: {f.message}"
@@ -281,13 +282,22 @@ def failure_text(f: Failure) -> str:
         text += f" (request id {f.request_id})"
     if f.possibly_paid:
         text += f"; possibly paid: {f.possibly_paid} request(s) timed out after sending"
+    if f.hint and f.scope == "model":  # the account's hint closes the build; a model's, here
+        text += f"; {f.hint}"
     return text
 
 
 def describe_cost(est: dict[str, Any]) -> list[str]:
-    lines = [f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
-             for model, row in est["by_model"].items()]
-    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} ({est['region']} prices)")
+    lines = []
+    for model, row in est["by_model"].items():
+        if row["unit_price"] is None:  # no price in this region's table: never a borrowed one
+            lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
+        else:
+            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
+    unknown = est.get("price_unknown") or []
+    tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
+    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "
+                 f"({est['region']} prices{tail})")
     return lines
 
 
@@ -335,7 +345,8 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
     if r.nothing_to_do:
         return [], f"imgbuild: nothing to do ({fresh})", False
     failed_files = sum(1 for row in r.changed if row.kind == "derived" and row.status == "failed")
-    text = (f"imgbuild: {_n(c['built'], 'image')} built, {c['restored']} restored from cache, "
+    text = ((f"imgbuild: {c['accepted']} accepted\n" if c.get("accepted") else "")
+            + f"imgbuild: {_n(c['built'], 'image')} built, {c['restored']} restored from cache, "
             + f"{c['failed'] - failed_files} failed"
             + (f", {c['skipped']} not started" if c["skipped"] else "")
             + (f"; {_n(c['derived'], 'file')} derived" if c["derived"] else "")
@@ -353,7 +364,13 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
         text += f", saved {m.saved_by_cache:.2f} by the cache"
     if r.possibly_paid:
         text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
-    return [], text, bool(c["failed"] or c["skipped"])
+    from imgbuild.verbs.results import sort_rows
+
+    pending = [row for row in r.changed if row.status == "pending"]
+    lines = [f"pending  {row.output} ({row.name}): {row.reason}" for row in sort_rows(pending)]
+    if pending:
+        text += f"\nimgbuild: {len(pending)} pending (no output until `imgbuild accept TARGET --pick N`)"
+    return lines, text, bool(c["failed"] or c["skipped"] or (pending and r.pending_fails))
 
 
 def _n(count: int, unit: str) -> str:
@@ -430,18 +447,23 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}" for row in sort_rows(bad)]
     if not bad:
         kinds = {k: sum(1 for row in r.rows if row.kind == k) for k in ("image", "derived", "manifest")}
+        if sum(kinds.values()) != r.files:  # the no-op snapshot answers with counts, no rows
+            return lines, f"imgbuild: all {r.files} files are up to date", False
         parts = [_n(kinds["image"], "image")]
         if kinds["derived"]:
             parts.append(_n(kinds["derived"], "derived file"))
         if kinds["manifest"]:
             parts.append("the manifest")
-        return lines, f"imgbuild: all {len(r.rows)} files are up to date ({', '.join(parts)})", False
+        return lines, f"imgbuild: all {r.files} files are up to date ({', '.join(parts)})", False
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")
+    pending = sum(1 for row in bad if row.status == "pending")
     parts = []
-    if len(bad) > drafts:
-        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if len(bad) > drafts + pending:
+        parts.append(f"{len(bad) - drafts - pending} of {len(r.rows)} files need `imgbuild build`")
+    if pending:
+        parts.append(f"{pending} pending: pick a candidate with `imgbuild accept TARGET --pick N`")
     if drafts:
         parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
                      "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
@@ -502,14 +524,19 @@ def _render_cache_info(d: dict[str, Any]) -> tuple[list[str], str, bool]:
 
 
 def _render_cache_verify(d: dict[str, Any]) -> tuple[list[str], str, bool]:
-    lines = [f"incomplete {key}: names a blob that is not stored (will be generated again)"
-             for key in d["incomplete"]]
+    lines = [f"incomplete entry {key}: names a blob that is not stored" for key in d["incomplete"]]
+    lines += [f"unreadable entry {key}: is not a record imgbuild can read" for key in d["unreadable_entries"]]
     lines += [f"{'damaged':<10} blob {digest}: its bytes do not match its sha256" for digest in d["damaged"]]
-    if d["failed"]:
-        return lines, (f"imgbuild: {len(d['damaged'])} of {d['blobs']} blob(s) damaged, "
-                       f"{len(d['incomplete'])} incomplete entries; builds treat them as cache misses. "
-                       "`imgbuild cache prune` does not repair them."), True
-    return lines, f"imgbuild: all {d['blobs']} blob(s) intact", False
+    if not d["failed"]:
+        return lines, f"imgbuild: all {d['blobs']} blob(s) intact", False
+    found = (f"imgbuild: {len(d['damaged'])} of {d['blobs']} blob(s) damaged, {len(d['incomplete'])} "
+             f"incomplete and {len(d['unreadable_entries'])} unreadable entries")
+    if d["repaired"]:
+        return lines, (f"{found}; removed {len(d['removed_entries'])} entries and "
+                       f"{len(d['removed_blobs'])} blob(s). A build needing one of those images "
+                       "generates it again (paid)."), True
+    return lines, (f"{found}. A build removes a damaged original when it meets it and generates the "
+                   "image again (paid); `imgbuild cache verify --yes` removes them now."), True
 
 
 def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
@@ -519,6 +546,10 @@ def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     if keys or blobs:
         lines.insert(0, f"keeping what {', '.join(d['keep_locks'])} reference(s); the cache at "
                         f"{d['directory']} may be shared by other projects: pass --keep-lock for each of them")
+    if d["kept_recent"]:
+        lines.insert(0, f"keeping {d['kept_recent']} unreferenced entries stored in the last "
+                        f"{d['grace_hours']:g} h or while a build was running: a running build "
+                        "records its images in its lockfile only when it ends")
     if not keys and not blobs:
         text = "imgbuild: nothing to prune"
     elif d["deleted"]:
@@ -562,9 +593,21 @@ def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     return [], text, False
 
 
+def _render_accept_list(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  "
+             f"{c['file'] or '(not in the cache)'}  ->  {c['command']}" for c in d["candidates"]]
+    return lines, "imgbuild: pick one with --pick N or --digest PREFIX (or --all-first)", True
+
+
+def _render_reject(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"rejected {t['name']}: seeds {', '.join(map(str, t['rejected_seeds']))} will not be asked for again"
+             for t in d["targets"]]
+    return lines, "imgbuild: `imgbuild build` makes new candidates", False
+
+
 _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
          "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
-         "watch": _render_watch}
+         "watch": _render_watch, "accept-list": _render_accept_list, "reject": _render_reject}
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,

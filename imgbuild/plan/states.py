@@ -29,6 +29,7 @@ CHANGED = "changed"
 MISSING = "missing"
 MODIFIED = "modified"
 DRAFT = "draft"
+PENDING = "pending"  # a target with candidates and no accepted pick (see plan.candidates)
 
 RESTORE = "restore"
 GENERATE = "generate"
@@ -47,6 +48,9 @@ def generation_key(provider: str, request: Request) -> str:
 
 
 class CacheView(Protocol):
+    trusted: bool  # False: may only restore what the lock vouches for, hash for hash
+    evicted: dict[str, str]  # key -> why its entry was removed while planning
+
     def complete(self, key: str, n: int) -> bool: ...
 
 
@@ -60,6 +64,8 @@ class Step:
     reasons: list[str] = field(default_factory=list)
     draft: bool = False  # the current outputs are drafts (the placeholder's, an emulator's)
     damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
+    locked: dict[str, str] = field(default_factory=dict)  # output -> sha256 the lock records
+    candidate: int = 0  # 1-based candidate number of a pending target; 0 for an ordinary step
 
 
 @dataclass
@@ -77,8 +83,20 @@ Hasher = Callable[[str], "str | None"]
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
               provider_draft: bool, cache: CacheView | None, force: bool = False,
               hasher: Hasher = sha256_file) -> Plan:
-    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher) for t in targets]
+    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+             for t in targets if t.candidates == 1]
+    if len(steps) != len(targets):
+        from imgbuild.plan.candidates import candidate_steps
+
+        def one(t: Target) -> Step:
+            return _step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+
+        steps += [s for t in targets if t.candidates > 1
+                  for s in candidate_steps(t, lock, provider, cache, one)]
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+    if lock.adopted_from is not None:  # the shared lock's other entries are other files'
+        for other in [o for o in lock.outputs if o not in produced]:
+            del lock.outputs[other]
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
 
@@ -116,9 +134,10 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
         reasons = [f"{o} {'is missing' if d == MISSING else 'was modified (sha256 differs from the lock)'}"
                    for o, d in damage.items()]
     if cache is not None and cache.complete(key_locked, request.n):
+        locked = {o: str(e.get("sha256")) for o, e in zip(target.outputs, entries)}
         return Step(target, state, RESTORE, key_locked, locked_provider,
-                    reasons + ["restoring from the cache"], draft, damage)
-    reasons = reasons + ["original not in the cache: generating again"]
+                    reasons + ["restoring from the cache"], draft, damage, locked)
+    reasons = reasons + [_miss_reason(cache, key_locked)]
     return Step(target, state, GENERATE, key_now, provider, reasons, provider_draft, damage)
 
 
@@ -133,6 +152,12 @@ def _pin_seed_hint(target: Target, entry: dict[str, Any]) -> list[str]:
             f"pin `seed: {before}` in the spec to keep the image"]
 
 
+def _miss_reason(cache: CacheView | None, key: str) -> str:
+    if cache is not None and key in cache.evicted:
+        return "the cached original was damaged (removed from the cache): generating it again"
+    return "original not in the cache: generating again"
+
+
 def _partial_reason(target: Target, entries: list[Any]) -> str:
     have = [e for e in entries if e]
     if all(e.get("key") == generation_key(e.get("provider", ""), target.request) for e in have):
@@ -144,9 +169,13 @@ def _partial_reason(target: Target, entries: list[Any]) -> str:
 
 def _todo(target: Target, state: str, reasons: list[str], key: str, provider: str,
           cache: CacheView | None, *, draft: bool = False) -> Step:
-    action = RESTORE if cache is not None and cache.complete(key, target.request.n) else GENERATE
+    # An untrusted cache never supplies the image of a request the lock has no hash for.
+    usable = cache is not None and cache.trusted
+    action = RESTORE if usable and cache.complete(key, target.request.n) else GENERATE  # type: ignore[union-attr]
     if action == RESTORE:
         reasons = reasons + ["in the cache: restoring without a provider call"]
+    elif cache is not None and key in cache.evicted:
+        reasons = reasons + ["the cached original was damaged (removed from the cache)"]
     return Step(target, state, action, key, provider, reasons, draft)
 
 

@@ -57,7 +57,11 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
         shown += len(outcome.step.target.outputs)
-        sink.progress(shown, total, outcome.status, outcome.step, outcome.failure)
+        # a candidate is stored, not written: say so, not "built"
+        status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
+        sink.progress(shown, total, status, outcome.step, outcome.failure)
+        for warning in outcome.warnings:  # e.g. an image a few pixels off, kept
+            sink.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,
@@ -69,6 +73,8 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         stop = run_executor(executor, todo, sink, on_close=provider.close if provider else None)
     finally:
         sink.end_progress()
+        for warning in dict.fromkeys(journal.warnings if journal is not None else ()):
+            sink.notice(warning)
     if stop is not None:
         stop.kept = sum(len(o.entries) for o in run.outcomes)
         stop.waiting = len(journal.entries()) if journal is not None else 0

@@ -95,6 +95,7 @@ class Target:
     variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
     alt: str | None = None
     notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
+    candidates: int = 1  # > 1: k originals to pick from; the output waits for `imgbuild accept`
 
     @property
     def where(self) -> str:

@@ -5,17 +5,33 @@ Holds the build mutex (.imgbuild/build.lock) while it writes; a second build wai
 first, or with `no_wait` refuses. The lock is written also when the run is interrupted."""
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild import providers
-from imgbuild.errors import LimitExceeded
+from imgbuild.errors import ImgbuildError, LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
+from imgbuild.plan.states import GENERATE, NOTHING, PENDING, UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
-from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.common import (
+    Where,
+    adopt,
+    as_made,
+    load,
+    lock_stamp,
+    open_cache,
+    project_folder,
+    project_lock,
+    record_pending,
+    remember_noop,
+    select,
+    stat_cache,
+    unchanged,
+)
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -34,6 +50,8 @@ class BuildOptions:
     no_wait: bool = False
     shard: str | None = None  # "I/N": only the targets whose key falls in shard I of N
     remote_required: bool = False
+    candidates: int | None = None  # --candidates k: this run's k for targets with n: 1
+
 
 
 @dataclass
@@ -61,12 +79,21 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 
 
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
+    known = _unchanged(where, sink, options)
+    if known is not None:
+        return known
     project, targets = load(where)
+    if options.candidates:
+        from dataclasses import replace
+
+        targets = [replace(t, candidates=options.candidates) if t.request.n == 1 else t for t in targets]
     selected = select(targets, options.patterns)
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
+    targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
     remote = None
     if options.shard or options.remote_required or remote_verbs.configured(project.settings):
@@ -75,6 +102,8 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
         if not options.dry_run:  # a plan shows what the local cache holds; it asks no store
             remote = remote_verbs.open_link(project.settings, sink, required=options.remote_required)
     with open_cache(project) as cache:
+        if cache.notice:
+            sink.notice(cache.notice)
         ctx = Context(project, choice, identity, lock, cache, stats, sink, options, link=remote,
                       on_stored=remote_verbs.write_through(remote, identity))
         plan = _plan(ctx, selected)
@@ -86,7 +115,26 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
 
             return plan_result(ctx, plan, selected, estimate)
         _enforce_limits(estimate, choice.name != "placeholder", options)
-        return _run(ctx, plan, targets, selected, estimate)
+        result = _run(ctx, plan, targets, selected, estimate)
+    if result.nothing_to_do and remote is None and not options.patterns and not options.force:
+        remember_noop(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
+                      targets, stats)
+    return result
+
+
+def _unchanged(where: Where, sink: Any, options: BuildOptions) -> BuildResult | None:
+    """A whole build that nothing could change since the last one found nothing to do, when no
+    row of it is wanted (--json lists every output): the no-op snapshot's answer."""
+    if (options.dry_run or options.patterns or options.force or options.shard or options.remote_required
+            or getattr(sink, "json_mode", True)):
+        return None
+    known = unchanged(where, "build")
+    if known is None or remote_verbs.configured(known["settings"]):
+        return None
+    identity = providers.identity(providers.choose(options.provider, known["settings"]), known["settings"])
+    if identity != known["provider"]:
+        return None
+    return BuildResult(provider=identity, changed=[], unlisted=known["count"], nothing_to_do=True)
 
 
 def _plan(ctx: Context, selected: list[Any]) -> Any:
@@ -112,7 +160,9 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     project, lock = ctx.project, ctx.lock
     prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
     todo = [s for s in plan.steps if s.action != NOTHING]
-    fresh = [s for s in plan.steps if s.action == NOTHING]
+    fresh = [s for s in plan.steps if s.action == NOTHING and s.state != PENDING]
+    pending_before = json.dumps(lock.pending, sort_keys=True)
+    picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
     # A moved output_dir leaves the old tree behind: remember its files with the hashes the
@@ -121,22 +171,41 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:
-            execute.derive(ctx, selected, run)
+            execute.derive(ctx, as_made(selected, lock), run)
     finally:
+        lockfile.keep_pins(lock, picks)
         lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
-        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
-        if todo or run.derived or prune or moved:
+        if any(t.candidates > 1 for t in selected) or lock.pending:
+            record_pending(plan.steps, selected, lock, ctx.cache)
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
+        # file's entries still live in the folder's shared imgbuild.lock)
+        if (todo or run.derived or prune or moved or lock.adopted_from is not None
+                or json.dumps(lock.pending, sort_keys=True) != pending_before):
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
         if ctx.options.shard:
             remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
     result = _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+    result.changed.extend(pending_rows(plan.steps))
+    result.nothing_to_do = result.nothing_to_do and not any(r.status == PENDING for r in result.changed)
+    result.pending_fails = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if run.interruption is None:  # derivation ran over every selected target
         result.derived_files = sum(len(t.variants) for t in selected)
     return result
+
+
+def pending_rows(steps: list[Step]) -> list[Row]:
+    """One row per target left waiting for a pick (its output is not written)."""
+    rows, seen = [], set()
+    for step in steps:
+        if step.state == PENDING and step.target.name not in seen:
+            seen.add(step.target.name)
+            why = next((r for r in step.reasons if r.startswith(("pending", "the accepted"))), "pending")
+            rows.append(Row(step.target.name, step.target.outputs[0], PENDING, why))
+    return rows
 
 
 def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
@@ -147,6 +216,8 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
                         d.error or d.step.reason, kind="derived"))
     for outcome in run.outcomes:
         reason = "; ".join(outcome.step.reasons)
+        if outcome.step.candidate and outcome.status != "failed":
+            continue  # candidates are summed up in one pending row per target
         for output in outcome.step.target.outputs:
             if outcome.status == "failed" and output in outcome.entries:
                 # partial success (n>1): this image was written and is in the lock
@@ -161,7 +232,8 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
-        possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
+        possibly_paid=sum(o.failure.possibly_paid if o.failure else o.possibly_paid
+                          for o in run.outcomes),
         pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
         interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
         remote=_remote_summary(ctx), shard=ctx.options.shard)
@@ -182,7 +254,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
         return money
     region = estimate["region"]
     for o in outcomes:
-        price = cost.unit_price(o.step.target.request.model, region)
+        price = cost.unit_price(o.step.target.request.model, region) or 0.0  # unknown: not counted
         if o.resumed:
             money.resumed += o.images_bought * price
         else:
@@ -196,5 +268,8 @@ def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions)
     """Refuse, before any request, a build that would exceed --max-images or --budget."""
     if options.max_images is not None and estimate["images"] > options.max_images:
         raise LimitExceeded("--max-images", options.max_images, estimate)
+    if options.budget is not None and paid and estimate.get("price_unknown"):
+        raise ImgbuildError(f"--budget cannot be checked: no {estimate['region']} price is known "
+                            f"for {', '.join(estimate['price_unknown'])}; nothing was generated")
     if options.budget is not None and paid and estimate["total"] > options.budget:
         raise LimitExceeded("--budget", options.budget, estimate)

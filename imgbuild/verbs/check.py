@@ -7,21 +7,31 @@ from typing import Any
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, load, stat_cache
+from imgbuild.verbs.common import Where, adopt, as_made, load, lock_stamp, remember_noop, stat_cache, unchanged
 from imgbuild.verbs.results import CheckResult, Row
 
 
-def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
+def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> CheckResult:
+    """`rows=False` (nothing will list up-to-date files) lets the no-op snapshot answer."""
+    if not rows:
+        known = unchanged(where, "check")
+        if known is not None and (allow_drafts or not known["allow_drafts"]):
+            return CheckResult([], unlisted=known["count"])
     project, targets = load(where)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
+    targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256)
     rows: list[Row] = []
     for step in plan.steps:
+        if step.candidate > 1:
+            continue  # a pending target is one row, whatever its number of candidates
         for output in step.target.outputs:
             status, reason = _status(step, output, allow_drafts)
             rows.append(Row(step.target.name, output, status, reason))
+    targets = as_made(targets, lock)  # derivatives follow the accepted pick's seed
     rows.extend(_variant_rows(project, targets, lock, stats, allow_drafts))
     stats.save()
     for orphan in plan.orphans:
@@ -29,7 +39,12 @@ def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
         rows.append(Row(str(entry.get("name", "")), orphan, "orphaned",
                         "in the lock but produced by no spec; run `imgbuild build` to prune it",
                         kind="derived" if entry.get("derived_from") else "image"))
-    return CheckResult(rows)
+    result = CheckResult(rows)
+    if result.exit_code == 0:
+        remember_noop(project, "check", lock, locked, {"allow_drafts": allow_drafts, "count": len(rows)},
+                      targets, stats)
+    return result
+
 
 
 def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: Any,
@@ -65,6 +80,10 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
 
 
 def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+    if step.state == "pending":
+        why = ("the accepted pick is not in the cache" if not step.candidate else
+               f"pending: {step.target.candidates} candidates, run imgbuild review / imgbuild accept")
+        return "pending", why
     if step.state in ("new", "changed"):
         return "stale", "; ".join(step.reasons)
     if output in step.damage:

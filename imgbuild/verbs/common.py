@@ -74,11 +74,11 @@ def stat_cache(project: Project) -> Any:
 
 def open_cache(project: Project) -> Any:
     """The store of paid originals: $IMGBUILD_CACHE_DIR, else the project's cache_dir, else
-    the user's cache folder (the same rule as `imgbuild cache`)."""
-    from imgbuild.store.originals import Cache, default_dir
+    the user's cache folder (the same rule as `imgbuild cache`). A cache_dir inside the
+    repository is not trusted (see store.originals.for_project)."""
+    from imgbuild.store.originals import for_project
 
-    configured = project.settings.get("cache_dir")
-    return Cache(default_dir(project.root / configured if configured else None))
+    return for_project(project.root, project.settings.get("cache_dir"))
 
 
 def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
@@ -92,3 +92,55 @@ def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
 def project_folder(project: Project) -> str:
     """output_dir relative to the project root, in POSIX form (as the lock records it)."""
     return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")
+
+
+def unchanged(where: Where, kind: str) -> dict[str, Any] | None:
+    """What the no-op snapshot recorded for `kind` ("build" or "check") when nothing it depends
+    on changed since; None otherwise."""
+    from imgbuild.plan import snapshot
+
+    path = find_project_file(where.directory, where.file)
+    return snapshot.load(path, path.parent / STATE_DIR, kind)
+
+
+def lock_stamp(project: Project) -> Any:
+    from imgbuild.plan import snapshot
+
+    return snapshot.lock_stamp(project.lock_path)
+
+
+def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: dict[str, Any],
+                  targets: list[Target], stats: Any) -> None:
+    """After a run that found nothing to do: let the next identical one answer from a snapshot
+    (not while candidates wait for a pick: those runs report them)."""
+    if lock.pending or any(t.candidates > 1 for t in targets):
+        return
+    from imgbuild.plan import snapshot
+    from imgbuild.store import manifest
+
+    snapshot.save(project, kind, lock, locked, entry, manifest.wanted(project.settings, targets),
+                  stats.entries)
+
+
+def adopt(targets: list[Target], lock: Any) -> list[Any]:
+    """Targets the lock holds candidates or a pick for stay candidate targets (plan.candidates)."""
+    if not lock.pending and not any("picked_from" in e for e in lock.outputs.values()):
+        return targets  # most projects: not even an import
+    from imgbuild.plan.candidates import adopt as keep_candidates
+
+    return keep_candidates(targets, lock)
+
+
+def as_made(targets: list[Target], lock: Any) -> list[Target]:
+    """Targets as their outputs were made: an accepted pick with its own seed (derivatives follow it)."""
+    if not any(t.candidates > 1 for t in targets):
+        return targets
+    from imgbuild.plan.candidates import pinned
+
+    return pinned(targets, lock)
+
+
+def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any) -> None:
+    from imgbuild.plan import candidates
+
+    candidates.record_pending(steps, targets, lock, cache)

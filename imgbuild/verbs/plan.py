@@ -21,9 +21,11 @@ def plan(where: Where, sink: Any, options: Any) -> PlanResult:
 def plan_result(ctx: Any, plan: Any, selected: list[Any], estimate: dict[str, Any]) -> PlanResult:
     from imgbuild.plan import derivatives
 
+    from imgbuild.verbs.common import as_made
+
     regenerated = frozenset(o for step in plan.steps if step.action == "generate" for o in step.target.outputs)
-    variant_steps = derivatives.plan_variants(selected, ctx.lock, ctx.project.output_dir, ctx.stats.sha256,
-                                              regenerated)
+    variant_steps = derivatives.plan_variants(as_made(selected, ctx.lock), ctx.lock, ctx.project.output_dir,
+                                              ctx.stats.sha256, regenerated)
     rows = []
     for step in plan.steps:
         reason = "; ".join(step.reasons)

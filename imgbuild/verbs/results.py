@@ -112,6 +112,8 @@ class BuildResult:
     command: str = "build"
     remote: RemoteSummary | None = None
     shard: str | None = None
+    unlisted: int = 0  # up-to-date outputs counted but given no row (the no-op snapshot's answer)
+    pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
     derived_files: int | None = None  # derivatives of the selected targets (None: not derived)
 
     @property
@@ -130,7 +132,7 @@ class BuildResult:
     @property
     def counts(self) -> dict[str, int]:
         c = count(self.changed, "skipped", "derived")
-        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh)
+        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh) + self.unlisted
         return c
 
     def _by_kind(self) -> dict[str, dict[str, int]]:
@@ -145,6 +147,8 @@ class BuildResult:
         if self.interrupted is not None:
             return EXIT_INTERRUPTED
         c = self.counts
+        if self.pending_fails and c.get("pending"):
+            return EXIT_FAILED
         code = EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
         return self.remote.exit_code(code) if self.remote is not None else code
 
@@ -253,6 +257,11 @@ class PlanResult:
 class CheckResult:
     rows: list[Row]
     command: str = "check"
+    unlisted: int = 0  # up-to-date files counted but given no row (the no-op snapshot's answer)
+
+    @property
+    def files(self) -> int:
+        return len(self.rows) + self.unlisted
 
     @property
     def bad(self) -> list[Row]:
@@ -264,6 +273,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         counts = count(self.rows, "missing", "modified", "draft", "orphaned")
+        counts[UP_TO_DATE] += self.unlisted
         counts["stale"] = len(self.bad)
         return {"command": self.command, **counts, "by_kind": by_kind(self.rows),
                 "targets": [r.to_dict() for r in sort_rows(self.rows)]}
@@ -324,6 +334,7 @@ class ReviewResult:
     markdown: Any = None  # Path of the summary, when written
     notices: list[str] = field(default_factory=list)
     command: str = "review"
+    picks: list[dict[str, Any]] = field(default_factory=list)  # pending targets and their candidates
     exit_code: int = EXIT_OK
 
     @property
@@ -342,13 +353,13 @@ class ReviewResult:
         """review.json: everything the page shows, for scripts."""
         targets = [{k: v for k, v in c.items() if k != "ops"} for c in self.cards]
         return {"version": 1, "project": self.project, "base": self._base(), **self._money(),
-                "counts": self.counts, "targets": targets}
+                "counts": self.counts, "targets": targets, "pending": self.picks}
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "project": self.project, "base": self._base(),
                 **self.counts, **self._money(), "report": str(self.index),
                 "markdown": None if self.markdown is None else str(self.markdown),
-                "notices": self.notices,
+                "notices": self.notices, "pending": [p["name"] for p in self.picks],
                 "targets": [{"name": c["name"], "output": c["output"], "kind": c["kind"]}
                             for c in self.changed]}
 
