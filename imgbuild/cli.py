@@ -31,13 +31,29 @@ def _project_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _output_options(f: Callable[..., Any], *, streams: bool = False) -> Callable[..., Any]:
     f = click.option("-q", "--quiet", count=True, help="Print less (only failures).")(f)
     f = click.option("-v", "--verbose", count=True, help="Print more (reasons, debug logging with -vv).")(f)
     f = click.option("--json", "json_mode", is_flag=True,
-                     help="JSON for scripts: one summary object, the last line of stdout "
-                          "(build streams one state-change object per line before it).")(f)
+                     help="JSON for scripts: one summary object, the last line of stdout"
+                          + (" (after one state-change object per line while images are made)."
+                             if streams else "."))(f)
     return f
+
+
+def _streaming_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    return _output_options(f, streams=True)
+
+
+def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion: the project's target names (`-C`/`-f` when already typed)."""
+    try:
+        from imgbuild.verbs.common import load
+
+        _, targets = load(_where(ctx.params.get("directory"), ctx.params.get("project_file")))
+    except Exception:  # noqa: BLE001 - a broken project completes nothing rather than a traceback
+        return []
+    return [click.shell_completion.CompletionItem(t.name) for t in targets if t.name.startswith(incomplete)]
 
 
 def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
@@ -100,7 +116,7 @@ def cli() -> None:
     offline placeholder."""
 
 
-def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _build_options(f: Callable[..., Any], *, runs: bool = True) -> Callable[..., Any]:
     f = click.option("--max-images", type=click.IntRange(0), metavar="N",
                      help="Refuse to start if more than N images would be generated.")(f)
     f = click.option("--budget", type=click.FloatRange(0), metavar="AMOUNT",
@@ -109,12 +125,17 @@ def _build_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Rewrite selected outputs even if up to date (from the cache when possible).")(f)
     f = click.option("--provider", type=click.Choice(["auto", "dashscope", "placeholder"]),
                      help="Who makes the pixels (default: IMGBUILD_PROVIDER, the project's provider, else auto).")(f)
-    f = click.option("-k", "--keep-going", is_flag=True, help="Go on with other targets after a failure.")(f)
+    if runs:  # plan runs nothing: no -k to offer
+        f = click.option("-k", "--keep-going", is_flag=True, help="Go on with other targets after a failure.")(f)
     f = click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
                      help="Targets worked on at once (default: 4; with DashScope, enough that the "
                           "per-model rate and concurrency limits bind, up to 64).")(f)
-    f = click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...")(f)
+    f = click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...", shell_complete=_complete_targets)(f)
     return f
+
+
+def _plan_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    return _build_options(f, runs=False)
 
 
 _REMOTE_REQUIRED = click.option(
@@ -134,7 +155,7 @@ _REMOTE_REQUIRED = click.option(
               help="For this run, generate K candidates of each target with n: 1 and wait for `imgbuild accept`.")
 @_REMOTE_REQUIRED
 @_project_options
-@_output_options
+@_streaming_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
           budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
           candidates: int | None, remote_required: bool, directory: str | None, project_file: str | None,
@@ -188,10 +209,10 @@ def push(directory: str | None, project_file: str | None, json_mode: bool, verbo
 
 
 @cli.command(epilog=EXIT_CODES)
-@_build_options
+@_plan_options
 @_project_options
 @_output_options
-def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
+def plan(targets: tuple[str, ...], jobs: int | None, provider: str | None, force: bool,
          budget: float | None, max_images: int | None, directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
          quiet: int) -> int:
     """Show each target's state and why (= build --dry-run). -v also lists up-to-date ones."""
@@ -199,7 +220,7 @@ def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider:
     from imgbuild.verbs.plan import plan as run
 
     where = _where(directory, project_file)
-    options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
+    options = BuildOptions(patterns=targets, jobs=jobs, provider=provider,
                            force=force, budget=budget, max_images=max_images)
     return _run("plan", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
 
@@ -207,7 +228,7 @@ def plan(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider:
 @cli.command(epilog=EXIT_CODES)
 @_build_options
 @_project_options
-@_output_options
+@_streaming_output_options
 def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
           budget: float | None, max_images: int | None, directory: str | None, project_file: str | None,
           json_mode: bool, verbose: int, quiet: int) -> int:
@@ -305,7 +326,7 @@ def clean(yes: bool, no_wait: bool, directory: str | None, project_file: str | N
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_targets)
 @click.option("--sizes", default="100vw", show_default=True, help="The sizes attribute of the sources.")
 @click.option("--base-url", default="", metavar="URL",
               help="Prefix for paths in src/srcset (paths are relative to output_dir), e.g. /assets/generated/.")

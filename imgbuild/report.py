@@ -92,7 +92,7 @@ class Reporter:
     def progress(self, done: int, total: int, status: str, step: Any, failure: Failure | None) -> None:
         outputs = ", ".join(step.target.outputs)
         width = len(str(total))
-        text = f"[{done:>{width}}/{total}] {status:<8} {step.target.name} -> {outputs}"
+        text = f"[{done:>{width}}/{total} images] {status:<8} {step.target.name} -> {outputs}"
         error = failure_text(failure) if failure is not None else None
         if error:
             text += f"\n    {step.target.where}: {error}"
@@ -105,7 +105,7 @@ class Reporter:
 
     def variant_progress(self, done: int, total: int, status: str, step: Any, error: str | None) -> None:
         width = len(str(total))
-        text = f"[{done:>{width}}/{total}] {status:<8} {step.target.name} -> {step.variant.output}"
+        text = f"[{done:>{width}}/{total} files] {status:<8} {step.target.name} -> {step.variant.output}"
         if error:
             text += f"\n    {step.target.where}: {error}"
             self.error(text) if self.json_mode else self.line(text)
@@ -206,7 +206,7 @@ class LiveStatus:
     def text(self) -> str:
         elapsed = max(1e-6, self.clock() - self.start)
         finished = sum(self.counts.get(s, 0) for s in self.FINAL)
-        parts = [f"[{finished}/{self.total}]"]
+        parts = [f"[{finished}/{self.total} targets]"]
         parts += [f"{self.counts.get(s, 0)} {self.LABEL.get(s, s)}" for s in self.ORDER
                   if self.counts.get(s) or s == "done"]
         rate = self.finished_images / elapsed * 60
@@ -341,13 +341,17 @@ def _render_build(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
 
 def _build_text(r: Any) -> tuple[list[str], str, bool]:
     c = r.counts
+    fresh = _fresh_text(c["up_to_date"], r.derived_up_to_date)
     if r.nothing_to_do:
-        return [], f"imgbuild: nothing to do ({c['up_to_date']} up to date)", False
+        return [], f"imgbuild: nothing to do ({fresh})", False
+    failed_files = sum(1 for row in r.changed if row.kind == "derived" and row.status == "failed")
     text = ((f"imgbuild: {c['accepted']} accepted\n" if c.get("accepted") else "")
-            + f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
-            + (f"{c['derived']} derived, " if c["derived"] else "")
-            + f"{c['up_to_date']} up to date, {c['failed']} failed"
-            + (f", {c['skipped']} not started" if c["skipped"] else ""))
+            + f"imgbuild: {_n(c['built'], 'image')} built, {c['restored']} restored from cache, "
+            + f"{c['failed'] - failed_files} failed"
+            + (f", {c['skipped']} not started" if c["skipped"] else "")
+            + (f"; {_n(c['derived'], 'file')} derived" if c["derived"] else "")
+            + (f", {failed_files} failed to derive" if failed_files else "")
+            + f"; {fresh}")
     if r.stopped is not None:
         text += "\nimgbuild: stopped early: " + failure_text(r.stopped).removeprefix("not started: ")
         if r.stopped.hint:
@@ -367,6 +371,15 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
     if pending:
         text += f"\nimgbuild: {len(pending)} pending (no output until `imgbuild accept TARGET --pick N`)"
     return lines, text, bool(c["failed"] or c["skipped"] or (pending and r.pending_fails))
+
+
+def _n(count: int, unit: str) -> str:
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _fresh_text(images: int, derived: int) -> str:
+    """Up-to-date counts in their units: originals are images, derivatives are files."""
+    return f"{_n(images, 'image')}" + (f" and {_n(derived, 'derived file')}" if derived else "") + " up to date"
 
 
 def _render_pull(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -411,10 +424,19 @@ def _render_plan(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     if r.estimate["images"]:
         lines.append("cost" + ("" if r.paid else " (with a real provider; placeholder drafts are free)") + ":")
         lines.extend(describe_cost(r.estimate))
-    c = r.counts
-    text = (f"imgbuild: {r.images_to_generate} image(s) to generate, {r.targets_to_restore} target(s) to "
-            f"restore from cache, {c['up_to_date']} up to date"
-            + (f", {len(r.plan.orphans)} orphaned lock entries" if r.plan.orphans else ""))
+    fresh = {"image": 0, "derived": 0}
+    for row in r.rows:
+        if row.status == "up_to_date":
+            fresh[row.kind] += 1
+    derive = sum(1 for v in r.variant_steps if v.state not in ("up_to_date", "waiting"))
+    waiting = sum(1 for v in r.variant_steps if v.state == "waiting")
+    text = (f"imgbuild: {_n(r.images_to_generate, 'image')} to generate, {_n(r.images_to_restore, 'image')} "
+            "to restore from cache"
+            + (f", {_n(derive, 'file')} to derive" if derive else "")
+            + (f", {_n(waiting, 'derived file')} waiting on their original" if waiting else "")
+            + f"; {_fresh_text(fresh['image'], fresh['derived'])}"
+            + (f"; {len(r.plan.orphans)} orphaned lock entr{'y' if len(r.plan.orphans) == 1 else 'ies'}"
+               if r.plan.orphans else ""))
     return lines, text, False
 
 
@@ -424,7 +446,15 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     bad = r.bad
     lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}" for row in sort_rows(bad)]
     if not bad:
-        return lines, f"imgbuild: all {r.files} files are up to date", False
+        kinds = {k: sum(1 for row in r.rows if row.kind == k) for k in ("image", "derived", "manifest")}
+        if sum(kinds.values()) != r.files:  # the no-op snapshot answers with counts, no rows
+            return lines, f"imgbuild: all {r.files} files are up to date", False
+        parts = [_n(kinds["image"], "image")]
+        if kinds["derived"]:
+            parts.append(_n(kinds["derived"], "derived file"))
+        if kinds["manifest"]:
+            parts.append("the manifest")
+        return lines, f"imgbuild: all {r.files} files are up to date ({', '.join(parts)})", False
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")
@@ -479,6 +509,8 @@ def _render_init(d: dict[str, Any]) -> tuple[list[str], str, bool]:
 
     path = Path(d["project_file"])
     lines = [f"created {display_path(path)}"]
+    if d.get("schema_file"):
+        lines.append(f"created {display_path(Path(d['schema_file']))} (the schema, for editors)")
     if d["gitignore"] != "unchanged":
         lines.append(f"{d['gitignore']} {display_path(path.parent / '.gitignore')} (ignores .imgbuild/)")
     return lines, "imgbuild: add an image to imgbuild.yaml, then run `imgbuild build`", False

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_support import (
@@ -38,10 +39,10 @@ def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
         yield server
 
 
-def _build(root: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _build(root: Path, *extra: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope",
                              "-j", "16", "-C", str(root), *extra],
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=stderr)
 
 
 def _lock_pid(root: Path) -> str:
@@ -51,26 +52,40 @@ def _lock_pid(root: Path) -> str:
         return ""
 
 
+HOLD = 3600.0  # seconds: longer than any test; the test releases the calls itself
+
+
 def test_two_builds_at_once_are_serialised_and_pay_once(
         tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "p"
     outputs = generated_project(root, COUNT)
+    # Every generation call waits in the emulator until the test releases it, so the first
+    # build holds the lock, paying, for as long as the test needs, however slowly processes
+    # start on a busy machine.
+    emu.configure(task_duration=HOLD, sync_latency=HOLD)
     first = _build(root)
+    second = None
     try:
-        # The first build holds the lock and has started paying before the others start.
-        wait_for(lambda: _lock_pid(root) == str(first.pid) and posts(emu), 20, "the first build")
+        wait_for(lambda: _lock_pid(root) == str(first.pid) and posts(emu), 60, "the first build")
         refused = subprocess.run([sys.executable, "-m", "imgbuild", "build", "--provider",
                                   "dashscope", "--no-wait", "-C", str(root)], env=subprocess_env(),
-                                 capture_output=True, timeout=30, check=False)
+                                 capture_output=True, timeout=60, check=False)
         clean_refused = subprocess.run([sys.executable, "-m", "imgbuild", "clean", "--yes",
                                         "--no-wait", "-C", str(root)], env=subprocess_env(),
-                                       capture_output=True, timeout=30, check=False)
-        second = _build(root)
+                                       capture_output=True, timeout=60, check=False)
+        err2_path = tmp_path / "second.err"
+        with err2_path.open("wb") as err2_file:
+            second = _build(root, stderr=err2_file)
+        waiting = f"waiting for another imgbuild build in this project (pid {first.pid})".encode()
+        wait_for(lambda: waiting in err2_path.read_bytes(), 60, "the second build to wait")
+        assert first.poll() is None  # still held: nothing has finished yet
+        emu.configure(task_duration=0.0, sync_latency=0.0)
         out1, err1 = first.communicate(timeout=60)
-        out2, err2 = second.communicate(timeout=60)
+        out2, _ = second.communicate(timeout=60)
+        err2 = err2_path.read_bytes()
     finally:
-        for proc in (first,):
-            if proc.poll() is None:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
     assert first.returncode == 0, (out1, err1)
@@ -80,7 +95,7 @@ def test_two_builds_at_once_are_serialised_and_pay_once(
             .encode() in refused.stderr), refused.stderr
     assert clean_refused.returncode == 1 and b"another imgbuild build is running" in clean_refused.stderr
     # The second one waited, said for whom, then found everything done by the first.
-    assert f"waiting for another imgbuild build in this project (pid {first.pid})".encode() in err2
+    assert waiting in err2
     assert b"nothing to do" in out2, (out2, err2)
 
     assert emu.billed == COUNT and len(posts(emu)) == COUNT  # once per image, no retries

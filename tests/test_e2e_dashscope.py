@@ -309,7 +309,7 @@ def test_partial_failure_keeps_the_images_that_succeeded(
     r = build(capsys, root)
     assert r.code == 1, r
     assert "1 of 3 images failed" in r.out and "kept the 2 that succeeded" in r.out, r
-    assert "imgbuild: 2 built, 0 restored from cache, 0 up to date, 1 failed" in r.out
+    assert "imgbuild: 2 images built, 0 restored from cache, 1 failed; 0 images up to date" in r.out
     assert emu.billed == 2
     lock = assert_lock_matches_files(root, "out")
     assert set(lock) == {"set-1.png", "set-2.png"}

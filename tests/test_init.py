@@ -15,7 +15,8 @@ def test_init_writes_a_valid_project_and_gitignore(tmp_path: Path, capsys: pytes
     target = tmp_path / "new" / "proj"  # -C DIR is created when missing
     r = run(capsys, "init", "-C", str(target), "--json")
     assert r.code == 0, r
-    assert r.json == {"command": "init", "project_file": str(target / "imgbuild.yaml"), "gitignore": "created"}
+    assert r.json == {"command": "init", "project_file": str(target / "imgbuild.yaml"), "gitignore": "created",
+                      "schema_file": str(target / "imgbuild.schema.json")}
     text = (target / "imgbuild.yaml").read_text()
     assert text.splitlines()[0] == "# yaml-language-server: $schema=./imgbuild.schema.json"
     local = json.loads((target / "imgbuild.schema.json").read_text())

@@ -123,11 +123,17 @@ def test_one_ctrl_c_keeps_finished_images_and_journaled_tasks_and_the_rerun_pays
                  20, "2 journaled tasks, 2 sync images billed and 1 sync call in flight")
     finally:
         proc.send_signal(signal.SIGINT)
-    _, err, took = finish(proc, 15)
+    out, err, took = finish(proc, 15)
     assert proc.returncode == 130, err.decode()
     assert took < 8  # in-flight sync calls take 1.5 s; the grace is 5 s
     message = err.decode().strip().splitlines()[-1]
     assert message.startswith("imgbuild: interrupted; kept ") and "2 submitted task(s)" in message, message
+    # The progress counter (in images) goes up one image per line, never jumps over the
+    # targets Ctrl-C skipped, never claims the total, and ends where the closing line's count is.
+    counters = [line.split("]")[0] for line in out.decode().splitlines() if line.startswith("[")]
+    total = SYNC_TARGETS + ASYNC_TARGETS
+    assert counters == [f"[{i:>2}/{total} images" for i in range(1, len(counters) + 1)], counters
+    assert 0 < len(counters) < total and f"kept {len(counters)} finished image(s)" in message, (counters, message)
 
     lock = checked_lock(root)
     assert set(lock) == outputs_on_disk(root)  # exactly the finished outputs, no stray file

@@ -51,7 +51,9 @@ class FakeClock:
         return self.now
 
 
-def test_live_status_counts_states_rate_and_eta_and_redraws_at_most_ten_times_a_second() -> None:
+def test_live_status_counts_states_rate_and_eta_and_redraws_at_most_ten_times_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # the whole line fits: this test reads it back
     stream, clock = io.StringIO(), FakeClock()
     status = LiveStatus(stream, [("a", 1), ("b", 2), ("c", 1), ("d", 1)], clock=clock)
     for name in "abcd":
@@ -63,7 +65,7 @@ def test_live_status_counts_states_rate_and_eta_and_redraws_at_most_ten_times_a_
     status.update("a", "done")
     status.update("c", "restored")
     text = status.text()
-    assert text.startswith("[2/4] 1 queued · 1 waiting on task · 1 done · 1 restored")
+    assert text.startswith("[2/4 targets] 1 queued · 1 waiting on task · 1 done · 1 restored")
     assert "4.0 img/min" in text and "ETA 30s" in text
     clock.now = 30.05
     before = stream.getvalue()

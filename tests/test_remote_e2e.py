@@ -87,7 +87,7 @@ def test_machine_b_pulls_what_machine_a_built_without_a_key_or_a_provider_reques
     project(a, s3_url, 20)
     built = cli(capsys, monkeypatch, tmp_path / "cache-a", "build", "-C", str(a))
     assert built.code == 0, built
-    assert "imgbuild: 20 built" in built.out and emu.billed == 20
+    assert "imgbuild: 20 images built" in built.out and emu.billed == 20
     assert remote_line(built) == "imgbuild: remote: 0 hits, 20 uploaded, 0 already there, 0 errors"
 
     b = clone(a, tmp_path / "b")
@@ -142,7 +142,7 @@ def test_two_shards_split_the_work_and_an_assembling_build_pays_nothing(
 
 
 def _without_ids(lock: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    drop = {"request_id", "task_id", "sha256", "bytes"}
+    drop = {"request_id", "task_id", "sha256", "source_sha256", "bytes"}  # hashes of files
     return {o: {k: v for k, v in e.items() if k not in drop} for o, e in lock.items()}
 
 

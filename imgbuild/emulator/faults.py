@@ -13,7 +13,8 @@ Service
 Timings (seconds)
     task_duration      time an async task spends RUNNING before it finishes (default 0.5)
     pending_time       minimum time an async task stays PENDING, even with free capacity (0)
-    sync_latency       extra delay before a sync (endpoint A) call answers (0)
+    sync_latency       extra delay before a sync (endpoint A) call answers (0); like
+                       task_duration, a change also applies to calls already waiting
     url_ttl            lifetime of result image URLs; expired -> 403 OSS-like XML (86400)
     task_url_ttl       lifetime of the result URLs an async task hands out when it finishes
                        (None: url_ttl); URLs re-signed later (resign_expired_urls) get url_ttl

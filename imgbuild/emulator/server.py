@@ -250,6 +250,14 @@ def _retry_after(config: EmulatorConfig, wait: float) -> str:
     return str(max(1, int(wait + 0.999)))
 
 
+async def _wait_sync_latency(state: State) -> None:
+    # Re-read in short steps, like a task's duration: a test holds calls with a long latency
+    # and releases those already waiting with emu.configure(sync_latency=0).
+    started = time.monotonic()
+    while (left := started + state.config.sync_latency - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.1))
+
+
 async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.Response:
     """Endpoint A, or C without the async header (ImageSynthesis.sync_call, wan2.2 only)."""
     name = req.model.name
@@ -262,9 +270,7 @@ async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.
             headers={"Retry-After": _retry_after(state.config, 1.0)},
         )
     try:
-        latency = state.config.sync_latency
-        if latency > 0:
-            await asyncio.sleep(latency)
+        await _wait_sync_latency(state)
         slots = produce_slots(req, state, origin)
     finally:
         state.end_sync(name)

@@ -26,7 +26,10 @@ class VariantStep:
 
 
 def plan_variants(targets: list[Target], lock: Lock, output_dir: Path,
-                  hasher: Callable[[str], str | None]) -> list[VariantStep]:
+                  hasher: Callable[[str], str | None],
+                  regenerated: frozenset[str] = frozenset()) -> list[VariantStep]:
+    """`regenerated`: originals a build would generate again first (a dry run): whether their
+    variants change depends on the new bytes, so they are WAITING, never up to date."""
     steps = []
     base = str(output_dir)
     for target in targets:
@@ -38,12 +41,20 @@ def plan_variants(targets: list[Target], lock: Lock, output_dir: Path,
             if not fresh_source:
                 steps.append(VariantStep(target, v, WAITING, f"its source {v.source} is not built yet", None))
                 continue
+            if v.source in regenerated:
+                steps.append(VariantStep(target, v, WAITING, f"its source {v.source} is generated again first; "
+                                         "derived again if its bytes change", None))
+                continue
             key = v.key(str(source_key))
             entry = lock.get(v.output)
             if entry is None:
                 steps.append(VariantStep(target, v, NEW, "not derived yet", source_key))
             elif entry.get("key") != key:
                 steps.append(VariantStep(target, v, CHANGED, "source or derivation options changed", source_key))
+            elif entry.get("source_sha256", source.get("sha256")) != source.get("sha256"):
+                # Same request, new bytes: the original was generated again (lost from the cache).
+                steps.append(VariantStep(target, v, CHANGED, f"its source {v.source} was generated again",
+                                         source_key))
             else:
                 digest = hasher(os.path.join(base, v.output))
                 if digest is None:

@@ -115,7 +115,7 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
     # a no-op run hashes each request once: the current provider is usually the locked one
     key_now = key_locked if locked_provider == provider else generation_key(provider, request)
     if first["key"] != key_locked:
-        reasons = explain_change(first.get("request"), request)
+        reasons = explain_change(first.get("request"), request) + _pin_seed_hint(target, first)
         return _todo(target, CHANGED, reasons, key_now, provider, cache)
     draft = is_draft(first)
     # A draft is replaced by any other provider that is not the placeholder: the emulator's
@@ -139,6 +139,17 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
                     reasons + ["restoring from the cache"], draft, damage, locked)
     reasons = reasons + [_miss_reason(cache, key_locked)]
     return Step(target, state, GENERATE, key_now, provider, reasons, provider_draft, damage)
+
+
+def _pin_seed_hint(target: Target, entry: dict[str, Any]) -> list[str]:
+    """A rename alone changes a seed derived from the name: say how to keep the image."""
+    before = (entry.get("request") or {}).get("seed")
+    if not target.seed_derived or before is None or before == target.request.seed:
+        return []
+    if entry.get("name") == target.name:
+        return []
+    return [f"hint: the seed comes from the name, which changed from {entry.get('name')!r}: "
+            f"pin `seed: {before}` in the spec to keep the image"]
 
 
 def _miss_reason(cache: CacheView | None, key: str) -> str:

@@ -93,6 +93,7 @@ def _write(step: VariantStep, original: bytes, lock: Lock, output_dir: Path) -> 
         "name": target.name,
         "derived_from": v.source,
         "source_key": step.source_key,
+        "source_sha256": source_entry.get("sha256"),
         "key": v.key(str(step.source_key)),
         "sha256": digest,
         "bytes": len(data),

@@ -43,16 +43,23 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     project, sink = ctx.project, ctx.sink
     provider, journal, limiter, jobs = _provider(ctx, todo)
 
+    # The counter is in images (outputs), like the summary's counts, and counts only lines it
+    # prints: targets skipped after Ctrl-C make no line, so it never jumps or reaches the total.
+    total = sum(len(s.target.outputs) for s in todo)
+    shown = 0
+
     def record(outcome: Outcome) -> None:
+        nonlocal shown
         ctx.lock.outputs.update(outcome.entries)
         for output, entry in outcome.entries.items():
             ctx.stats.remember(project.output_dir / output, entry["sha256"])
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
+        shown += len(outcome.step.target.outputs)
         # a candidate is stored, not written: say so, not "built"
         status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
-        sink.progress(len(run.outcomes), len(todo), status, outcome.step, outcome.failure)
+        sink.progress(shown, total, status, outcome.step, outcome.failure)
         for warning in outcome.warnings:  # e.g. an image a few pixels off, kept
             sink.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 

@@ -123,14 +123,44 @@ class _Renderer:
             # values from YAML are imgbuild's position-keeping containers: name them plainly
             text = re.sub(r"'imgbuild(?:\.\w+)*\.yamlio\.Loc(Dict|List) object'",
                           lambda m: "the mapping" if m.group(1) == "Dict" else "the list", str(error))
+            attr = re.search(r"has no attribute '([^']+)'", text)
+            if attr:
+                keys = sorted({str(k) for v in context.values() if isinstance(v, dict) for k in v})
+                hint = difflib.get_close_matches(attr.group(1), keys, n=1)
+                if hint:
+                    text += f" (did you mean '{hint[0]}'?)"
             return f"undefined value: {text}"
         return f"template error: {type(error).__name__}: {error}"
+
+
+def _line_in_block(file: SpecFile, path: list[Any], text: str, message: str) -> tuple[int, int] | None:
+    """Where in a block scalar (`prompt: |`) the failing name is, rather than at `prompt:`."""
+    m = re.search(r"(?:variable|attribute) '([^']+)'", message)
+    if not m or "\n" not in text:
+        return None
+    line, col = yamlio.locate(file.data, path)
+    try:
+        source = file.path.read_text("utf-8").splitlines()
+    except OSError:
+        return None
+    if not (0 < line <= len(source)) or not source[line - 1][col - 1:].lstrip().startswith(("|", ">")):
+        return None  # a plain or quoted scalar: its lines do not map one to one
+    pattern = re.compile(r"\b" + re.escape(m.group(1)) + r"\b")
+    key_indent = len(source[line - 1]) - len(source[line - 1].lstrip())
+    for offset, row in enumerate(source[line:], start=1):
+        if row.strip() and len(row) - len(row.lstrip()) <= key_indent:
+            break  # the block ended
+        hit = pattern.search(row)
+        if hit:
+            return line + offset, hit.start() + 1
+    return None
 
 
 class _Expander:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.problems: list[Problem] = []
+        self.repeats: dict[tuple[str, int, int, str], list[Any]] = {}  # -> [index, count, where]
         self.renderer = _Renderer(project)
         self.targets: list[Target] = []
         self.names: dict[str, str] = {}  # name -> where first defined
@@ -157,11 +187,23 @@ class _Expander:
         return line
 
     def problem(self, file: SpecFile, path: list[Any], message: str, *, where: str | None = None,
-                key: bool = False) -> None:
-        line, col = yamlio.locate(file.data, path, key=key)
-        self.problems.append(Problem(file.display, line, col,
-                                     where if where is not None else describe_path(file.data, path),
-                                     message))
+                key: bool = False, at: tuple[int, int] | None = None) -> None:
+        line, col = at or yamlio.locate(file.data, path, key=key)
+        where = where if where is not None else describe_path(file.data, path)
+        # One mistake in a matrix spec fails every row alike: say it once, with the count.
+        same = (file.display, line, col, message)
+        if same in self.repeats:
+            self.repeats[same][1] += 1
+            return
+        self.repeats[same] = [len(self.problems), 1, where]
+        self.problems.append(Problem(file.display, line, col, where, message))
+
+    def count_repeats(self) -> None:
+        for index, count, where in self.repeats.values():
+            if count > 1:
+                p = self.problems[index]
+                self.problems[index] = Problem(p.file, p.line, p.col, f"{where} (and {count - 1} more "
+                                               f"matrix row{'s' if count > 2 else ''})", p.message, p.hint)
 
     def run(self) -> list[Target]:
         for file in self.project.files:
@@ -220,7 +262,7 @@ class _Expander:
             if e.mark == (0, 0):
                 self.problem(file, path, f"cannot load matrix data '{name}': {e.message}")
             else:
-                self.problems.append(Problem(e.file, e.mark[0], e.mark[1], "", e.message))
+                self.problems.append(Problem(e.file, e.mark[0], e.mark[1], "", e.message, e.hint))
             return None
         if not isinstance(data, list) or not data:
             self.problem(file, path, f"matrix data file '{name}' must hold a non-empty list")
@@ -237,7 +279,9 @@ class _Expander:
         except Exception as e:  # any template failure is a user mistake, reported in place
             path = base + [name] if name in spec else base
             label = label if label is not None else describe_path(file.data, base)
-            self.problem(file, path, self.renderer.explain(e, context), where=f"{label}.{name}")
+            message = self.renderer.explain(e, context)
+            self.problem(file, path, message, where=f"{label}.{name}",
+                         at=_line_in_block(file, path, text, message) if name in spec else None)
             return None
 
     def expand_one(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
@@ -444,6 +488,7 @@ def _rounding_note(model: models.Model, written: str | None, size: str) -> tuple
 def expand(project: Project) -> list[Target]:
     expander = _Expander(project)
     targets = expander.run()
+    expander.count_repeats()
     if expander.problems:
         raise SpecError(expander.problems)
     return targets

@@ -97,11 +97,12 @@ def lock_path_for(project_file: Path) -> Path:
 
 
 def find_project_file(directory: str | None, file: str | None) -> Path:
-    """`-f FILE` wins; else imgbuild.yaml in `-C DIR` (or the current directory)."""
+    """`-f FILE` wins; else imgbuild.yaml in `-C DIR` (or the current directory) or, as git
+    finds its repository, in the nearest parent folder, up to the repository's root."""
     base = Path(directory) if directory else Path.cwd()
     if directory and not base.is_dir():
         raise UsageError(f"-C {directory}: no such directory")
-    path = (base / file) if file else (base / PROJECT_FILE)
+    path = (base / file) if file else _search_up(base)
     if not path.is_file():
         if file:
             raise UsageError(f"{display_path(path)}: no such project file")
@@ -113,6 +114,18 @@ def find_project_file(directory: str | None, file: str | None) -> Path:
         raise UsageError(f"{display_path(path)}: a lockfile, not a project file (its lock would "
                          "be itself); name the project file NAME.yaml")
     return path.resolve()
+
+
+def _search_up(base: Path) -> Path:
+    """imgbuild.yaml in `base` or its nearest parent; the search ends at a folder holding
+    .git (the repository root), so a project never picks up a file outside its repository."""
+    start = base.resolve()
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder / PROJECT_FILE
+        if (folder / ".git").exists():
+            break
+    return base / PROJECT_FILE
 
 
 @lru_cache(maxsize=1)
@@ -158,7 +171,7 @@ def _load_document(path: Path, kind: str, problems: list[Problem],
     try:
         data = yamlio.load_file(path, display, read)
     except yamlio.YamlError as e:
-        problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message))
+        problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message, e.hint))
         return None
     if data is None:
         data = yamlio.LocDict()

@@ -44,11 +44,25 @@ class LocList(list):  # type: ignore[type-arg]
 
 
 class YamlError(Exception):
-    def __init__(self, file: str, mark: Mark, message: str) -> None:
+    def __init__(self, file: str, mark: Mark, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.file = file
         self.mark = mark
         self.message = message
+        self.hint = hint
+
+
+def _syntax_hint(problem: str, text: str, mark: Any) -> str:
+    """One line for the syntax errors people make most, which the parser words for parsers."""
+    line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
+    if "\t" in line[: mark.column + 1 if mark is not None else 0] or "'\\t'" in problem:
+        return "YAML indents with spaces, never tabs: replace the tab with spaces"
+    if "mapping values are not allowed" in problem:
+        return ('a value holding ": " must be quoted: prompt: "Title: hello" '
+                "(or write it as a block: prompt: |)")
+    if "expected <block end>" in problem or "did not find expected" in problem:
+        return "check the indentation: the items and keys of one level start in the same column"
+    return ""
 
 
 def _mark(node: yaml.Node) -> Mark:
@@ -155,8 +169,8 @@ def load_text(text: str, file: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        text = " ".join(filter(None, [e.context, e.problem]))
-        raise YamlError(file, where, f"YAML syntax error: {text}") from None
+        said = " ".join(filter(None, [e.context, e.problem]))
+        raise YamlError(file, where, f"YAML syntax error: {said}", _syntax_hint(e.problem or "", text, mark)) from None
     except yaml.YAMLError as e:
         raise YamlError(file, (0, 0), f"YAML error: {e}") from None
     finally:

@@ -165,13 +165,16 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
+    # A moved output_dir leaves the old tree behind: remember its files with the hashes the
+    # lock has now, before this build replaces entries of the same name with new ones.
+    moved = lockfile.retire(project.state_dir, lock, project_folder(project), [])
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:
             execute.derive(ctx, as_made(selected, lock), run)
     finally:
         lockfile.keep_pins(lock, picks)
-        moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
+        lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         if any(t.candidates > 1 for t in selected) or lock.pending:
@@ -189,6 +192,8 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     result.changed.extend(pending_rows(plan.steps))
     result.nothing_to_do = result.nothing_to_do and not any(r.status == PENDING for r in result.changed)
     result.pending_fails = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if run.interruption is None:  # derivation ran over every selected target
+        result.derived_files = sum(len(t.variants) for t in selected)
     return result
 
 
@@ -208,7 +213,7 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
     rows: list[Row] = []
     for d in run.derived:
         rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
-                        d.error or d.step.reason))
+                        d.error or d.step.reason, kind="derived"))
     for outcome in run.outcomes:
         reason = "; ".join(outcome.step.reasons)
         if outcome.step.candidate and outcome.status != "failed":

@@ -37,7 +37,8 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
     for orphan in plan.orphans:
         entry = lock.outputs[orphan]
         rows.append(Row(str(entry.get("name", "")), orphan, "orphaned",
-                        "in the lock but produced by no spec; run `imgbuild build` to prune it"))
+                        "in the lock but produced by no spec; run `imgbuild build` to prune it",
+                        kind="derived" if entry.get("derived_from") else "image"))
     result = CheckResult(rows)
     if result.exit_code == 0:
         remember_noop(project, "check", lock, locked, {"allow_drafts": allow_drafts, "count": len(rows)},
@@ -62,7 +63,7 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
         source = lock.get(s.variant.source) or {}
         if status == UP_TO_DATE and not allow_drafts and (is_draft(source) or (lock.get(s.variant.output) or {}).get("draft")):
             status, reason = "draft", f"derived from a draft made by {source.get('provider', 'the placeholder')}"
-        rows.append(Row(s.target.name, s.variant.output, status, reason))
+        rows.append(Row(s.target.name, s.variant.output, status, reason, kind="derived"))
     name = manifest.wanted(project.settings, targets)
     if name is not None:
         try:
@@ -70,11 +71,11 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
         except OSError:
             current = None
         if current is None:
-            rows.append(Row("", name, "missing", "the manifest is missing"))
+            rows.append(Row("", name, "missing", "the manifest is missing", kind="manifest"))
         elif current != manifest.build(targets, lock):
-            rows.append(Row("", name, "stale", "the manifest does not match the lock"))
+            rows.append(Row("", name, "stale", "the manifest does not match the lock", kind="manifest"))
         else:
-            rows.append(Row("", name, UP_TO_DATE))
+            rows.append(Row("", name, UP_TO_DATE, kind="manifest"))
     return rows
 
 

@@ -53,7 +53,8 @@ def init(where: Where) -> DataResult:
         with project_file.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
             f.write(TEMPLATE)
         schema_file = root / SCHEMA_FILE
-        if not schema_file.exists():
+        wrote_schema = not schema_file.exists()
+        if wrote_schema:
             from imgbuild.spec.project import schema_text
 
             schema_file.write_text(schema_text(), encoding="utf-8")
@@ -63,7 +64,8 @@ def init(where: Where) -> DataResult:
                          "(edit it, or delete it and run init again)") from None
     except OSError as e:
         raise UsageError(f"cannot write in {display_path(root)}: {e.strerror}") from None
-    return DataResult("init", {"project_file": str(project_file), "gitignore": gitignore})
+    return DataResult("init", {"project_file": str(project_file), "gitignore": gitignore,
+                               "schema_file": str(schema_file) if wrote_schema else None})
 
 
 def _ignore_state_dir(path: Path) -> str:

@@ -23,13 +23,15 @@ def plan_result(ctx: Any, plan: Any, selected: list[Any], estimate: dict[str, An
 
     from imgbuild.verbs.common import as_made
 
-    variant_steps = derivatives.plan_variants(as_made(selected, ctx.lock), ctx.lock, ctx.project.output_dir, ctx.stats.sha256)
+    regenerated = frozenset(o for step in plan.steps if step.action == "generate" for o in step.target.outputs)
+    variant_steps = derivatives.plan_variants(as_made(selected, ctx.lock), ctx.lock, ctx.project.output_dir,
+                                              ctx.stats.sha256, regenerated)
     rows = []
     for step in plan.steps:
         reason = "; ".join(step.reasons)
         rows.extend(Row(step.target.name, o, step.state, reason, action=step.action) for o in step.target.outputs)
     for v in variant_steps:
         rows.append(Row(v.target.name, v.variant.output, v.state, v.reason,
-                        action="none" if v.state == "up_to_date" else "derive"))
+                        action="none" if v.state == "up_to_date" else "derive", kind="derived"))
     return PlanResult(provider=ctx.identity, plan=plan, variant_steps=variant_steps, estimate=estimate,
                       paid=ctx.choice.name != "placeholder", rows=rows, notices=ctx.notices)

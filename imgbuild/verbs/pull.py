@@ -77,5 +77,5 @@ def _rows(plan: Any, run: Any) -> list[Row]:
         rows.extend(Row(o.step.target.name, out, o.status, reason, failure=o.failure)
                     for out in o.step.target.outputs)
     rows.extend(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
-                    d.error or d.step.reason) for d in run.derived)
+                    d.error or d.step.reason, kind="derived") for d in run.derived)
     return rows

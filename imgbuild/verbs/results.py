@@ -21,10 +21,11 @@ class Row:
     reason: str = ""
     action: str | None = None  # plan only: none | generate | restore | derive
     failure: Failure | None = None
+    kind: str = "image"  # the unit each count is in: image (an original), derived (a file), manifest
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "output": self.output, "status": self.status,
-                             "reason": self.reason}
+                             "reason": self.reason, "kind": self.kind}
         if self.action is not None:
             d["action"] = self.action
         if self.failure is not None:
@@ -34,6 +35,18 @@ class Row:
 
 def sort_rows(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.output, r.name))
+
+
+def by_kind(rows: list[Row]) -> dict[str, dict[str, int]]:
+    """Status counts per unit, for --json: {"images": {...}, "derived_files": {...}, ...}."""
+    groups: dict[str, dict[str, int]] = {}
+    for row in rows:
+        group = groups.setdefault(KIND_KEY[row.kind], {})
+        group[row.status] = group.get(row.status, 0) + 1
+    return groups
+
+
+KIND_KEY = {"image": "images", "derived": "derived_files", "manifest": "manifest"}
 
 
 def count(rows: list[Row], *extra: str) -> dict[str, int]:
@@ -101,6 +114,13 @@ class BuildResult:
     shard: str | None = None
     unlisted: int = 0  # up-to-date outputs counted but given no row (the no-op snapshot's answer)
     pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
+    derived_files: int | None = None  # derivatives of the selected targets (None: not derived)
+
+    @property
+    def derived_up_to_date(self) -> int:
+        """Derived files this run left as they were (0 when it stopped before deriving)."""
+        touched = sum(1 for r in self.changed if r.kind == "derived")
+        return max(0, (self.derived_files or 0) - touched)
 
     @property
     def rows(self) -> list[Row]:
@@ -115,6 +135,13 @@ class BuildResult:
         c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh) + self.unlisted
         return c
 
+    def _by_kind(self) -> dict[str, dict[str, int]]:
+        groups = by_kind(self.rows)
+        if self.derived_up_to_date:
+            derived = groups.setdefault("derived_files", {})
+            derived[UP_TO_DATE] = derived.get(UP_TO_DATE, 0) + self.derived_up_to_date
+        return groups
+
     @property
     def exit_code(self) -> int:
         if self.interrupted is not None:
@@ -128,6 +155,7 @@ class BuildResult:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"command": self.command, "provider": self.provider, **self.counts,
                              "targets": [r.to_dict() for r in sort_rows(self.rows)],
+                             "by_kind": self._by_kind(),
                              "provider_calls": self.provider_calls, "images_bought": self.images_bought,
                              "images_resumed": self.images_resumed,
                              "possibly_paid": self.possibly_paid,
@@ -204,6 +232,10 @@ class PlanResult:
         return sum(s.target.request.n for s in self.plan.steps if s.action == "generate")
 
     @property
+    def images_to_restore(self) -> int:
+        return sum(len(s.target.outputs) for s in self.plan.steps if s.action == "restore")
+
+    @property
     def targets_to_restore(self) -> int:
         return sum(1 for s in self.plan.steps if s.action == "restore")
 
@@ -216,7 +248,8 @@ class PlanResult:
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "provider": self.provider, **self.counts,
                 "targets": [r.to_dict() for r in sort_rows(self.rows)], "orphans": self.plan.orphans,
-                "images_to_generate": self.images_to_generate,
+                "by_kind": by_kind(self.rows),
+                "images_to_generate": self.images_to_generate, "images_to_restore": self.images_to_restore,
                 "cost": {**self.estimate, "paid": self.paid}}
 
 
@@ -242,7 +275,8 @@ class CheckResult:
         counts = count(self.rows, "missing", "modified", "draft", "orphaned")
         counts[UP_TO_DATE] += self.unlisted
         counts["stale"] = len(self.bad)
-        return {"command": self.command, **counts, "targets": [r.to_dict() for r in sort_rows(self.rows)]}
+        return {"command": self.command, **counts, "by_kind": by_kind(self.rows),
+                "targets": [r.to_dict() for r in sort_rows(self.rows)]}
 
 
 @dataclass
