@@ -51,7 +51,7 @@ def main() -> None:
         if args.provider == "emulator":
             from imgbuild.emulator import Emulator, EmulatorConfig
 
-            emulator = Emulator(EmulatorConfig(sync_latency=0.05)).start()
+            emulator = Emulator(EmulatorConfig(sync_latency=0.05, documented_rate_limits=False)).start()
             env.update(DASHSCOPE_API_KEY="sk-bench", DASHSCOPE_HTTP_BASE_URL=emulator.base_url)
             cmd += ["--provider", "dashscope"]
         else:

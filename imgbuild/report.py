@@ -348,7 +348,8 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
             text += f" (plus {m.resumed:.2f} paid by an earlier run, collected now)"
         text += f", saved {m.saved_by_cache:.2f} by the cache"
     if r.possibly_paid:
-        text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
+        text += (f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) failed after sending "
+                 "(timeout or lost connection); each may be billed with no image")
     return [], text, bool(c["failed"] or c["skipped"])
 
 

@@ -30,7 +30,8 @@ COUNT = 9
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    config = EmulatorConfig(task_duration=0.8, sync_latency=0.8, documented_concurrency=False)
+    config = EmulatorConfig(task_duration=0.8, sync_latency=0.8, documented_concurrency=False,
+                            documented_rate_limits=False)  # unlimited: two builds at once
     with Emulator(config, api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)

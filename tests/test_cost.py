@@ -49,3 +49,33 @@ def test_drafts_are_never_counted_as_bought_or_saved(site: Path, capsys: pytest.
     r = run(capsys, "build", "-C", str(site), "--json")
     assert r.json["restored"] == 1
     assert r.json["saved_by_cache"] == 0 and r.json["spent"] == 0 and r.json["images_bought"] == 0
+
+
+def test_every_model_is_priced_in_each_region_that_offers_it() -> None:
+    from imgbuild.spec import catalogue
+
+    for model in catalogue.MODELS.values():
+        assert set(model.price) == set(model.regions), model.name  # validated plans know the price
+
+
+def test_a_price_is_never_borrowed_from_another_region() -> None:
+    from types import SimpleNamespace
+
+    from imgbuild.plan import cost
+    from imgbuild.plan.states import GENERATE
+    from imgbuild.spec import catalogue
+
+    assert cost.unit_price("wanx2.1-t2i-plus", "singapore") is None  # Beijing-only
+    assert cost.unit_price("wan2.6-t2i", "virginia") == pytest.approx(0.20)
+
+    def step(model: str, n: int) -> SimpleNamespace:
+        return SimpleNamespace(action=GENERATE, target=SimpleNamespace(
+            request=SimpleNamespace(model=model, n=n)))
+
+    est = cost.estimate([step("wanx2.1-t2i-plus", 2), step("qwen-image-plus", 1)], "singapore")
+    assert est["by_model"]["wanx2.1-t2i-plus"] == {"images": 2, "unit_price": None, "cost": None}
+    assert est["total"] == pytest.approx(catalogue.MODELS["qwen-image-plus"].price["singapore"])
+    assert est["price_unknown"] == ["wanx2.1-t2i-plus"]
+    text = "\n".join(cost.describe(est))
+    assert "wanx2.1-t2i-plus: 2 × price unknown in singapore" in text
+    assert "plus wanx2.1-t2i-plus at a price unknown here" in text

@@ -21,13 +21,17 @@ from imgbuild.providers.dashscope.journal import Journal
 from imgbuild.providers.base import Generation, ProviderError, Request
 from imgbuild.providers.dashscope.client import DashScopeProvider, resolve_base_url
 from imgbuild.providers.dashscope.download import Downloader
-from imgbuild.providers.dashscope.timing import Backoff, PollSchedule
+from imgbuild.providers.dashscope.timing import Backoff, PollSchedule, TaskDurations
 
 KEY = "sk-FAKE-do-not-leak-7f3a9c1e5b"  # recognisable, so the secret test can grep for it
 FAST_POLL = PollSchedule(first=0.02, early=0.03, early_for=0.5, late=0.05)
 FAST_BACKOFF = Backoff(base=0.01, cap=0.05)
 PREFIX = "/api/v1"
 EXTENSION = ", highly detailed, sharp focus, professional lighting"  # the emulator's rewrite
+# The documented paths, written out here rather than read from the client's table [API §2].
+SYNC_PATH = "/services/aigc/multimodal-generation/generation"
+ASYNC_PATH = "/services/aigc/image-generation/generation"
+LEGACY_PATH = "/services/aigc/text2image/image-synthesis"
 
 
 @pytest.fixture
@@ -91,14 +95,14 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 CASES = [
     # model, call, size, n, endpoint
-    ("qwen-image-plus", None, "1328*1328", 1, models.SYNC),
-    ("qwen-image-plus", "async", "1328*1328", 1, models.LEGACY),
-    ("qwen-image-2.0-pro", None, "768*512", 2, models.SYNC),
-    ("qwen-image-max", None, "1664*928", 1, models.SYNC),
-    ("wan2.6-t2i", None, "1280*1280", 2, models.ASYNC),
-    ("wan2.6-t2i", "sync", "1280*1280", 1, models.SYNC),
-    ("wan2.5-t2i-preview", None, "1440*1152", 1, models.LEGACY),
-    ("wan2.2-t2i-flash", None, "512*768", 2, models.LEGACY),
+    ("qwen-image-plus", None, "1328*1328", 1, SYNC_PATH),
+    ("qwen-image-plus", "async", "1328*1328", 1, LEGACY_PATH),
+    ("qwen-image-2.0-pro", None, "768*512", 2, SYNC_PATH),
+    ("qwen-image-max", None, "1664*928", 1, SYNC_PATH),
+    ("wan2.6-t2i", None, "1280*1280", 2, ASYNC_PATH),
+    ("wan2.6-t2i", "sync", "1280*1280", 1, SYNC_PATH),
+    ("wan2.5-t2i-preview", None, "1440*1152", 1, LEGACY_PATH),
+    ("wan2.2-t2i-flash", None, "512*768", 2, LEGACY_PATH),
 ]
 
 
@@ -110,13 +114,13 @@ def test_each_model_and_call_mode(emu: Emulator, model: str, call: str | None, s
     gen = generate(emu, request)
 
     (post,) = api_calls(emu, "POST")
-    assert post["path"] == PREFIX + models.ENDPOINT_PATHS[endpoint]
+    assert post["path"] == PREFIX + endpoint
     assert header(post, "Authorization") == "Bearer ***"  # the emulator redacts; it checked the key
     assert header(post, "Content-Type") == "application/json"
     assert header(post, "Accept") == "application/json"
     assert (header(post, "User-Agent") or "").startswith("imgbuild/")
     assert header(post, "X-DashScope-WorkSpace") is None
-    is_async = endpoint != models.SYNC
+    is_async = endpoint != SYNC_PATH
     assert header(post, "X-DashScope-Async") == ("enable" if is_async else None)
 
     body = post["json"]
@@ -124,7 +128,7 @@ def test_each_model_and_call_mode(emu: Emulator, model: str, call: str | None, s
     params = body["parameters"]
     assert params == {**params, "size": size, "n": n, "seed": 7, "prompt_extend": True,
                       "watermark": False}
-    if endpoint == models.LEGACY:
+    if endpoint == LEGACY_PATH:
         assert body["input"] == {"prompt": "a red fox in snow", "negative_prompt": "blurry"}
         assert "negative_prompt" not in params
     else:
@@ -145,7 +149,7 @@ def test_each_model_and_call_mode(emu: Emulator, model: str, call: str | None, s
     assert [image_size(i) for i in gen.images] == [(request.width, request.height)] * n
     assert len(set(gen.images)) == n  # n distinct images, not one downloaded n times
     assert gen.request_id
-    if endpoint == models.LEGACY:
+    if endpoint == LEGACY_PATH:
         assert gen.actual_prompt == "a red fox in snow" + EXTENSION
     assert KEY not in repr(gen)
 
@@ -165,7 +169,7 @@ def test_workspace_header(emu: Emulator) -> None:
 
 
 def test_unsupported_call_mode_fails_before_any_request(emu: Emulator) -> None:
-    error = generate_error(emu, make_request("wan2.2-t2i-flash", "512*512", call="sync"))
+    error = generate_error(emu, make_request("wan2.5-t2i-preview", "1280*1280", call="sync"))
     assert error.code == "InvalidParameter" and "sync" in error.message
     error = generate_error(emu, make_request("no-such-model", "512*512"))
     assert error.code == "ModelNotFound"
@@ -205,10 +209,14 @@ def test_transient_errors_are_retried_then_succeed(emu: Emulator, faults: list[A
 
 
 def test_connection_resets_are_retried(emu: Emulator) -> None:
-    emu.configure(reset_next=2)  # two submits are cut mid-response
+    # A submit cut mid-answer may have created (and billed) a task: one more try, reported.
+    emu.configure(reset_next=1)
     gen = generate(emu, make_request("wan2.2-t2i-flash", "512*512"))
-    assert len(gen.images) == 1
-    assert [r["method"] for r in api_calls(emu)][:4] == ["POST", "POST", "POST", "GET"]
+    assert len(gen.images) == 1 and gen.possibly_paid == 1
+    assert gen.warnings == ["possibly paid: 1 request lost the connection after sending (each "
+                            "may be billed although no image came back); the image arrived on "
+                            "the next try"]
+    assert [r["method"] for r in api_calls(emu)][:3] == ["POST", "POST", "GET"]
     assert emu.billed == 1
 
 
@@ -252,12 +260,39 @@ def test_gives_up_after_max_retries(emu: Emulator) -> None:
     assert emu.billed == 0
 
 
-def test_timeouts_are_retried_then_reported(emu: Emulator) -> None:
+def test_a_timed_out_sync_post_is_retried_once_and_reported(emu: Emulator) -> None:
+    # A sync call that outlives the request timeout may have been billed: one retry at most
+    # (issue 12). qwen-image-2.0 has no async endpoint, so the retry is a sync call too.
     emu.configure(sync_latency=1.0)
-    error = generate_error(emu, make_request("qwen-image-plus", "1328*1328"),
-                           request_timeout=0.15, max_retries=1)
-    assert error.code == "Timeout" and "2 attempts" in error.message and not error.fatal
+    error = generate_error(emu, make_request("qwen-image-2.0", "512*512"), request_timeout=0.3)
+    assert error.code == "Timeout" and error.possibly_paid == 2 and not error.fatal
+    assert "possibly paid: 2 requests timed out after sending" in error.message
     assert len(api_calls(emu, "POST")) == 2
+    wait_idle(emu)
+    assert emu.billed == 2  # what the message warns about: two images paid, none received
+
+
+def test_a_slow_model_with_an_async_endpoint_is_retried_as_a_task(emu: Emulator,
+                                                                 tmp_path: Path) -> None:
+    emu.configure(sync_latency=1.0)
+    provider_kwargs = {"request_timeout": 0.3, "journal": Journal(tmp_path)}
+    gen = generate(emu, make_request("qwen-image-plus", "1328*1328"), **provider_kwargs)
+    assert len(gen.images) == 1 and gen.task_id and gen.possibly_paid == 1
+    assert "possibly paid: 1 request timed out" in gen.warnings[0]
+    assert [p["path"] for p in api_calls(emu, "POST")] == [PREFIX + SYNC_PATH, PREFIX + LEGACY_PATH]
+    # a spec that pins `call: sync` keeps it
+    emu.reset()
+    error = generate_error(emu, make_request("qwen-image-plus", "1328*1328", call="sync"),
+                           key="key-2", **provider_kwargs)
+    assert error.possibly_paid == 2
+    assert [p["path"] for p in api_calls(emu, "POST")] == [PREFIX + SYNC_PATH] * 2
+
+
+def wait_idle(emu: Emulator) -> None:
+    """Let calls the client gave up on finish on the emulator (and bill)."""
+    deadline = time.monotonic() + 10
+    while emu.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def unreachable(**kwargs: Any) -> tuple[DashScopeProvider, ProviderError]:
@@ -308,7 +343,6 @@ def test_moderation_and_validation_come_from_the_server(emu: Emulator) -> None:
 
 @pytest.mark.parametrize("fault", [
     "InvalidApiKey", "Arrearage", "AccessDenied", "Throttling.AllocationQuota",
-    {"status": 403, "code": "AllocationQuota.FreeTierOnly"},
     {"status": 403, "code": "Workspace.AccessDenied"},
     {"status": 429, "code": "PrepaidBillOverdue"},
     {"status": 429, "code": "CommodityNotPurchased"},
@@ -316,9 +350,47 @@ def test_moderation_and_validation_come_from_the_server(emu: Emulator) -> None:
 def test_fatal_errors_are_flagged_and_not_retried(emu: Emulator, fault: Any) -> None:
     emu.configure(fail_next=[fault])
     error = generate_error(emu, make_request("qwen-image-plus", "1328*1328"))
-    assert error.fatal
+    assert error.fatal and error.scope == "account" and error.hint
     assert error.code == (fault["code"] if isinstance(fault, dict) else fault)
     assert len(api_calls(emu, "POST")) == 1
+
+
+@pytest.mark.parametrize(("fault", "hint"), [
+    ({"status": 403, "code": "Model.AccessDenied", "message": "Model access denied."},
+     "activate qwen-image-plus in the Model Studio console"),
+    ({"status": 403, "code": "AccessDenied",
+      "message": "current user api does not support synchronous calls"},
+     "set `call: async` on its specs"),
+    ({"status": 403, "code": "AllocationQuota.FreeTierOnly", "message": "Free tier only."},
+     "the free quota of qwen-image-plus is used up"),
+], ids=["Model.AccessDenied", "no-sync-calls", "FreeTierOnly"])
+def test_a_model_refusing_the_account_stops_that_model_only(emu: Emulator, fault: Any,
+                                                             hint: str) -> None:
+    emu.configure(fail_next=[fault])
+
+    async def three() -> list[Any]:
+        provider = make_provider(emu)
+        outcomes: list[Any] = []
+        try:
+            for model, size, key in (("qwen-image-plus", "1328*1328", "k1"),
+                                     ("qwen-image-plus", "1472*1104", "k2"),
+                                     ("wan2.2-t2i-flash", "512*512", "k3")):
+                try:
+                    outcomes.append(await provider.generate(make_request(model, size), key))
+                except ProviderError as error:
+                    outcomes.append(error)
+        finally:
+            await provider.close()
+        return outcomes
+
+    first, second, other = asyncio.run(three())
+    assert isinstance(first, ProviderError) and first.scope == "model" and not first.fatal
+    assert hint in (first.hint or "")
+    assert isinstance(second, ProviderError) and second.scope == "model"
+    assert second.message.startswith("not sent: qwen-image-plus refused an earlier request")
+    assert isinstance(other, Generation) and len(other.images) == 1  # other models go on
+    assert [p["json"]["model"] for p in api_calls(emu, "POST")] == ["qwen-image-plus",
+                                                                     "wan2.2-t2i-flash"]
 
 
 def test_wrong_key_is_fatal(emu: Emulator) -> None:
@@ -442,13 +514,52 @@ def test_persistently_damaged_download_is_detected(emu: Emulator, tmp_path: Path
     assert list(journal.entries()) == ["key-1"]  # paid: the next run downloads again, free
 
 
-def test_expired_result_url_requeries_the_task_once(emu: Emulator) -> None:
-    emu.configure(url_ttl=0.0)
-    error = generate_error(emu, make_request("wan2.2-t2i-flash", "512*512"))
+def test_expired_result_url_requeries_the_task_once(emu: Emulator, tmp_path: Path) -> None:
+    emu.configure(url_ttl=0.0)  # the service hands out no fresh URLs (the docs promise none)
+    journal = Journal(tmp_path)
+    error = generate_error(emu, make_request("wan2.2-t2i-flash", "512*512"), journal=journal)
     assert error.code == "ResultExpired"
-    # Downloaded, asked the task again, downloaded again; then gave up.
+    # Downloaded, asked the task again, downloaded again; then gave up, saying what it costs.
     paths = [r["path"].split("/")[1] for r in emu.requests]
     assert paths[-3:] == ["results", "api", "results"]
+    assert "was asked again and gave no fresh result URLs" in error.message
+    assert error.message.endswith("the image was paid for and is lost, and the next build "
+                                  "generates it again (billed again)")
+    assert journal.entries() == {}  # its task is gone for good: the next build submits anew
+
+
+def test_wan22_sync_call(emu: Emulator) -> None:
+    """`call: sync` for wan2.2: endpoint C without the async header, no task to poll."""
+    gen = generate(emu, make_request("wan2.2-t2i-flash", "768*512", n=2, call="sync"))
+    (post,) = api_calls(emu, "POST")
+    assert post["path"] == PREFIX + LEGACY_PATH and header(post, "X-DashScope-Async") is None
+    assert post["json"]["input"] == {"prompt": "a red fox in snow", "negative_prompt": "blurry"}
+    assert api_calls(emu, "GET") == []
+    assert [image_size(i) for i in gen.images] == [(768, 512)] * 2
+    assert gen.actual_prompt == "a red fox in snow" + EXTENSION
+    assert emu.billed == 2
+
+
+def test_an_image_a_few_pixels_off_is_kept_with_one_warning(emu: Emulator) -> None:
+    emu.configure(result_size_offset=[0, -8])
+    gen = generate(emu, make_request("qwen-image-2.0", "512*512", n=2))
+    assert [image_size(i) for i in gen.images] == [(512, 504)] * 2
+    assert gen.warnings == ["2 image(s) came back as 512*504 instead of 512*512: kept, with "
+                            "the actual size in the lock"]
+
+
+@pytest.mark.parametrize(("model", "size", "call"), [
+    ("qwen-image-2.0", "512*512", None), ("wan2.2-t2i-flash", "512*512", None)])
+def test_a_wrong_aspect_ratio_is_refused_and_said_to_be_paid(emu: Emulator, tmp_path: Path,
+                                                             model: str, size: str,
+                                                             call: str | None) -> None:
+    emu.configure(result_size_offset=[0, -256])
+    journal = Journal(tmp_path)
+    error = generate_error(emu, make_request(model, size, call=call), journal=journal)
+    assert error.code == "WrongImageSize" and "aspect ratio 2.000 instead of 1.000" in error.message
+    assert "the image was paid for and is lost" in error.message
+    assert journal.entries() == {}
+    assert len(downloads(emu)) == 1  # not downloaded again: it would not change
 
 
 async def _redirect_server(target: str) -> tuple[web.AppRunner, str]:
@@ -607,7 +718,9 @@ def test_provider_name_marks_non_aliyun_hosts() -> None:
      "https://ws1.ap-southeast-1.maas.aliyuncs.com/api/v1"),
     ({"region": "singapore"}, {}, "https://dashscope-intl.aliyuncs.com/api/v1"),
     ({"region": "virginia"}, {}, "https://dashscope-us.aliyuncs.com/api/v1"),
-    ({"region": "virginia", "workspace": "ws1"}, {}, "https://dashscope-us.aliyuncs.com/api/v1"),
+    # a US workspace goes where the official SDK 2.x sends it
+    ({"region": "virginia", "workspace": "ws1"}, {},
+     "https://ws1.us-east-1.maas.aliyuncs.com/api/v1"),
     ({}, {}, "https://dashscope.aliyuncs.com/api/v1"),
 ])
 def test_resolve_base_url(kwargs: dict[str, str], env: dict[str, str], expected: str) -> None:
@@ -625,3 +738,57 @@ def test_poll_schedule_slows_down() -> None:
     assert schedule.delay(0, 0.0) == 1.0
     assert schedule.delay(1, 1.0) == schedule.delay(5, 29.0) == 3.0
     assert 5.0 <= schedule.delay(11, 31.0) <= 10.0
+
+
+def test_poll_schedule_polls_right_after_the_expected_finish() -> None:
+    schedule = PollSchedule()
+    # one poll just after the expected end (5% + 0.1 s later), from wherever the wait starts
+    assert schedule.delay(0, 0.0, expected=20.0) == pytest.approx(21.1)
+    assert schedule.delay(0, 5.0, expected=20.0) == pytest.approx(16.1)
+    assert schedule.delay(0, 30.0, expected=20.0) == 0.0  # a resumed task: poll at once
+    # not done yet: follow-ups 10% of the duration apart, within [0.5, 3] s, then slower
+    assert schedule.delay(1, 21.1, expected=20.0) == pytest.approx(2.0)
+    assert schedule.delay(1, 3.2, expected=3.0) == 0.5
+    assert schedule.delay(1, 63.0, expected=60.0) == 3.0
+    assert schedule.delay(9, 51.0, expected=20.0) == 8.0
+    # the fixed schedule when nothing is known yet, or learning is off
+    assert schedule.delay(0, 0.0, expected=None) == 1.0
+    assert PollSchedule(learn=False).delay(0, 0.0, expected=20.0) == 1.0
+
+
+def test_task_durations_come_from_the_services_clock() -> None:
+    durations = TaskDurations(keep=3)
+    assert durations.expected("m") is None
+    for end in ("00:00:08.000", "00:00:20.500", "00:00:09.000", "00:00:10.000"):
+        durations.observe("m", {"submit_time": "2026-01-01 00:00:00.000",
+                                "end_time": f"2026-01-01 {end}"})
+    assert durations.expected("m") == 10.0  # the median of the last three
+    durations.observe("m", {"submit_time": "yesterday", "end_time": "2026-01-01 00:00:01.000"})
+    durations.observe("m", {"submit_time": "2026-01-01 00:00:09.000",
+                            "end_time": "2026-01-01 00:00:01.000"})  # ends before it began
+    assert durations.expected("m") == 10.0 and durations.expected("other") is None
+
+
+def test_the_build_learns_task_durations_and_polls_near_the_end(emu: Emulator) -> None:
+    """The first task of a model is polled on the fixed schedule; the next one, once its
+    duration is known, about when it ends: later than the fixed schedule would, and less."""
+    emu.configure(task_duration=0.6)
+    schedule = PollSchedule(first=0.05, early=0.15, early_for=5.0, late=0.5)
+
+    async def two() -> DashScopeProvider:
+        provider = make_provider(emu, poll_schedule=schedule)
+        try:
+            for seed in (1, 2):
+                await provider.generate(make_request("wan2.2-t2i-flash", "512*512", seed=seed),
+                                        f"k{seed}")
+        finally:
+            await provider.close()
+        return provider
+
+    provider = asyncio.run(two())
+    expected = provider._durations.expected("wan2.2-t2i-flash")
+    assert expected is not None and expected >= 0.6
+    first, second = sorted(emu.stats()["tasks"], key=lambda t: t["submit"])
+    gets = [r["time"] for r in api_calls(emu, "GET") if r["path"].endswith(second["task_id"])]
+    assert gets[0] - second["submit"] >= 0.95 * expected  # not at 0.05 s: the learnt time
+    assert second["polls"] < first["polls"]

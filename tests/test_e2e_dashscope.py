@@ -72,8 +72,12 @@ ASYNC_OUTPUTS = ("lighthouse.png", "fox-1.png", "fox-2.png", "bicycle.webp", "la
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    """An emulator that only accepts KEY, with fast tasks; the environment points imgbuild at it."""
-    with Emulator(EmulatorConfig(task_duration=0.05), api_key=KEY) as server:
+    """An emulator that only accepts KEY, with fast tasks; the environment points imgbuild at it.
+    Its documented rate limits are off: these tests count every submission, and a 429 that
+    network jitter earns at the edge of a rate window would be one more (test_scheduler builds
+    against the documented limits)."""
+    config = EmulatorConfig(task_duration=0.05, documented_rate_limits=False)
+    with Emulator(config, api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server
@@ -401,3 +405,57 @@ def test_the_api_key_never_leaks_to_output_lock_journal_cache_or_images(
         seen.append((str(path), path.read_bytes()))
     leaks = [where for where, data in seen for needle in needles if needle in data]
     assert leaks == []
+
+
+# --- 4. what the service returns, and what it refuses (issue 13) ----------------------------
+
+def free_size_project(tmp_path: Path, size: str) -> Path:
+    root = tmp_path / "free"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\noutput_dir: out\nimages:\n  - name: card\n    model: qwen-image-2.0\n"
+        f"    size: '{size}'\n    prompt: A plain paper card.\n", encoding="utf-8")
+    return root
+
+
+def test_a_free_size_is_rounded_in_the_plan_and_sent_as_planned(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = free_size_project(tmp_path, "1000*700")
+    plan = run(capsys, "plan", "--provider", "dashscope", "-C", str(root), "--json")
+    (target,) = plan.json["targets"]
+    r = build(capsys, root, "--json")
+    assert r.code == 0, r
+    (post,) = posts(emu)
+    assert post["size"] == "992*704"  # both sides on the 16-pixel grid of the documented sizes
+    entry = lock_outputs(root)["card.png"]
+    assert entry["size"] == "992*704" and "actual_size" not in entry
+    assert target["output"] == "card.png"
+
+
+def test_a_paid_image_a_few_pixels_off_is_kept_and_its_size_recorded(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = free_size_project(tmp_path, "1024*768")
+    emu.configure(result_size_offset=[0, -8])
+    r = build(capsys, root)
+    assert r.code == 0, r
+    warnings = [line for line in r.err.splitlines() if "came back as 1024*760" in line]
+    assert len(warnings) == 1 and "imgbuild.yaml:4: card: 1 image(s) came back" in warnings[0]
+    entry = lock_outputs(root)["card.png"]
+    assert (entry["size"], entry["actual_size"]) == ("1024*768", "1024*760")
+    with Image.open(root / "out" / "card.png") as im:
+        assert im.size == (1024, 760)
+    assert emu.billed == 1
+    assert run(capsys, "check", "-C", str(root)).code == 0
+    r = build(capsys, root)
+    assert r.code == 0 and "nothing to do" in r.out and "came back" not in r.err  # warned once
+
+
+def test_a_wrong_aspect_ratio_fails_saying_the_image_was_paid(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    root = free_size_project(tmp_path, "1024*768")
+    emu.configure(result_size_offset=[0, -384])
+    r = build(capsys, root)
+    assert r.code == 1, r
+    assert "WrongImageSize: image is 1024*384, requested 1024*768" in r.out
+    assert "the image was paid for and is lost, and the next build generates it again" in r.out
+    assert emu.billed == 1 and not (root / "out" / "card.png").exists()

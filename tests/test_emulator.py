@@ -74,9 +74,14 @@ def legacy_body(model: str, prompt: str = "a flower shop", **params: Any) -> dic
     return {"model": model, "input": {"prompt": prompt}, "parameters": params}
 
 
+# Most tests here send several requests a second to one model, more than the documented
+# limits the emulator enforces by default (wan2.6 in Beijing: 1/s): they turn those off.
+UNLIMITED: dict[str, Any] = {"documented_rate_limits": False}
+
+
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=0.2)) as e:
+    with Emulator(EmulatorConfig(task_duration=0.2, **UNLIMITED)) as e:
         yield e
 
 
@@ -280,7 +285,7 @@ def test_qwen_plus_on_legacy_endpoint_omits_task_metrics(emu: Emulator) -> None:
 
 
 def test_lifecycle_pending_running_succeeded() -> None:
-    with Emulator(EmulatorConfig(pending_time=0.3, task_duration=0.3)) as emu:
+    with Emulator(EmulatorConfig(pending_time=0.3, task_duration=0.3, **UNLIMITED)) as emu:
         task_id = submit(emu, C, legacy_body("wan2.2-t2i-plus", n=1))
         first = poll(emu, task_id)["output"]
         assert first["task_status"] == "PENDING"
@@ -296,7 +301,7 @@ def test_lifecycle_pending_running_succeeded() -> None:
 
 
 def test_cancel_only_while_pending() -> None:
-    with Emulator(EmulatorConfig(pending_time=5, task_duration=0.1)) as emu:
+    with Emulator(EmulatorConfig(pending_time=5, task_duration=0.1, **UNLIMITED)) as emu:
         task_id = submit(emu, C, legacy_body("wan2.2-t2i-flash", n=1))
         r = call(emu.base_url + f"/tasks/{task_id}/cancel", method="POST")
         assert r.status == 200 and set(r.json) == {"request_id"}
@@ -331,7 +336,7 @@ def test_task_query_with_async_header_is_denied(emu: Emulator) -> None:
 
 
 def test_task_concurrency_queues_extra_tasks_pending() -> None:
-    cfg = EmulatorConfig(task_duration=0.3, task_concurrency={"wan2.2-t2i-flash": 1})
+    cfg = EmulatorConfig(task_duration=0.3, task_concurrency={"wan2.2-t2i-flash": 1}, **UNLIMITED)
     with Emulator(cfg) as emu:
         ids = [submit(emu, C, legacy_body("wan2.2-t2i-flash", n=1)) for _ in range(3)]
         time.sleep(0.1)
@@ -355,7 +360,7 @@ def test_documented_task_concurrency_applies_by_default(emu: Emulator) -> None:
 
 
 def test_auth_errors() -> None:
-    with Emulator(api_key=KEY) as emu:
+    with Emulator(EmulatorConfig(**UNLIMITED), api_key=KEY) as emu:
         body = messages_body("qwen-image-plus", n=1)
         assert_error(sync(emu, body, auth=None), 401, "InvalidApiKey", "No API-key provided.")
         assert_error(sync(emu, body, auth="Bearer "), 401, "InvalidApiKey", "No API-key provided.")
@@ -400,7 +405,7 @@ def test_async_header_rules(emu: Emulator) -> None:
     assert_error(r, 403, "AccessDenied", "current user api does not support asynchronous calls")
     for path, body in (
         (B, messages_body("wan2.6-t2i", n=1)),
-        (C, legacy_body("wan2.2-t2i-flash", n=1)),
+        (C, legacy_body("wan2.5-t2i-preview", n=1)),  # wan2.2 takes it: the SDK's sync_call
     ):
         r = call(emu.base_url + path, body)
         assert_error(r, 403, "AccessDenied", "current user api does not support synchronous calls")
@@ -503,7 +508,7 @@ def test_moderation_trigger_words(emu: Emulator) -> None:
 
 
 def test_result_urls_expire_with_oss_like_error() -> None:
-    with Emulator(EmulatorConfig(url_ttl=0.3)) as emu:
+    with Emulator(EmulatorConfig(url_ttl=0.3, **UNLIMITED)) as emu:
         url = sync(emu, messages_body("qwen-image-2.0", size="512*512", n=1)).json["output"][
             "choices"
         ][0]["message"]["content"][0]["image"]
@@ -544,7 +549,7 @@ def test_rate_limit_429_with_retry_after() -> None:
 
 
 def test_documented_rate_limits_and_fixed_retry_after() -> None:
-    cfg = EmulatorConfig(documented_rate_limits=True, retry_after=0.5)
+    cfg = EmulatorConfig(retry_after=0.5)  # documented limits are on by default
     with Emulator(cfg) as emu:
         body = messages_body("qwen-image-max", n=1)  # documented: 2 requests per minute
         statuses = [sync(emu, body).status for _ in range(3)]
@@ -554,7 +559,7 @@ def test_documented_rate_limits_and_fixed_retry_after() -> None:
 
 
 def test_sync_concurrency_limit_answers_429() -> None:
-    cfg = EmulatorConfig(sync_latency=0.4, sync_concurrency={"qwen-image-2.0": 1})
+    cfg = EmulatorConfig(sync_latency=0.4, sync_concurrency={"qwen-image-2.0": 1}, **UNLIMITED)
     with Emulator(cfg) as emu:
         results: list[int] = []
         body = messages_body("qwen-image-2.0", size="512*512", n=1)
@@ -574,7 +579,7 @@ def test_sync_concurrency_limit_answers_429() -> None:
 
 
 def test_sync_calls_count_toward_max_concurrency() -> None:
-    with Emulator(EmulatorConfig(sync_latency=0.3)) as emu:
+    with Emulator(EmulatorConfig(sync_latency=0.3, **UNLIMITED)) as emu:
         body = messages_body("qwen-image-2.0", size="512*512", n=1)
         threads = [threading.Thread(target=sync, args=(emu, body)) for _ in range(3)]
         for t in threads:
@@ -806,3 +811,103 @@ def test_serve_cli_prints_listening_line_and_stops_on_sigterm(tmp_path: Any) -> 
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# ---- strict where the docs are explicit (issue 13) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("region", "offered", "refused"),
+    [
+        ("beijing", "wanx2.1-t2i-plus", "wan2.1-t2i-plus"),
+        ("singapore", "wan2.1-t2i-plus", "wanx2.1-t2i-plus"),
+        ("virginia", "wan2.6-t2i", "qwen-image-plus"),
+    ],
+)
+def test_a_model_the_region_does_not_offer_does_not_exist(
+    region: str, offered: str, refused: str
+) -> None:
+    with Emulator(EmulatorConfig(region=region)) as emu:
+        path, body = (B, messages_body(offered, n=1)) if offered == "wan2.6-t2i" else (
+            C, legacy_body(offered, n=1))
+        assert call(emu.base_url + path, body, headers=ASYNC).status == 200
+        path, body = (A, messages_body(refused, n=1)) if refused.startswith("qwen") else (
+            C, legacy_body(refused, n=1))
+        r = call(emu.base_url + path, body, headers=None if path == A else ASYNC)
+        assert_error(r, 400, "InvalidParameter", "Model not exist.")
+    with pytest.raises(ValueError, match="emulator region 'mars'"):
+        EmulatorConfig(region="mars")
+
+
+def test_documented_rate_limits_are_on_by_default_per_region() -> None:
+    body = messages_body("wan2.6-t2i", n=1)
+    with Emulator() as emu:  # Beijing: wan2.6-t2i takes 1 submission per second
+        assert [call(emu.base_url + B, body, headers=ASYNC).status for _ in range(2)] == [200, 429]
+    with Emulator(EmulatorConfig(region="singapore")) as emu:  # Singapore: 5 per second
+        statuses = [call(emu.base_url + B, body, headers=ASYNC).status for _ in range(6)]
+        assert statuses == [200] * 5 + [429]
+
+
+def test_wan22_sync_call_without_the_async_header(emu: Emulator) -> None:
+    r = call(emu.base_url + C, legacy_body("wan2.2-t2i-flash", size="768*512", n=2, seed=4))
+    assert r.status == 200, r.raw
+    out = r.json["output"]
+    assert out["task_status"] == "SUCCEEDED" and TIME_RE.match(out["end_time"])
+    assert [image_at(item["url"]).size for item in out["results"]] == [(768, 512)] * 2
+    assert r.json["usage"] == {"image_count": 2}
+    assert emu.billed_by_model == {"wan2.2-t2i-flash": 2}
+    # only wan2.2-t2i-flash/plus take it (the SDK's sync_call); other legacy models refuse
+    r = call(emu.base_url + C, legacy_body("wan2.5-t2i-preview", n=1))
+    assert_error(r, 403, "AccessDenied", "current user api does not support synchronous calls")
+
+
+def test_expired_urls_are_resigned_only_when_asked(emu: Emulator) -> None:
+    emu.configure(url_ttl=0.05)
+    task_id = submit(emu, C, legacy_body("wan2.2-t2i-flash", n=1))
+    first = wait(emu, task_id)["output"]["results"][0]["url"]
+    time.sleep(0.1)
+    assert poll(emu, task_id)["output"]["results"][0]["url"] == first  # the docs promise no more
+    assert call(first, auth=None).status == 403
+    emu.configure(resign_expired_urls=True, url_ttl=60)
+    fresh = poll(emu, task_id)["output"]["results"][0]["url"]
+    assert fresh != first and image_at(fresh).size == (1024, 1024)
+
+
+def test_result_size_offset_fault(emu: Emulator) -> None:
+    emu.configure(result_size_offset=[0, -8])
+    url = sync(emu, messages_body("qwen-image-2.0", size="512*512", n=1)).json["output"][
+        "choices"][0]["message"]["content"][0]["image"]
+    assert image_at(url).size == (512, 504)
+
+
+def test_seed_plus_n_beyond_the_documented_range_is_refused(emu: Emulator) -> None:
+    r = sync(emu, messages_body("qwen-image-2.0", size="512*512", n=2, seed=2147483647))
+    assert_error(r, 400, "InvalidParameter")
+    assert "seed + n - 1" in r.json["message"]
+    assert sync(emu, messages_body("qwen-image-2.0", size="512*512", n=2, seed=2147483646)).status == 200
+
+
+def test_the_clients_model_table_agrees_with_the_emulators() -> None:
+    """imgbuild's catalogue, checked against the emulator's own tables over HTTP: each model
+    answers in exactly the regions the catalogue lists, on each endpoint the catalogue uses,
+    at its default size and largest n; one more n is refused."""
+    from imgbuild.spec import catalogue
+
+    paths = {catalogue.SYNC: A, catalogue.ASYNC: B, catalogue.LEGACY: C, catalogue.LEGACY_SYNC: C}
+    for region in catalogue.REGIONS:
+        with Emulator(EmulatorConfig(region=region, **UNLIMITED)) as emu:
+            for model in catalogue.MODELS.values():
+                for endpoint in model.endpoints:
+                    path = paths[endpoint]
+                    params = {"size": model.default_size, "n": model.n_max, "seed": 1}
+                    body = (legacy_body(model.name, **params) if path == C
+                            else messages_body(model.name, **params))
+                    headers = None if catalogue.is_sync_endpoint(endpoint) else ASYNC
+                    r = call(emu.base_url + path, body, headers=headers)
+                    if region in model.regions:
+                        assert r.status == 200, (region, model.name, endpoint, r.raw)
+                        too_many = {**body, "parameters": {**params, "n": model.n_max + 1}}
+                        r = call(emu.base_url + path, too_many, headers=headers)
+                        assert_error(r, 400, "InvalidParameter")
+                    else:
+                        assert_error(r, 400, "InvalidParameter", "Model not exist.")

@@ -27,7 +27,9 @@ KEY = "sk-sdk-secret-456"
 @pytest.fixture(scope="module")
 def emu() -> Iterator[Emulator]:
     saved = dashscope.base_http_api_url
-    with Emulator(EmulatorConfig(task_duration=0.2)) as e:
+    # The SDK never retries a 429, and these calls come faster than Beijing's documented
+    # limits (wan2.6-t2i: one submission per second): this emulator enforces none.
+    with Emulator(EmulatorConfig(task_duration=0.2, documented_rate_limits=False)) as e:
         dashscope.base_http_api_url = e.base_url
         try:
             yield e
@@ -110,6 +112,19 @@ def test_image_synthesis_call_submits_and_waits(emu: Emulator, model: str, size:
     assert result.actual_prompt != result.orig_prompt == "a flower shop"
     assert_png(result.url, tuple(int(v) for v in size.split("*")))  # type: ignore[arg-type]
     assert rsp.usage.image_count == 1
+
+
+def test_image_synthesis_sync_call_wan22(emu: Emulator) -> None:
+    """`ImageSynthesis.sync_call`: endpoint C without the async header, wan2.2 only (issue 13)."""
+    rsp = ImageSynthesis.sync_call(
+        model="wan2.2-t2i-plus", prompt="a quiet harbour", api_key=KEY, size="768*512", n=1, seed=8
+    )
+    assert rsp.status_code == 200, rsp
+    assert rsp.output.task_status == "SUCCEEDED"
+    (result,) = rsp.output.results
+    assert_png(result.url, (768, 512))
+    sent = [r for r in emu.requests if r["method"] == "POST"][-1]
+    assert "X-DashScope-Async" not in sent["headers"]
 
 
 def test_image_synthesis_async_call_fetch_wait(emu: Emulator) -> None:

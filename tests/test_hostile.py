@@ -244,7 +244,8 @@ def test_a_symlinked_folder_pointing_outside_is_refused(tmp_path: Path,
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=0.05, documented_concurrency=False), api_key=KEY) as server:
+    with Emulator(EmulatorConfig(task_duration=0.05, documented_concurrency=False,
+                                documented_rate_limits=False), api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server

@@ -49,7 +49,9 @@ images:
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=60.0, sync_latency=1.5), api_key=KEY) as server:
+    # unlimited rate: the interrupt, not the documented limits, decides what is in flight
+    config = EmulatorConfig(task_duration=60.0, sync_latency=1.5, documented_rate_limits=False)
+    with Emulator(config, api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server

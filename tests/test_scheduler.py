@@ -23,7 +23,9 @@ from imgbuild.providers.dashscope.timing import PollSchedule
 from imgbuild.run.scheduler import Scheduler, default_jobs
 
 KEY = "sk-scheduler-test"
-GENERATION_PATHS = tuple(models.ENDPOINT_PATHS.values())
+GENERATION_PATHS = ("/services/aigc/multimodal-generation/generation",  # documented [API §2]
+                    "/services/aigc/image-generation/generation",
+                    "/services/aigc/text2image/image-synthesis")
 
 
 @pytest.fixture
@@ -164,3 +166,26 @@ def test_bad_limits_are_spec_errors(limits: str, message: str, tmp_path: Path,
     r = run(capsys, "validate", "-C", str(tmp_path))
     assert r.code == 2, r
     assert "imgbuild.yaml:2:" in r.err and message in r.err, r
+
+
+def test_a_build_within_the_documented_limits_of_the_strict_emulator(
+        emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `limits:` anywhere: the client paces by its model table, the emulator enforces its
+    own documented numbers (Beijing: wan2.6-t2i 1/s, qwen-image-plus 2/s, wan2.2 2/s with 2
+    tasks at once). The two tables agree: everything is built, each image paid once."""
+    monkeypatch.setattr(dashscope, "PollSchedule", lambda: PollSchedule(first=0.3, early=0.1))
+    groups = {"qwen-image-plus": 5, "wan2.6-t2i": 3, "wan2.2-t2i-flash": 4}
+    root = tmp_path
+    lines = ["version: 1", "output_dir: out", "images:"]
+    for model, count in groups.items():
+        size = {"qwen-image-plus": "1328*1328", "wan2.6-t2i": "1280*1280"}.get(model, "512*512")
+        lines += [f"  - name: \"{model}-{{{{ i }}}}\"", f"    model: {model}", f"    size: '{size}'",
+                  f"    matrix: {{i: {list(range(count))}}}", "    prompt: tile {{ i }}"]
+    (root / "imgbuild.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r, wall = build(capsys, root)
+    assert r.code == 0, r
+    stats = emu.stats()
+    assert stats["billed_by_model"] == groups
+    assert stats["throttled"] <= 2, stats["throttled"]  # at most jitter at a window's edge
+    assert busiest_second(arrivals(emu, "wan2.6-t2i")) <= 2

@@ -5,26 +5,33 @@ Everything the emulator does differently from "a fast, healthy DashScope" is a f
 from a YAML mapping (`imgbuild emulator --config faults.yaml`), or at runtime with
 `POST /__emulator__/config` and a JSON object of changes.
 
+Service
+    region             which region the emulator plays (beijing, singapore, virginia): the
+                       models it offers (others answer "Model not exist") and their
+                       documented limits come from `tables` (default beijing)
+
 Timings (seconds)
     task_duration      time an async task spends RUNNING before it finishes (default 0.5)
     pending_time       minimum time an async task stays PENDING, even with free capacity (0)
     sync_latency       extra delay before a sync (endpoint A) call answers (0)
-    url_ttl            lifetime of result image URLs; expired -> 403 OSS-like XML (86400).
-                       A task queried again after it was seen SUCCEEDED re-signs its expired
-                       URLs for another url_ttl.
+    url_ttl            lifetime of result image URLs; expired -> 403 OSS-like XML (86400)
+    task_url_ttl       lifetime of the result URLs an async task hands out when it finishes
+                       (None: url_ttl); URLs re-signed later (resign_expired_urls) get url_ttl
     task_ttl           after this, GET /tasks/{id} answers UNKNOWN (86400)
 
 Limits
     rate_limits        {model: requests per second}, checked over a sliding window of
                        max(1, 1/rps) seconds (so 2/60 means 1 request per 30 s). "*" applies
                        to every model without its own entry. Excess -> 429
-                       Throttling.RateQuota with a Retry-After header. Default {} = unlimited.
-    documented_rate_limits  when true, models without an entry use models.Model.rps (§8)
+                       Throttling.RateQuota with a Retry-After header.
+    documented_rate_limits  models without an entry in rate_limits get the documented rate
+                       of the emulated region (tables; §8); on by default, like the service.
+                       Tests that need unlimited throughput set it false and say why.
     retry_after        value (seconds) of the Retry-After header on 429 answers; None (default)
                        = time until the rate window has room, rounded up, at least 1
     sync_concurrency   {model or "*": max in-flight sync calls}; excess -> 429 Throttling
     task_concurrency   {model or "*": max RUNNING async tasks}; overrides the documented
-                       per-model value (models.Model.concurrency); excess tasks wait PENDING
+                       per-model value of the region (tables); excess tasks wait PENDING
     documented_concurrency  when false, async tasks are not limited unless task_concurrency
                        says so (default true)
 
@@ -48,6 +55,14 @@ Faults (one-shot lists are consumed front first, one item per matching request)
                        Content-Length and then close the connection
     download_corrupt_next    the next N downloads have bytes flipped in the middle (same length)
     download_reset_next      the next N downloads are closed before any byte is sent
+    denied_models      generation POSTs for these models answer 403 Model.AccessDenied, as
+                       for a model not activated for the account (not billed)
+    resign_expired_urls      a task queried again after it was seen SUCCEEDED hands out
+                       freshly signed URLs for results whose URL expired (default false: the
+                       docs never promise it, and a task lives no longer than its URLs)
+    result_size_offset       [dx, dy] added to the requested width and height of every
+                       result image ([0, 0]): a service that returns a few pixels off, or a
+                       wrong aspect ratio
 """
 
 from __future__ import annotations
@@ -55,6 +70,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from .tables import REGIONS
 
 # code -> (HTTP status, message). Messages follow the Model Studio error-code table (§7).
 ERRORS: dict[str, tuple[int, str]] = {
@@ -67,6 +84,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "Arrearage": (400, "Access denied, please make sure your account is in good standing."),
     "InvalidApiKey": (401, "Invalid API-key provided."),
     "AccessDenied": (403, "Access denied."),
+    "Model.AccessDenied": (403, "Model access denied."),
     "ModelNotFound": (404, "Model can not be found."),
     "RequestTimeOut": (408, "Request timed out, please try again later."),
     "Throttling": (429, "Requests throttling triggered."),
@@ -122,14 +140,17 @@ class Fault:
 class EmulatorConfig:
     """See the module docstring for what each field does."""
 
+    region: str = "beijing"
+
     task_duration: float = 0.5
     pending_time: float = 0.0
     sync_latency: float = 0.0
     url_ttl: float = 86400.0
+    task_url_ttl: float | None = None
     task_ttl: float = 86400.0
 
     rate_limits: dict[str, float] = field(default_factory=dict)
-    documented_rate_limits: bool = False
+    documented_rate_limits: bool = True
     retry_after: float | None = None
     sync_concurrency: dict[str, int] = field(default_factory=dict)
     task_concurrency: dict[str, int] = field(default_factory=dict)
@@ -146,6 +167,13 @@ class EmulatorConfig:
     download_truncate_next: int = 0
     download_corrupt_next: int = 0
     download_reset_next: int = 0
+    denied_models: list[str] = field(default_factory=list)
+    resign_expired_urls: bool = False
+    result_size_offset: list[int] = field(default_factory=lambda: [0, 0])
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise ValueError(f"emulator region {self.region!r}: choose from {', '.join(REGIONS)}")
 
     def update(self, **changes: Any) -> None:
         """Apply runtime changes; unknown names are an error so typos do not pass silently."""
@@ -155,6 +183,9 @@ class EmulatorConfig:
             raise ValueError(f"unknown emulator config field(s): {', '.join(unknown)}")
         for name, value in changes.items():
             _check_type(name, value)
+            if name == "region" and value not in REGIONS:
+                raise ValueError(f"emulator region {value!r}: choose from {', '.join(REGIONS)}")
+        for name, value in changes.items():
             setattr(self, name, _copy(value))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The DashScope wire protocol: request validation and the exact response shapes (§4, §5).
 
-Pure functions over dicts; no I/O. Model facts (endpoints, size rules, n, prompt limits)
-come from imgbuild.models so the emulator and the client can never disagree about them.
+Pure functions over dicts; no I/O. Model facts (endpoints, size rules, n, prompt limits,
+regions) come from the emulator's own `tables`, never from the client's model table: the
+tests hold one against the other.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from imgbuild.spec import catalogue as models
-from imgbuild.spec.catalogue import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
-
+from . import tables
 from .faults import ERRORS, Fault
+from .tables import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
 
 URL_ERROR = "url error, please check url!"
 ASYNC_UNSUPPORTED = "current user api does not support asynchronous calls"
@@ -83,7 +83,7 @@ class Slot:
 # ---- validation ---------------------------------------------------------------------
 
 
-def resolve_model(endpoint: str, body: Any) -> Model:
+def resolve_model(endpoint: str, body: Any, region: str) -> Model:
     if not isinstance(body, dict):
         raise bad("The request body must be a JSON object.")
     name = body.get("model")
@@ -91,9 +91,10 @@ def resolve_model(endpoint: str, body: Any) -> Model:
         raise ApiError(
             400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.'
         )
-    model = models.get(str(name)) if isinstance(name, str) else None
+    model = tables.model_in(name, region) if isinstance(name, str) else None
     if model is None:
-        # Chosen over 404 ModelNotFound: the live service answers unknown image models this way.
+        # Chosen over 404 ModelNotFound: the live service answers unknown image models, and
+        # models its region does not offer, this way [API §1, §5.6].
         raise bad("Model not exist.")
     if endpoint not in model.endpoints:
         raise bad(URL_ERROR)
@@ -120,7 +121,7 @@ def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRe
     if not isinstance(negative, str):
         raise bad("negative_prompt must be a string.")
     width, height = _size(model, params.get("size"))
-    n = _int_param(params, "n", model.n_default_server)
+    n = _int_param(params, "n", model.n_default)
     if model.n_max == 1 and n != 1:
         raise bad(f"n must be 1 for model {model.name}.")
     if not 1 <= n <= model.n_max:
@@ -130,6 +131,10 @@ def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRe
         seed = random.randint(0, SEED_MAX - model.n_max)
     elif not 0 <= seed <= SEED_MAX:
         raise bad(f"seed must be an integer in [0, {SEED_MAX}].")
+    elif seed + n - 1 > SEED_MAX:
+        # Image i is drawn from seed + i [API §4.3]; a seed outside the documented range is
+        # refused rather than wrapped, which the docs never describe.
+        raise bad(f"seed + n - 1 must not exceed {SEED_MAX} (image i uses seed + i).")
     prompt_extend = _bool_param(params, "prompt_extend", True)
     watermark = _bool_param(params, "watermark", False)
     prompt = prompt[: model.prompt_max]  # documented: excess is truncated, not an error
@@ -181,7 +186,7 @@ def _size(model: Model, value: Any) -> tuple[int, int]:
     w, sep, h = text.partition("*")
     if not sep or not w.isdigit() or not h.isdigit() or int(w) <= 0 or int(h) <= 0:
         raise bad(f"size '{text}' is invalid: write width*height, e.g. '{model.default_size}'.")
-    problem = model.size_rule.check(int(w), int(h))
+    problem = model.size.problem(int(w), int(h))
     if problem:
         raise bad(f"size {text} is not supported by model {model.name}: {problem}.")
     return int(w), int(h)
@@ -262,13 +267,30 @@ def sync_body(req: GenRequest, slots: list[Slot], request_id: str) -> dict[str, 
             }
         ]
     }
-    if req.model.size_rule.kind == "fixed":  # max/plus/qwen-image carry task_metric (singular)
+    if req.model.size.kind == "fixed":  # max/plus/qwen-image carry task_metric (singular)
         output["task_metric"] = _metrics(slots)
     return {
         "output": output,
         "usage": {"width": req.width, "height": req.height, "image_count": len(_successes(slots))},
         "request_id": request_id,
     }
+
+
+def legacy_sync_body(req: GenRequest, slots: list[Slot], request_id: str, submitted: str,
+                     ended: str) -> dict[str, Any]:
+    """Endpoint C answered without the async header (the SDK's ImageSynthesis.sync_call, for
+    wan2.2 only). Its shape is not documented: the finished task in one answer, which is
+    what the SDK's ImageSynthesisResponse reads (output.task_status, output.results)."""
+    extra, usage = succeeded_output(req, slots)
+    output: dict[str, Any] = {
+        "task_id": str(uuid.uuid4()),
+        "task_status": "SUCCEEDED",
+        "submit_time": submitted,
+        "scheduled_time": submitted,
+        "end_time": ended,
+        **extra,
+    }
+    return {"request_id": request_id, "output": output, "usage": usage}
 
 
 def submit_body(task_id: str, request_id: str) -> dict[str, Any]:
@@ -315,6 +337,7 @@ __all__ = [
     "new_request_id",
     "parse_generation",
     "resolve_model",
+    "legacy_sync_body",
     "submit_body",
     "succeeded_output",
     "sync_body",

@@ -17,15 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from imgbuild.spec.catalogue import ASYNC, ENDPOINT_PATHS, LEGACY, SYNC
-
-from . import protocol
+from . import protocol, tables
 from .faults import EmulatorConfig
 from .protocol import ApiError, new_request_id
 from .state import State, now_str, redact_headers
-from .tasks import TaskManager, produce_slots
+from .tables import API_PREFIX, ASYNC, LEGACY, ROUTES, SYNC
+from .tasks import TERMINAL, TaskManager, produce_slots
 
-API_PREFIX = "/api/v1"
 STATE_KEY = web.AppKey("state", State)
 TASKS_KEY = web.AppKey("tasks", TaskManager)
 API_KEY_KEY = web.AppKey("api_key", str)
@@ -52,7 +50,7 @@ def ctx(request: web.Request) -> RequestContext:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_ENDPOINT_BY_PATH = {API_PREFIX + path: ep for ep, path in ENDPOINT_PATHS.items()}
+_ENDPOINT_BY_PATH = {API_PREFIX + path: ep for ep, path in ROUTES.items()}
 _CHUNK = 64 * 1024
 
 
@@ -61,7 +59,7 @@ def create_app(state: State, api_key: str | None = None) -> web.Application:
     app[STATE_KEY] = state
     app[TASKS_KEY] = TaskManager(state)
     app[API_KEY_KEY] = api_key or ""
-    for endpoint, path in ENDPOINT_PATHS.items():
+    for endpoint, path in ROUTES.items():
         app.router.add_post(API_PREFIX + path, _generation_handler(endpoint))
     app.router.add_get(API_PREFIX + "/tasks/{task_id}", _get_task)
     app.router.add_post(API_PREFIX + "/tasks/{task_id}/cancel", _cancel_task)
@@ -132,7 +130,7 @@ async def _log_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     entry["status"] = response.status
     if response.status == 429:
         state.count_throttled()
-    if endpoint in ENDPOINT_PATHS:
+    if endpoint in ROUTES:
         _log_submission(state, request, endpoint, body, response)
     return response
 
@@ -218,13 +216,16 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if ctx(request).bad_json:
         raise protocol.bad("The request body is not valid JSON.")
     body = ctx(request).json
-    model = protocol.resolve_model(endpoint, body)
+    model = protocol.resolve_model(endpoint, body, state.config.region)
+    if model.name in state.config.denied_models:
+        raise ApiError(403, "Model.AccessDenied", "Model access denied.")
     is_async = request.headers.get("X-DashScope-Async", "").strip().lower() == "enable"
     if endpoint == SYNC and is_async:
         raise ApiError(403, "AccessDenied", protocol.ASYNC_UNSUPPORTED)
-    if endpoint in (ASYNC, LEGACY) and not is_async:
+    legacy_sync = endpoint == LEGACY and not is_async and model.legacy_sync
+    if endpoint in (ASYNC, LEGACY) and not is_async and not legacy_sync:
         raise ApiError(403, "AccessDenied", protocol.SYNC_UNSUPPORTED)
-    wait = state.check_rate(model.name, model.rps)
+    wait = state.check_rate(model.name, tables.documented_limit(model, state.config.region).rps)
     if wait is not None:
         raise ApiError(
             429,
@@ -236,7 +237,7 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if protocol.moderation_hit(req, state.config.moderation_words):
         raise ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
     origin = f"{request.scheme}://{request.host}"
-    if endpoint == SYNC:
+    if endpoint == SYNC or legacy_sync:
         return await _run_sync(state, req, origin)
     task = request.app[TASKS_KEY].submit(req, origin)
     ctx(request).task_id = task.task_id
@@ -250,7 +251,9 @@ def _retry_after(config: EmulatorConfig, wait: float) -> str:
 
 
 async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.Response:
+    """Endpoint A, or C without the async header (ImageSynthesis.sync_call, wan2.2 only)."""
     name = req.model.name
+    started = time.time()
     if not state.try_start_sync(name):
         raise ApiError(
             429,
@@ -269,7 +272,11 @@ async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.
     if ok == 0:
         raise ApiError.from_fault(protocol.SLOT_TIMEOUT)
     state.bill(name, ok)
-    return web.json_response(protocol.sync_body(req, slots, new_request_id()))
+    if req.endpoint == LEGACY:
+        body = protocol.legacy_sync_body(req, slots, new_request_id(), now_str(started), now_str())
+    else:
+        body = protocol.sync_body(req, slots, new_request_id())
+    return web.json_response(body)
 
 
 # ---- task endpoints -------------------------------------------------------------------------
@@ -289,13 +296,15 @@ async def _get_task(request: web.Request) -> web.Response:
             {"request_id": request_id, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
         )
     if task.status == "SUCCEEDED":
-        # Asked again, a finished task hands out fresh URLs for those that expired.
-        if task.reported:
-            state = request.app[STATE_KEY]
+        # Asked again, a finished task hands out fresh URLs for those that expired: only when
+        # told to, since the docs never promise it.
+        state = request.app[STATE_KEY]
+        if task.reported and state.config.resign_expired_urls:
             for slot in task.slots:
                 if slot.url:
                     slot.url = state.refresh_url(slot.url)
         task.reported = True
+    request.app[STATE_KEY].task_polled(task_id, task.status in TERMINAL)
     output, usage = task.output()
     body: dict[str, Any] = {"request_id": request_id, "output": output}
     if usage is not None:

@@ -70,6 +70,8 @@ class State:
             self.max_concurrent: dict[str, int] = {}
             self.submissions: list[dict[str, Any]] = []
             self.request_log: list[dict[str, Any]] = []
+            # per async task: model, submit/end times, polls, when a poll first saw it finished
+            self.task_log: dict[str, dict[str, Any]] = {}
             self._windows.clear()
 
     # ---- request log and counters -------------------------------------------------
@@ -91,6 +93,20 @@ class State:
     def log_submission(self, entry: dict[str, Any]) -> None:
         with self.lock:
             self.submissions.append(entry)
+
+    def log_task(self, task_id: str, **fields: Any) -> None:
+        with self.lock:
+            self.task_log.setdefault(task_id, {"task_id": task_id, "polls": 0}).update(fields)
+
+    def task_polled(self, task_id: str, finished: bool) -> None:
+        """Count a query of a known task; remember when one first saw it finished."""
+        with self.lock:
+            entry = self.task_log.get(task_id)
+            if entry is None:
+                return
+            entry["polls"] += 1
+            if finished and entry.get("seen") is None:
+                entry["seen"] = time.time()
 
     def bill(self, model: str, images: int) -> None:
         if images > 0:
@@ -164,10 +180,15 @@ class State:
 
     # ---- result images ---------------------------------------------------------------
 
-    def store_image(self, spec: ImageSpec, origin: str) -> str:
+    def url_ttl(self, *, task: bool) -> float:
+        if task and self.config.task_url_ttl is not None:
+            return float(self.config.task_url_ttl)
+        return float(self.config.url_ttl)
+
+    def store_image(self, spec: ImageSpec, origin: str, *, task: bool = False) -> str:
         """Register an image and return its signed, expiring URL on this server."""
         image_id = secrets.token_hex(12)
-        expires_at = time.time() + float(self.config.url_ttl)
+        expires_at = time.time() + self.url_ttl(task=task)
         with self.lock:
             self._images[image_id] = StoredImage(spec, expires_at)
         expires = math.ceil(expires_at)
@@ -183,7 +204,7 @@ class State:
         stored = self.image(rest.split(".png", 1)[0]) if sep else None
         if stored is None or time.time() <= stored.expires_at:
             return url
-        return self.store_image(stored.spec, origin)
+        return self.store_image(stored.spec, origin)  # a re-signed URL lives url_ttl
 
     def sign(self, image_id: str, expires: str) -> str:
         return hmac.new(self._secret, f"{image_id}:{expires}".encode(), hashlib.sha256).hexdigest()[
@@ -221,4 +242,5 @@ class State:
                 "in_flight": {k: v for k, v in self.in_flight.items() if v},
                 "submissions": [dict(s) for s in self.submissions],
                 "requests": [dict(r) for r in self.request_log],
+                "tasks": [dict(t) for t in self.task_log.values()],
             }

@@ -14,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgbuild.spec import catalogue as models
-
+from . import tables
 from .faults import Fault
 from .images import ImageSpec
 from .protocol import SLOT_TIMEOUT, GenRequest, Slot, succeeded_output
@@ -24,18 +23,18 @@ from .state import State, now_str
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
-def produce_slots(req: GenRequest, state: State, origin: str) -> list[Slot]:
+def produce_slots(req: GenRequest, state: State, origin: str, *, task: bool = False) -> list[Slot]:
     """Create the requested images (URLs; pixels are rendered lazily on download)."""
     failing = set(state.config.fail_slots) if req.n > 1 else set()
+    dx, dy = (list(state.config.result_size_offset) + [0, 0])[:2]
     slots = []
     for i in range(req.n):
         if i in failing:
             slots.append(Slot(i, fault=SLOT_TIMEOUT))
             continue
-        spec = ImageSpec(
-            req.model.name, req.image_prompt, req.seed + i, i, req.width, req.height, req.watermark
-        )
-        slots.append(Slot(i, url=state.store_image(spec, origin)))
+        spec = ImageSpec(req.model.name, req.image_prompt, req.seed + i, i,
+                         max(1, req.width + int(dx)), max(1, req.height + int(dy)), req.watermark)
+        slots.append(Slot(i, url=state.store_image(spec, origin, task=task)))
     return slots
 
 
@@ -89,6 +88,7 @@ class TaskManager:
     def submit(self, req: GenRequest, origin: str) -> Task:
         task = Task(str(uuid.uuid4()), req, origin)
         self.tasks[task.task_id] = task
+        self.state.log_task(task.task_id, model=req.model.name, submit=task.submit_time)
         task.runner = asyncio.get_running_loop().create_task(self._run(task))
         return task
 
@@ -150,7 +150,7 @@ class TaskManager:
     def _finish(self, task: Task) -> None:
         fault = self.state.pop_fault("fail_tasks_next")
         if fault is None:
-            task.slots = produce_slots(task.req, self.state, task.origin)
+            task.slots = produce_slots(task.req, self.state, task.origin, task=True)
             ok = sum(1 for s in task.slots if s.url)
             if ok == 0:
                 fault = SLOT_TIMEOUT
@@ -159,10 +159,12 @@ class TaskManager:
         task.fault = fault
         task.status = "FAILED" if fault else "SUCCEEDED"
         task.end_time = time.time()
+        self.state.log_task(task.task_id, end=task.end_time, status=task.status)
 
     def _limit(self, model_name: str) -> int | None:
-        model = models.get(model_name)
-        return self.state.config.task_limit_for(model_name, model.concurrency if model else 0)
+        model = tables.MODELS.get(model_name)
+        documented = tables.documented_limit(model, self.state.config.region).tasks if model else 0
+        return self.state.config.task_limit_for(model_name, documented)
 
     async def _acquire(self, task: Task) -> None:
         name = task.req.model.name

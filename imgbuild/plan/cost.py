@@ -12,15 +12,13 @@ from imgbuild.plan.states import GENERATE, RESTORE, Step
 DEFAULT_REGION = "beijing"
 
 
-def unit_price(model: str, region: str, overrides: Mapping[str, Any] | None = None) -> float:
+def unit_price(model: str, region: str, overrides: Mapping[str, Any] | None = None) -> float | None:
+    """CNY per image from `region`'s own price table; None when it has none. Borrowing another
+    region's price would print a number nobody will be billed."""
     if overrides and model in overrides:
         return float(overrides[model])
     m = models.get(model)
-    if m is None:
-        return 0.0
-    # A model not sold in the region has no price there; fall back to its first listed price
-    # so an estimate is never silently zero.
-    return m.price.get(region, next(iter(m.price.values())))
+    return models.price(m, region) if m is not None else None
 
 
 def estimate(steps: Iterable[Step], region: str = DEFAULT_REGION,
@@ -29,27 +27,37 @@ def estimate(steps: Iterable[Step], region: str = DEFAULT_REGION,
     saved = 0.0
     for step in steps:
         req = step.target.request
+        price = unit_price(req.model, region, overrides)
         if step.action == GENERATE:
-            row = by_model.setdefault(req.model, {"images": 0, "unit_price": unit_price(req.model, region, overrides)})
+            row = by_model.setdefault(req.model, {"images": 0, "unit_price": price})
             row["images"] += req.n
         elif step.action == RESTORE:
-            saved += req.n * unit_price(req.model, region, overrides)
+            saved += req.n * (price or 0.0)
     total = 0.0
     for row in by_model.values():
-        row["cost"] = round(row["images"] * row["unit_price"], 6)
-        total += row["cost"]
+        row["cost"] = None if row["unit_price"] is None else round(row["images"] * row["unit_price"], 6)
+        total += row["cost"] or 0.0
     return {
         "currency": models.CURRENCY,
         "region": region,
         "by_model": dict(sorted(by_model.items())),
         "images": sum(r["images"] for r in by_model.values()),
         "total": round(total, 6),
+        # models whose price in this region is unknown: `total` leaves them out
+        "price_unknown": sorted(m for m, r in by_model.items() if r["unit_price"] is None),
         "saved_by_cache": round(saved, 6),
     }
 
 
 def describe(est: dict[str, Any]) -> list[str]:
-    lines = [f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
-             for model, row in est["by_model"].items()]
-    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} ({est['region']} prices)")
+    lines = []
+    for model, row in est["by_model"].items():
+        if row["unit_price"] is None:
+            lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
+        else:
+            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
+    unknown = est.get("price_unknown") or []
+    tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
+    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "
+                 f"({est['region']} prices{tail})")
     return lines

@@ -67,12 +67,13 @@ def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
     from imgbuild.providers.dashscope.client import DashScopeProvider
 
     key = env[settings.get("api_key_env", DEFAULT_KEY_ENV)]
-    # `timeouts:` in imgbuild.yaml: request = one HTTP request (then retried), poll = how long
-    # one async task is waited for (the journal keeps it for the next build after that).
+    # `timeouts:` in imgbuild.yaml: request = one HTTP request, a sync generation included
+    # (see client.REQUEST_TIMEOUT), poll = how long one async task is waited for (the journal
+    # keeps it for the next build after that).
+    from imgbuild.providers.dashscope.client import REQUEST_TIMEOUT
+
     timeouts = settings.get("timeouts") or {}
     return DashScopeProvider(key, _base_url(settings, env), journal=journal,
                              workspace=settings.get("workspace"), limiter=limiter,
-                             request_timeout=float(timeouts.get("request", 120.0)),
-                             poll_timeout=float(timeouts.get("poll", 600.0)),
-                             key_env=settings.get("api_key_env", DEFAULT_KEY_ENV),
-                             region=settings.get("region", "beijing"))
+                             request_timeout=float(timeouts.get("request", REQUEST_TIMEOUT)),
+                             poll_timeout=float(timeouts.get("poll", 600.0)))

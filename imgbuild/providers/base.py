@@ -27,33 +27,46 @@ class Generation:
     # With a partial result, image k must still land in output k.
     slots: list[int] | None = None
     resumed: bool = False  # an async task submitted (and paid) by an earlier run
+    # Things the user should hear about although the images arrived (one line each), e.g. an
+    # image a few pixels off the requested size, or answers that were cut to n images.
+    warnings: list[str] = field(default_factory=list)
+    # Requests that may have been billed without an image (see ProviderError.possibly_paid).
+    possibly_paid: int = 0
+
+
+ACCOUNT = "account"  # ProviderError.scope: no request with this key can succeed; stop all
+MODEL = "model"  # ProviderError.scope: this model refuses this account; stop only that model
 
 
 class ProviderError(Exception):
     """A generation failed. Carries data only; `failure()` turns it into the `Failure` the
     build reports. The provider decides what it means (its own policy), never the caller:
 
-    `scope` "account": no further request can succeed (bad key, arrears): stop submitting;
-    "model": this model cannot be used (not activated): stop submitting to it only.
-    `hint`: what the user can do. `possibly_paid`: attempts that may have been billed.
+    `scope`: ACCOUNT (bad key, arrears: stop submitting anything), MODEL (the model is not
+    activated for this account: stop submitting to it, other models go on) or None (this
+    target only). `hint`: what the user can do about it, when there is something. `retryable`:
+    a later build may well succeed as is. `possibly_paid`: requests of this generation that
+    may have been billed although no image came back (e.g. a sync call that timed out after
+    it was sent).
     """
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None,
-                 fatal: bool = False, status: int | None = None, scope: str | None = None,
-                 hint: str | None = None, possibly_paid: int = 0, retryable: bool = True) -> None:
+                 status: int | None = None, retryable: bool = False, scope: str | None = None,
+                 hint: str | None = None, possibly_paid: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
-        self.scope = scope or ("account" if fatal else None)
         self.status = status
+        self.retryable = retryable
+        self.scope = scope
         self.hint = hint
         self.possibly_paid = possibly_paid
-        self.retryable = retryable
 
     @property
     def fatal(self) -> bool:
-        return self.scope == "account"
+        """No further request of this build can succeed: stop submitting."""
+        return self.scope == ACCOUNT
 
     def failure(self, where: str | None = None) -> Failure:
         return Failure(self.code, self.message, request_id=self.request_id, where=where,

@@ -58,6 +58,8 @@ class Outcome:
     failure: Failure | None = None
     images_bought: int = 0
     resumed: bool = False  # an async task paid in an earlier run, collected now
+    warnings: list[str] = field(default_factory=list)  # the target went through, but note this
+    possibly_paid: int = 0  # requests that may have been billed without an image
 
 
 INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
@@ -187,7 +189,7 @@ class Executor:
                 self.stop_reason = failure
             elif not self.keep_going:
                 self.stop_reason = Failure(failure.code, f"{step.target.name} failed (use -k to keep going)")
-            return Outcome(step, FAILED, failure=failure)
+            return Outcome(step, FAILED, failure=failure, possibly_paid=e.possibly_paid)
         except Stopped:
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         except OSError as e:
@@ -204,8 +206,13 @@ class Executor:
                 CACHE_DAMAGED, "the cache entry vanished or is damaged; run the build again",
                 where=step.target.where))
         images, record = found
+        n = step.target.request.n
+        warnings = []
+        if len(images) > n:  # a surprising entry (an older build, another tool): never crash
+            warnings.append(f"the cache holds {len(images)} images for n={n}: restored the first {n}")
+            images = images[:n]
         entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record)
-        return Outcome(step, RESTORED, entries)
+        return Outcome(step, RESTORED, entries, warnings=warnings)
 
     async def _generate(self, step: Step) -> Outcome:
         if self.provider is None:  # pragma: no cover - commands never plan generation without one
@@ -242,10 +249,12 @@ class Executor:
                                self.provider_name, record, generation.slots)
         bought = len(generation.images)
         n = step.target.request.n
+        notes = {"warnings": list(generation.warnings), "possibly_paid": generation.possibly_paid}
         if bought < n:
             why = "; ".join(generation.failures) or "no reason given"
             return Outcome(step, FAILED, entries, images_bought=bought, resumed=generation.resumed,
                            failure=Failure(PARTIAL, f"{n - bought} of {n} images failed ({why}); "
                                            f"kept the {bought} that succeeded",
-                                           where=step.target.where, paid=bought))
-        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed)
+                                           where=step.target.where, paid=bought), **notes)
+        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed,
+                       **notes)

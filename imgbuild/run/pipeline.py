@@ -51,6 +51,8 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
         sink.progress(len(run.outcomes), len(todo), outcome.status, outcome.step, outcome.failure)
+        for warning in outcome.warnings:  # the target went through, but the user should know
+            sink.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 
     executor = Executor(provider=provider, provider_name=ctx.identity,
                         cache=ctx.cache, output_dir=project.output_dir, jobs=jobs,

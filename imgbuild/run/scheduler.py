@@ -84,7 +84,7 @@ def limit_for(model: str, overrides: Mapping[str, Mapping[str, Any]] | None = No
 
 def is_sync(request: Request) -> bool:
     entry = models.get(request.model)
-    return entry is not None and entry.endpoint_for(request.call) == models.SYNC
+    return entry is not None and models.is_sync_endpoint(entry.endpoint_for(request.call) or "")
 
 
 def default_jobs(requests: Iterable[Request], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> int:

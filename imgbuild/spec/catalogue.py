@@ -11,16 +11,24 @@ import difflib
 import math
 from dataclasses import dataclass
 
-# Endpoints (§2). The provider maps these to URLs; the emulator serves them.
+# Endpoints (§2). The provider maps these to URLs.
 SYNC = "multimodal-generation"  # A: POST /services/aigc/multimodal-generation/generation
 ASYNC = "image-generation"  # B: POST /services/aigc/image-generation/generation (+ async header)
 LEGACY = "text2image"  # C: POST /services/aigc/text2image/image-synthesis (+ async header)
+# C without the async header: the SDK's ImageSynthesis.sync_call, which it documents for
+# wan2.2-t2i-flash/plus only (§6). The answer is the finished task, in one response.
+LEGACY_SYNC = "text2image-sync"
 
 ENDPOINT_PATHS = {
     SYNC: "/services/aigc/multimodal-generation/generation",
     ASYNC: "/services/aigc/image-generation/generation",
     LEGACY: "/services/aigc/text2image/image-synthesis",
+    LEGACY_SYNC: "/services/aigc/text2image/image-synthesis",
 }
+SYNC_ENDPOINTS = frozenset({SYNC, LEGACY_SYNC})
+
+# Regions, and the host of each, are in providers/dashscope/hosts.py; this is their order here.
+REGIONS = ("beijing", "singapore", "virginia")
 
 SEED_MAX = 2147483647
 NEGATIVE_PROMPT_MAX = 500
@@ -64,7 +72,7 @@ class SizeRule:
 
     kind "fixed": one of `allowed`; "pixels": width*height within [min_pixels, max_pixels]
     and, when given, aspect ratio within [1/max_aspect, max_aspect]; "side": each side
-    within [min_side, max_side].
+    within [min_side, max_side]. `multiple`: free sizes are sent rounded to it (see round).
     """
 
     kind: str
@@ -74,6 +82,28 @@ class SizeRule:
     max_aspect: float = 0.0
     min_side: int = 0
     max_side: int = 0
+    multiple: int = 1
+
+    @property
+    def largest(self) -> int:
+        """The most pixels a legal size has: what a result image may have, give or take."""
+        if self.kind == "fixed":
+            return max(w * h for w, h in (parse_size(a) or (0, 0) for a in self.allowed))
+        if self.kind == "pixels":
+            return self.max_pixels
+        return self.max_side * self.max_side
+
+    def round(self, width: int, height: int) -> tuple[int, int]:
+        """The legal size nearest to width*height whose sides are multiples of `multiple`
+        (unchanged when already so, or when no such size is legal)."""
+        m = self.multiple
+        if m <= 1 or (width % m == 0 and height % m == 0):
+            return width, height
+        near = [(rw, rh) for rw in _multiples_near(width, m) for rh in _multiples_near(height, m)
+                if rw > 0 and rh > 0 and self.check(rw, rh) is None]
+        if not near:
+            return width, height
+        return min(near, key=lambda s: (abs(s[0] - width) + abs(s[1] - height), s))
 
     def check(self, width: int, height: int) -> str | None:
         """None when legal, else a sentence saying what is legal."""
@@ -108,6 +138,11 @@ class SizeRule:
         return f"any W*H with each side in [{self.min_side}, {self.max_side}]"
 
 
+def _multiples_near(value: int, m: int) -> tuple[int, int]:
+    low = value // m * m
+    return (low, low + m)
+
+
 def _square(px: int) -> str:
     side = math.isqrt(px)
     return f"{side}*{side}" if side * side == px else f"{px:,}"
@@ -125,7 +160,7 @@ class Model:
     prompt_max: int
     price: dict[str, float]  # region -> CNY per successfully generated image (§9)
     n_default_server: int = 1  # what the server bills when n is omitted (we always send n)
-    regions: tuple[str, ...] = ("beijing", "singapore")
+    regions: tuple[str, ...] = ("beijing", "singapore")  # where it is offered (§6); price too
     rps: float = 2.0  # documented submissions per second (§8)
     concurrency: int = 0  # documented concurrent tasks; 0 = not limited for sync calls
     snapshot_of: str | None = None
@@ -133,27 +168,37 @@ class Model:
 
     @property
     def default_call(self) -> str:
-        return "async" if self.endpoints[0] in (ASYNC, LEGACY) else "sync"
+        return "sync" if self.endpoints[0] in SYNC_ENDPOINTS else "async"
+
+    @property
+    def max_pixels(self) -> int:
+        return self.size_rule.largest
 
     def endpoint_for(self, call: str | None) -> str | None:
         """The endpoint used for call mode "sync"/"async" (None = default); None if unsupported."""
         if call is None:
             return self.endpoints[0]
         for ep in self.endpoints:
-            if (ep == SYNC) == (call == "sync"):
+            if (ep in SYNC_ENDPOINTS) == (call == "sync"):
                 return ep
         return None
 
     def calls(self) -> tuple[str, ...]:
-        return tuple(sorted({"sync" if ep == SYNC else "async" for ep in self.endpoints}))
+        return tuple(sorted({"sync" if ep in SYNC_ENDPOINTS else "async" for ep in self.endpoints}))
 
 
 _FIXED = SizeRule("fixed", allowed=tuple(_QWEN_FIXED.values()))
-_QWEN2 = SizeRule("pixels", min_pixels=512 * 512, max_pixels=2048 * 2048)
+# Free sizes: the docs promise no exact size back and state no multiple, but every size they
+# recommend for these models has sides that are multiples of 16 (the models' patch grid), so
+# the plan rounds a W*H to the nearest legal multiple of 16 and the request asks for what the
+# service can return. A result still a few pixels off is kept (see download.py).
+_QWEN2 = SizeRule("pixels", min_pixels=512 * 512, max_pixels=2048 * 2048, multiple=16)
 # The docs say "1280*1280 to 1440*1440 pixels" yet recommend 1104*1472 and 960*1696, which are
 # slightly smaller; the service must accept its own recommendations, so the floor is the
 # smallest recommended size.
-_WAN_PX = SizeRule("pixels", min_pixels=1104 * 1472, max_pixels=1440 * 1440, max_aspect=4.0)
+_WAN_PX = SizeRule("pixels", min_pixels=1104 * 1472, max_pixels=1440 * 1440, max_aspect=4.0,
+                   multiple=16)
+# wan2.2 and older: the docs recommend 1440*810 themselves, so no multiple is imposed.
 _WAN_SIDE = SizeRule("side", min_side=512, max_side=1440)
 
 
@@ -205,9 +250,10 @@ _ALL = (
          regions=("beijing", "singapore", "virginia")),
     _wan("wan2.5-t2i-preview", (LEGACY,), _WAN_PX, 2000,
          {"beijing": 0.20, "singapore": 0.220177}, rps=5, concurrency=5),
-    _wan("wan2.2-t2i-plus", (LEGACY,), _WAN_SIDE, 500,
+    # async stays the default: sync is an SDK-only path for these two (§6)
+    _wan("wan2.2-t2i-plus", (LEGACY, LEGACY_SYNC), _WAN_SIDE, 500,
          {"beijing": 0.20, "singapore": 0.366962}, rps=2, concurrency=2),
-    _wan("wan2.2-t2i-flash", (LEGACY,), _WAN_SIDE, 500,
+    _wan("wan2.2-t2i-flash", (LEGACY, LEGACY_SYNC), _WAN_SIDE, 500,
          {"beijing": 0.14, "singapore": 0.183481}, rps=2, concurrency=2),
     _wan("wanx2.1-t2i-plus", (LEGACY,), _WAN_SIDE, 500, {"beijing": 0.20}, rps=2, concurrency=2,
          regions=("beijing",)),
@@ -228,6 +274,30 @@ CURRENCY = "CNY"
 
 def get(name: str) -> Model | None:
     return MODELS.get(name)
+
+
+def offered_in(region: str, *, snapshots: bool = True) -> list[str]:
+    """The models `region` offers, in table order (§6); snapshots only if asked for."""
+    return [m.name for m in _ALL if region in m.regions and (snapshots or m.snapshot_of is None)]
+
+
+def region_problem(model: Model, region: str, source: str = "") -> str | None:
+    """None if `region` offers `model`, else a sentence naming what it does offer. `source`
+    says where the region was chosen, e.g. "region: singapore at imgbuild.yaml:2"."""
+    if region in model.regions:
+        return None
+    # wanx2.1-* in Beijing is wan2.1-* in Singapore: point at the regional name when there is one
+    twin = next((m for m in offered_in(region) if _unprefixed(m) == _unprefixed(model.name)), None)
+    offers = ", ".join(offered_in(region, snapshots=False))
+    if len(offered_in(region)) > len(offered_in(region, snapshots=False)):
+        offers += ", and dated snapshots of some"
+    where = f" ({source})" if source else ""
+    there = f"; there it is called {twin}" if twin else ""
+    return f"{model.name} is not offered in the {region} region{where}{there}. {region} offers: {offers}"
+
+
+def _unprefixed(name: str) -> str:
+    return name.replace("wanx", "wan", 1)
 
 
 def suggest(name: str) -> str | None:
@@ -274,16 +344,20 @@ def resolve_size(model: Model, text: str | None) -> tuple[str | None, str | None
     problem = model.size_rule.check(w, h)
     if problem:
         return None, f"{w}*{h} is not a legal size for {model.name}: {problem}"
+    w, h = model.size_rule.round(w, h)
     return f"{w}*{h}", None
 
 
 def request_problems(model: Model, prompt: str, negative_prompt: str, n: int,
-                     call: str | None) -> list[tuple[str, str]]:
+                     call: str | None, seed: int | None = None) -> list[tuple[str, str]]:
     """(field, message) for every way a rendered request breaks the model's documented rules."""
     problems = []
     if not 1 <= n <= model.n_max:
         allowed = "1 only" if model.n_max == 1 else f"1 to {model.n_max}"
         problems.append(("n", f"n={n} is not allowed for {model.name} ({allowed})"))
+    elif seed is not None and seed + n - 1 > SEED_MAX:
+        problems.append(("seed", f"seed {seed} with n={n}: image i is drawn from seed + i, so seed "
+                         f"+ n - 1 must be at most {SEED_MAX} (use a seed of at most {SEED_MAX - n + 1})"))
     if len(prompt) > model.prompt_max:
         problems.append(("prompt", f"prompt is {len(prompt)} characters after rendering; {model.name} "
                          f"accepts at most {model.prompt_max} (the service would cut the rest)"))
@@ -320,11 +394,18 @@ def _fit_ratio(model: Model, a: int, b: int) -> str | None:
 
 
 def price(model: Model, region: str) -> float | None:
+    """CNY per image in `region`'s own price table; None when that table has no price (a price
+    from another region would be a guess)."""
     return model.price.get(region)
 
 
+def is_sync_endpoint(endpoint: str) -> bool:
+    return endpoint in SYNC_ENDPOINTS
+
+
 __all__ = [
-    "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "LEGACY", "MODELS", "Model",
-    "NEGATIVE_PROMPT_MAX", "RATIOS", "SEED_MAX", "SYNC", "SizeRule", "get", "parse_size",
-    "price", "request_problems", "resolve_size", "suggest",
+    "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "LEGACY", "LEGACY_SYNC", "MODELS",
+    "Model", "NEGATIVE_PROMPT_MAX", "RATIOS", "REGIONS", "SEED_MAX", "SYNC", "SYNC_ENDPOINTS",
+    "SizeRule", "get", "is_sync_endpoint", "offered_in", "parse_size", "price", "region_problem",
+    "request_problems", "resolve_size", "suggest",
 ]

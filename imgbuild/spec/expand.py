@@ -257,6 +257,14 @@ class _Expander:
         settings = project.settings
         self.project_vars = dict(settings.get("vars", {}))
         self.project_defaults = dict(settings.get("defaults", {}))
+        # Model x region is checked here, before anything is priced or sent (§6).
+        self.region = str(settings.get("region", "beijing"))
+        main = project.files[0] if project.files else None
+        if main is not None and "region" in main.data:
+            line = yamlio.locate(main.data, ["region"])[0]
+            self.region_source = f"region: {self.region} at {main.display}:{line}"
+        else:
+            self.region_source = "region: beijing, the default; set `region:` in the project file"
 
     def problem(self, file: SpecFile, path: list[Any], message: str, *, where: str | None = None,
                 key: bool = False) -> None:
@@ -349,11 +357,15 @@ class _Expander:
 
         prompt = rendered("prompt")
         negative = rendered("negative_prompt") or ""
-        size, why = models.resolve_size(model, rendered("size"))
+        written_size = rendered("size")
+        size, why = models.resolve_size(model, written_size)
         problems = [("size", why)] if why else []
         n = self.field(spec, defaults, "n")
         call = self.field(spec, defaults, "call")
-        problems += models.request_problems(model, prompt or "", negative, n, call)
+        problems += models.request_problems(model, prompt or "", negative, n, call, spec.get("seed"))
+        why = models.region_problem(model, self.region, self.region_source)
+        if why:
+            problems.append(("model", why))
         for field_name, message in problems:
             self.problem(file, base + [field_name] if field_name in spec else base, message,
                          where=f"{label}.{field_name}")
@@ -365,15 +377,20 @@ class _Expander:
         if derived is None:
             return
         variants, notes = derived
+        if written_size and ":" not in written_size and models.parse_size(written_size) != models.parse_size(size):
+            notes = (*notes, f"size {written_size} is sent as {size}: free sizes are rounded to "
+                     f"multiples of {model.size_rule.multiple}, the grid of every documented size")
         seed = spec.get("seed")
+        if seed is None:  # image i uses seed + i: keep the last one in range
+            seed = min(derive_seed(name), models.SEED_MAX - n + 1)
         request = Request(
             model=model.name, prompt=prompt, negative_prompt=negative, size=size, n=n,
-            seed=derive_seed(name) if seed is None else seed,
+            seed=seed,
             prompt_extend=bool(self.field(spec, defaults, "prompt_extend")),
             watermark=bool(self.field(spec, defaults, "watermark")), call=call,
         )
-        self.targets.append(Target(name, request, outputs, file.display, line, seed is None,
-                                   variants, alt, notes))
+        self.targets.append(Target(name, request, outputs, file.display, line,
+                                   spec.get("seed") is None, variants, alt, notes))
 
     def claim_name(self, file: SpecFile, base: list[Any], spec: Any,
                    context: dict[str, Any]) -> tuple[str, int] | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.images import metadata
+from imgbuild.images.header import header_size
 from imgbuild.errors import ImgbuildError
 from imgbuild.spec.expand import FORMATS
 from imgbuild.spec.types import Target
@@ -70,6 +71,8 @@ def render(target: Target, images: list[bytes], key: str, provider: str, record:
     positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
     rendered = []
     for index, original in zip(positions, images):
+        if not 1 <= index <= len(target.outputs):
+            continue  # an image the request did not ask for has no output to go to
         output = target.outputs[index - 1]
         fmt = FORMATS[posixpath.splitext(output)[1].lower()]
         per_image = {**meta, "index": index} if target.request.n > 1 else meta
@@ -86,10 +89,16 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
     draft = not is_final(str(record.get("provider") or provider))
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
+    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    originals = dict(zip(positions, images))
     for index, output, data in render(target, images, key, provider, record, slots):
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
+        actual = header_size(originals[index])
+        if actual is not None and f"{actual[0]}*{actual[1]}" != target.request.size:
+            # a paid image a few pixels off the request is kept; the lock says what it is
+            entries[output]["actual_size"] = f"{actual[0]}*{actual[1]}"
     return entries
 
 

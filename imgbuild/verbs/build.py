@@ -155,7 +155,8 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
-        possibly_paid=sum(o.failure.possibly_paid for o in run.outcomes if o.failure),
+        possibly_paid=sum(max(o.possibly_paid, o.failure.possibly_paid if o.failure else 0)
+                          for o in run.outcomes),
         pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
         interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
         remote=_remote_summary(ctx), shard=ctx.options.shard)
@@ -176,7 +177,7 @@ def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
         return money
     region = estimate["region"]
     for o in outcomes:
-        price = cost.unit_price(o.step.target.request.model, region)
+        price = cost.unit_price(o.step.target.request.model, region) or 0.0  # unknown: not counted
         if o.resumed:
             money.resumed += o.images_bought * price
         else:
@@ -190,5 +191,7 @@ def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions)
     """Refuse, before any request, a build that would exceed --max-images or --budget."""
     if options.max_images is not None and estimate["images"] > options.max_images:
         raise LimitExceeded("--max-images", options.max_images, estimate)
+    if options.budget is not None and paid and estimate.get("price_unknown"):
+        raise LimitExceeded("--budget", options.budget, estimate)
     if options.budget is not None and paid and estimate["total"] > options.budget:
         raise LimitExceeded("--budget", options.budget, estimate)

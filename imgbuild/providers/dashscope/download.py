@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 from dataclasses import dataclass
 
 import aiohttp
 from PIL import Image
 
+from imgbuild.images.header import header_size
 from imgbuild.providers.base import ProviderError
 from imgbuild.providers.dashscope.timing import Backoff
 
@@ -25,13 +27,28 @@ _SCHEMES = ("http", "https")
 
 class DownloadError(ProviderError):
     """A result image could not be fetched. `expired`: the URL is gone (403/404), so only a
-    fresh URL (re-querying the task) can help; retrying the same URL cannot."""
+    fresh URL (re-querying the task) can help; retrying the same URL cannot. `retryable`: the
+    same URL may work on another try (reset, truncation, 5xx)."""
 
     def __init__(self, code: str, message: str, *, expired: bool = False,
                  retryable: bool = False, status: int | None = None) -> None:
-        super().__init__(code, message, status=status)
+        super().__init__(code, message, status=status, retryable=retryable)
         self.expired = expired
-        self.retryable = retryable
+
+
+# A paid image whose aspect ratio is within this of the request's is kept, whatever its exact
+# pixel size: the docs never promise the exact size back for free sizes (issue 13).
+ASPECT_TOLERANCE = 0.02
+# ... and one with a few more pixels than the model's largest size too; far more is refused
+# before decoding (a hostile or broken server can send a small file of enormous dimensions).
+PIXEL_TOLERANCE = 1.05
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -42,13 +59,14 @@ class Downloader:
     retries: int
     backoff: Backoff
 
-    async def fetch_all(self, urls: list[str], width: int, height: int) -> list[bytes]:
+    async def fetch_all(self, urls: list[str], width: int, height: int,
+                        max_pixels: int | None = None) -> list[Fetched]:
         """Every image, in order; raises the most telling DownloadError if any fails.
 
         An expired URL wins over other errors, because the caller can cure it for all images
         at once by asking the task for fresh URLs.
         """
-        got = await asyncio.gather(*(self.fetch(u, width, height) for u in urls),
+        got = await asyncio.gather(*(self.fetch(u, width, height, max_pixels) for u in urls),
                                    return_exceptions=True)
         errors = [g for g in got if isinstance(g, BaseException)]
         for error in errors:
@@ -56,16 +74,17 @@ class Downloader:
                 raise error
         if errors:
             raise next((e for e in errors if e.expired), errors[0])  # type: ignore[union-attr]
-        return [g for g in got if isinstance(g, bytes)]
+        return [g for g in got if isinstance(g, Fetched)]
 
-    async def fetch(self, url: str, width: int, height: int) -> bytes:
+    async def fetch(self, url: str, width: int, height: int,
+                    max_pixels: int | None = None) -> Fetched:
         """One verified image, retrying transient failures (reset, truncation, 5xx)."""
         attempt = 0
         while True:
             try:
                 data = await self._get(url)
-                await asyncio.to_thread(verify_image, data, width, height)
-                return data
+                size = await asyncio.to_thread(verify_image, data, width, height, max_pixels)
+                return Fetched(data, *size)
             except DownloadError as error:
                 if not error.retryable or attempt >= self.retries:
                     raise
@@ -108,19 +127,49 @@ class Downloader:
         return bytes(buf)
 
 
-def verify_image(data: bytes, width: int, height: int) -> None:
-    """Decode fully (a truncated PNG often opens fine and fails only on load) and check size."""
+def verify_image(data: bytes, width: int, height: int,
+                 max_pixels: int | None = None) -> tuple[int, int]:
+    """The image's (width, height), after checking, from its header and before any decoding,
+    that it is a PNG, JPEG or WebP no larger than `max_pixels` (with PIXEL_TOLERANCE) and of
+    the requested aspect ratio (with ASPECT_TOLERANCE); then decoded in full, since a truncated
+    PNG often opens fine and fails only on load. A few pixels off the request is fine."""
+    size = header_size(data)
+    if size is None:
+        # Retryable: a body cut short without a Content-Length can look like this.
+        raise DownloadError("BadImage", f"downloaded {len(data)} bytes are not a PNG, JPEG or "
+                            "WebP image", retryable=True)
+    _check_dimensions(size, width, height, max_pixels)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        # Only these formats: Image.open would otherwise try every plugin Pillow has.
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
             im.load()
-            size = im.size
+            decoded = im.size
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, bomb errors...
-        # Retryable: a body cut short without a Content-Length looks exactly like this.
         raise DownloadError("BadImage", f"downloaded {len(data)} bytes do not decode as an "
-                            f"image: {exc}", retryable=True) from None
-    if size != (width, height):
-        raise DownloadError("WrongImageSize", f"image is {size[0]}*{size[1]}, "
-                            f"requested {width}*{height}")
+                            f"image: {_one_line(exc)}", retryable=True) from None
+    if decoded != size:
+        raise DownloadError("BadImage", f"the image header says {size[0]}*{size[1]} but it "
+                            f"decodes as {decoded[0]}*{decoded[1]}", retryable=True)
+    return size
+
+
+_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def _check_dimensions(size: tuple[int, int], width: int, height: int,
+                      max_pixels: int | None) -> None:
+    w, h = size
+    limit = max(max_pixels or 0, width * height) * PIXEL_TOLERANCE
+    if w <= 0 or h <= 0 or w * h > limit:
+        raise DownloadError("ImageTooLarge", f"image is {w}*{h} pixels ({w * h:,}), more than "
+                            f"the model can make ({int(limit):,}); refused without decoding it")
+    if abs(math.log((w / h) / (width / height))) > math.log1p(ASPECT_TOLERANCE):
+        raise DownloadError("WrongImageSize", f"image is {w}*{h}, requested {width}*{height}: "
+                            f"aspect ratio {w / h:.3f} instead of {width / height:.3f}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _check_scheme(url: str) -> None:
@@ -139,4 +188,4 @@ def _short(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-__all__ = ["DownloadError", "Downloader", "verify_image"]
+__all__ = ["ASPECT_TOLERANCE", "DownloadError", "Downloader", "Fetched", "header_size", "verify_image"]

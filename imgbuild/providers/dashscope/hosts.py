@@ -6,12 +6,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+# Each region's shared host, and where it is written down (../shared/dashscope-api.md §1).
 _SHARED_HOSTS = {
+    # the docs' Beijing host, and the official SDK's default base URL (common/env.py)
     "beijing": "dashscope.aliyuncs.com",
+    # the docs' Singapore ("International") host
     "singapore": "dashscope-intl.aliyuncs.com",
+    # the wan2.6 API reference's US (Virginia) host. The official SDK 2.x sends the US shared
+    # gateway to dashscope-intl instead (v2/_config.py LEGACY_GATEWAY_HOSTS); the docs win.
     "virginia": "dashscope-us.aliyuncs.com",
 }
-_WORKSPACE_REGIONS = {"beijing": "cn-beijing", "singapore": "ap-southeast-1"}
+# Workspace-dedicated hosts, {workspace}.{region id}.maas.aliyuncs.com: Beijing and Singapore
+# from the newer docs (wan v2 and wan2.5 API references), Virginia (us-east-1) from the
+# official SDK 2.x (v2/_config.py WORKSPACE_GATEWAY_TEMPLATE, common/env.py MAAS_REGIONS).
+_WORKSPACE_REGIONS = {"beijing": "cn-beijing", "singapore": "ap-southeast-1",
+                      "virginia": "us-east-1"}
 _REGION_ALIASES = {"cn-beijing": "beijing", "ap-southeast-1": "singapore",
                    "us-east-1": "virginia", "intl": "singapore"}
 

@@ -6,6 +6,8 @@ of patching sleeps.
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -31,20 +33,74 @@ class Backoff:
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """When to query a task: soon at first, every few seconds while it is likely to finish,
-    then slower. The docs suggest every 3 s for the first 30 s, then 5-10 s (§5.4); the task
-    query limit is 20 QPS per account (§8), shared by every running build."""
+    """When to query a task.
+
+    Until a model's task duration is known: soon at first, every few seconds while the task
+    is likely to finish, then slower, as the docs ask ("every 3 seconds for the first 30
+    seconds, then increasing intervals", §5.4; the task query limit is 20 QPS per account, §8,
+    shared by every running build). That schedule adds up to `early` (or `late`) seconds after
+    a task finishes, which dominates short tasks.
+
+    Once the build has seen tasks of the model finish (`expected`, from their submit_time and
+    end_time): one poll right after the expected finish, and when the task is not done yet,
+    follow-ups `catch_up` of the expected duration apart (within [min_gap, early]). Fewer
+    polls than the fixed schedule, and a short wait after the finish.
+    """
 
     first: float = 1.0
     early: float = 3.0
     early_for: float = 30.0
     late: float = 8.0
+    learn: bool = True  # False: the fixed schedule only (the benchmark's "before")
+    slack: float = 0.05  # the first poll comes this fraction of `expected` after it...
+    settle: float = 0.1  # ... plus this: the result is written a moment after end_time
+    catch_up: float = 0.1  # follow-up gap as a fraction of `expected`
+    min_gap: float = 0.5
 
-    def delay(self, polls_done: int, elapsed: float) -> float:
-        """Seconds to sleep before the next poll, given polls so far and seconds waited."""
+    def delay(self, polls_done: int, elapsed: float, expected: float | None = None) -> float:
+        """Seconds to sleep before the next poll, given polls so far, seconds waited since
+        the task was submitted, and the model's expected task duration if known."""
+        if expected is not None and self.learn:
+            if polls_done == 0:
+                return max(0.0, expected * (1 + self.slack) + self.settle - elapsed)
+            gap = min(self.early, max(self.min_gap, expected * self.catch_up))
+            return gap if elapsed < expected + self.early_for else self.late
         if polls_done == 0:
             return self.first
         return self.early if elapsed < self.early_for else self.late
+
+
+class TaskDurations:
+    """How long each model's tasks take in this build, from the service's own clock
+    (submit_time to end_time of tasks that succeeded): the median of the last few."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._seen: dict[str, deque[float]] = {}
+        self._keep = keep
+
+    def observe(self, model: str, output: dict[str, object]) -> None:
+        seconds = _span(output.get("submit_time"), output.get("end_time"))
+        if seconds is not None:
+            self._seen.setdefault(model, deque(maxlen=self._keep)).append(seconds)
+
+    def expected(self, model: str) -> float | None:
+        seen = self._seen.get(model)
+        return statistics.median(seen) if seen else None
+
+
+def _span(start: object, end: object) -> float | None:
+    """Seconds between two task times ("YYYY-MM-DD HH:MM:SS.mmm", one clock); None if not
+    both readable or the span is not plausible."""
+    try:
+        first = datetime.strptime(str(start), _TASK_TIME)
+        last = datetime.strptime(str(end), _TASK_TIME)
+    except ValueError:
+        return None
+    seconds = (last - first).total_seconds()
+    return seconds if 0 <= seconds <= 24 * 3600 else None
+
+
+_TASK_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -65,4 +121,4 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-__all__ = ["Backoff", "PollSchedule", "parse_retry_after"]
+__all__ = ["Backoff", "PollSchedule", "TaskDurations", "parse_retry_after"]

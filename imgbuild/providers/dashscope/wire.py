@@ -6,6 +6,7 @@ shapes, §7 errors). No I/O, so each shape can be tested and read on its own.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,6 @@ WORKSPACE_HEADER = "X-DashScope-WorkSpace"
 # Task states (§5.4). SUSPENDED is an SDK constant we treat as "still waiting".
 WAITING = frozenset({"PENDING", "RUNNING", "SUSPENDED"})
 SUCCEEDED, FAILED, CANCELED, UNKNOWN = "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"
-
-# §7: codes that mean no further request can succeed until a human acts.
-_FATAL_CODES = frozenset({"InvalidApiKey", "Arrearage", "Throttling.AllocationQuota",
-                          "CommodityNotPurchased"})
-
 
 # --- requests -----------------------------------------------------------------------------
 
@@ -39,7 +35,7 @@ def build_body(req: Request, endpoint: str) -> dict[str, Any]:
         "prompt_extend": req.prompt_extend,
         "watermark": req.watermark,
     }
-    if endpoint == models.LEGACY:
+    if endpoint in (models.LEGACY, models.LEGACY_SYNC):
         # Legacy text2image keeps negative_prompt in `input`, not `parameters` (§4.3).
         inp: dict[str, Any] = {"prompt": req.prompt}
         if req.negative_prompt:
@@ -60,6 +56,36 @@ def is_async(endpoint: str) -> bool:
     return endpoint in (models.ASYNC, models.LEGACY)
 
 
+# --- text from the server ---------------------------------------------------------------
+# Whatever a server says may end up on a terminal: terminal escape sequences (CSI, OSC, the
+# two-byte ones), other C0/C1 control characters and bidi overrides are removed first, and the
+# length is bounded.
+
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clearing the screen
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x1b\x9c]*(?:\x07|\x9c)?"  # the same, 8-bit
+    r"|\x1b[@-Z\\-_]?"  # other escapes, or a lone ESC
+    r"|[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def clean(value: object, limit: int = 500) -> str:
+    """`value` as one printable line of at most `limit` characters (+ an ellipsis)."""
+    text = " ".join(_CONTROL.sub(" ", str(value)).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clean_id(value: object) -> str | None:
+    """A request id fit to print, or None."""
+    return (clean(value, 100) or None) if value else None
+
+
+def task_id_ok(value: object) -> bool:
+    """A task id goes into the next request's path: letters, digits, '-', '_', '.', no '..'."""
+    return isinstance(value, str) and bool(_TASK_ID.fullmatch(value)) and ".." not in value
+
+
 # --- errors -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -77,27 +103,11 @@ def parse_error(status: int, raw: bytes) -> ApiError:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        text = raw[:200].decode("utf-8", "replace").strip()
+        text = clean(raw[:200].decode("utf-8", "replace"), 200)
         return ApiError(status, "Unknown", text or f"HTTP {status}", None)
-    code = str(data.get("code") or "Unknown")
-    message = str(data.get("message") or data.get("msg") or f"HTTP {status}")
-    request_id = data.get("request_id")
-    return ApiError(status, code, message, str(request_id) if request_id else None)
-
-
-def is_fatal(status: int, code: str) -> bool:
-    """No request with this key can succeed (bad key, arrears, quota): stop submitting."""
-    return (status == 401 or code in _FATAL_CODES
-            or "AccessDenied" in code  # AccessDenied.Unpurchased, Workspace.AccessDenied, ...
-            or code.startswith("AllocationQuota.")  # AllocationQuota.FreeTierOnly
-            or code.endswith("BillOverdue"))  # PrepaidBillOverdue, PostpaidBillOverdue
-
-
-def is_retryable(status: int, code: str) -> bool:
-    """Transient: rate limits (but not quota/billing 429s), timeouts and server errors."""
-    if is_fatal(status, code):
-        return False
-    return status in (408, 429) or status >= 500
+    code = clean(data.get("code") or "Unknown", 100)
+    message = clean(data.get("message") or data.get("msg") or f"HTTP {status}")
+    return ApiError(status, code, message, clean_id(data.get("request_id")))
 
 
 # --- responses ----------------------------------------------------------------------------
@@ -110,6 +120,7 @@ class Results:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (code, message) per slot
     slots: list[int] = field(default_factory=list)  # 1-based request position of each url
     actual_prompt: str | None = None
+    answered: int = 0  # images the answer held, when more than n (only the first n are kept)
 
     def messages(self) -> list[str]:
         return [f"{code}: {message}" for code, message in self.failures]
@@ -123,6 +134,11 @@ def parse_results(output: dict[str, Any], req: Request) -> Results:
         # sync answers list only the images that exist: their positions are not reported
         urls = _choice_urls(output.get("choices"))
         found = Results(urls=urls, slots=list(range(1, len(urls) + 1)))
+    if len(found.urls) > req.n or any(slot > req.n for slot in found.slots):
+        # More images than asked for: the first n, each in its place; never an index past n.
+        found.answered = len(found.urls)
+        kept = [(u, slot) for u, slot in zip(found.urls, found.slots) if slot <= req.n][: req.n]
+        found.urls, found.slots = [u for u, _ in kept], [slot for _, slot in kept]
     missing = req.n - len(found.urls) - len(found.failures)
     if missing > 0:
         # A sync partial failure lists no per-slot reason; still say how many were lost.
@@ -154,10 +170,10 @@ def _legacy_results(results: list[Any], prompt: str) -> Results:
             found.slots.append(position)
             actual = slot.get("actual_prompt")
             if found.actual_prompt is None and isinstance(actual, str) and actual != prompt:
-                found.actual_prompt = actual
+                found.actual_prompt = clean(actual, 10_000)
         else:
-            found.failures.append((str(slot.get("code") or "Unknown"),
-                                   str(slot.get("message") or "image failed")))
+            found.failures.append((clean(slot.get("code") or "Unknown", 100),
+                                   clean(slot.get("message") or "image failed")))
     return found
 
 

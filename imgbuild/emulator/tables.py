@@ -1,0 +1,188 @@
+"""What the emulated service accepts, written out literally from the documentation.
+
+These tables are the emulator's own, on purpose: imgbuild's client keeps its model table in
+imgbuild.spec.catalogue, and the tests check that table *against* this one over HTTP. If both
+read one table, a mistake in it would pass every test. So nothing here is imported from the
+rest of imgbuild, and each value says where it comes from:
+
+  [API §n]  ../shared/dashscope-api.md, section n (stored copies of the official docs)
+  [T2I]     ../shared/reference/model-studio-text-to-image.txt (the public docs page)
+  [SDK]     the official Python SDK, dashscope 1.26.2
+  [3P]      a third-party observation of the live service
+
+Where the docs say nothing the emulator does not invent a rule; the comment says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+API_PREFIX = "/api/v1"
+
+# Endpoint names (they also label the emulator's stats) and their paths [API §2].
+SYNC = "multimodal-generation"  # A: one request, the answer holds the images
+ASYNC = "image-generation"  # B: wan2.6 task submission (X-DashScope-Async: enable)
+LEGACY = "text2image"  # C: the older task submission (X-DashScope-Async: enable)
+ROUTES = {
+    SYNC: "/services/aigc/multimodal-generation/generation",
+    ASYNC: "/services/aigc/image-generation/generation",
+    LEGACY: "/services/aigc/text2image/image-synthesis",
+}
+
+SEED_MAX = 2147483647  # seed in [0, 2147483647] [API §4.1]
+NEGATIVE_PROMPT_MAX = 500  # [API §4.1, §4.2, §4.3]
+
+# Regions an emulator can play, by the name imgbuild projects use [API §1].
+REGIONS = ("beijing", "singapore", "virginia")
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """`fixed`: one of `allowed`; `pixels`: w*h in [min_px, max_px] and, if set, aspect within
+    1:max_aspect..max_aspect:1; `side`: each side in [min_side, max_side]."""
+
+    kind: str
+    allowed: tuple[str, ...] = ()
+    min_px: int = 0
+    max_px: int = 0
+    max_aspect: float = 0.0
+    min_side: int = 0
+    max_side: int = 0
+
+    def problem(self, width: int, height: int) -> str | None:
+        size = f"{width}*{height}"
+        if self.kind == "fixed":
+            return None if size in self.allowed else f"must be one of {', '.join(self.allowed)}"
+        if self.kind == "pixels":
+            px = width * height
+            if not self.min_px <= px <= self.max_px:
+                return (f"width*height must be between {self.min_px:,} and {self.max_px:,} "
+                        f"pixels ({_square(self.min_px)} to {_square(self.max_px)}); "
+                        f"{size} has {px:,}")
+            if self.max_aspect and max(width / height, height / width) > self.max_aspect:
+                return (f"aspect ratio must be between 1:{self.max_aspect:g} and "
+                        f"{self.max_aspect:g}:1")
+            return None
+        if self.min_side <= width <= self.max_side and self.min_side <= height <= self.max_side:
+            return None
+        return f"each side must be between {self.min_side} and {self.max_side} pixels"
+
+
+def _square(px: int) -> str:
+    side = math.isqrt(px)
+    return f"{side}*{side}" if side * side == px else f"{px:,}"
+
+
+# The five Qwen sizes [T2I "Set output image resolution"; API §4.1].
+QWEN_FIXED = SizeRule("fixed", allowed=("1664*928", "1472*1104", "1328*1328", "1104*1472",
+                                        "928*1664"))
+# qwen-image-2.0 series: total pixels in [512*512, 2048*2048] [T2I; API §4.1].
+QWEN_FREE = SizeRule("pixels", min_px=512 * 512, max_px=2048 * 2048)
+# wan2.6 / wan2.5: "total pixels in [1280*1280, 1440*1440], aspect 1:4..4:1" [API §4.2], yet the
+# same page recommends 1104*1472 and 960*1696, which have fewer; a service accepts its own
+# recommendations, so the floor is the smallest recommended size.
+WAN_PIXELS = SizeRule("pixels", min_px=1104 * 1472, max_px=1440 * 1440, max_aspect=4.0)
+# wan2.2 and older: each side in [512, 1440] [T2I "Wan V2 model"; API §4.3].
+WAN_SIDES = SizeRule("side", min_side=512, max_side=1440)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Account limits of one model in one region [API §8]. rps 0 = none documented."""
+
+    rps: float = 0.0
+    tasks: int = 0  # concurrent async tasks; the rest wait PENDING. 0 = none documented
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    family: str  # "qwen" | "wan": decides the response shapes [API §5]
+    endpoints: frozenset[str]
+    size: SizeRule
+    default_size: str
+    n_max: int
+    n_default: int  # what the service generates (and bills) when n is omitted
+    prompt_max: int  # longer prompts are cut, not refused [API §4.1]
+    regions: dict[str, Limit] = field(default_factory=dict)  # where it is offered, and limits
+    # `ImageSynthesis.sync_call` posts to endpoint C *without* the async header; the SDK says
+    # only wan2.2-t2i-flash/plus support that [SDK image_synthesis.py; API §6].
+    legacy_sync: bool = False
+
+
+_QWEN_SG_BJ = ("beijing", "singapore")  # the Qwen models' regions [API §6]
+# qwen-image-2.0 series: rate limits are not in the documented table [API §8]: none enforced.
+_QWEN2 = {r: Limit() for r in _QWEN_SG_BJ}
+# qwen-image-max: 2 requests per minute, sync concurrency unlimited [API §8].
+_QWEN_MAX = {r: Limit(rps=2 / 60) for r in _QWEN_SG_BJ}
+# qwen-image-plus, qwen-image: 2 requests per second, async concurrency 2 [API §8].
+_QWEN_PLUS = {r: Limit(rps=2, tasks=2) for r in _QWEN_SG_BJ}
+# Wan task submissions per second / concurrent tasks, per region [API §8].
+_WAN26 = {"beijing": Limit(1, 5), "singapore": Limit(5, 5), "virginia": Limit(5, 5)}
+_WAN25 = {"beijing": Limit(5, 5), "singapore": Limit(5, 5)}
+_WAN22 = {"beijing": Limit(2, 2), "singapore": Limit(2, 2)}
+
+
+def _qwen(name: str, endpoints: frozenset[str], size: SizeRule, default: str, n_max: int,
+          regions: dict[str, Limit]) -> Model:
+    return Model(name, "qwen", endpoints, size, default, n_max, 1, 800, regions)
+
+
+def _wan(name: str, endpoints: frozenset[str], size: SizeRule, prompt_max: int,
+         regions: dict[str, Limit], legacy_sync: bool = False) -> Model:
+    default = "1280*1280" if size is WAN_PIXELS else "1024*1024"
+    # Wan: n 1..4, and 4 when omitted [API §4.2, §4.3].
+    return Model(name, "wan", endpoints, size, default, 4, 4, prompt_max, regions, legacy_sync)
+
+
+_A = frozenset({SYNC})
+_AC = frozenset({SYNC, LEGACY})
+_AB = frozenset({SYNC, ASYNC})
+_C = frozenset({LEGACY})
+
+# The model matrix [API §6]: endpoints, sizes, n, prompt limits, regions.
+_ALL = (
+    # 2.0 series default size: 2048*2048 [T2I, the newer page]
+    _qwen("qwen-image-2.0-pro", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
+    _qwen("qwen-image-2.0-pro-2026-04-22", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
+    _qwen("qwen-image-2.0-pro-2026-03-03", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
+    _qwen("qwen-image-2.0", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
+    _qwen("qwen-image-2.0-2026-03-03", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
+    # max/plus default size: 1664*928 [T2I]
+    _qwen("qwen-image-max", _A, QWEN_FIXED, "1664*928", 1, _QWEN_MAX),
+    _qwen("qwen-image-max-2025-12-30", _A, QWEN_FIXED, "1664*928", 1, _QWEN_MAX),
+    # async only for qwen-image-plus and qwen-image [T2I "Calling methods"; API §2]
+    _qwen("qwen-image-plus", _AC, QWEN_FIXED, "1664*928", 1, _QWEN_PLUS),
+    _qwen("qwen-image-plus-2026-01-09", _A, QWEN_FIXED, "1664*928", 1, _QWEN_PLUS),
+    _qwen("qwen-image", _AC, QWEN_FIXED, "1664*928", 1, _QWEN_PLUS),
+    # "All Wan text-to-image models support asynchronous calls. The wan2.6-t2i model also
+    # supports synchronous calls." [T2I]
+    _wan("wan2.6-t2i", _AB, WAN_PIXELS, 2100, _WAN26),
+    _wan("wan2.5-t2i-preview", _C, WAN_PIXELS, 2000, _WAN25),
+    _wan("wan2.2-t2i-plus", _C, WAN_SIDES, 500, _WAN22, legacy_sync=True),
+    _wan("wan2.2-t2i-flash", _C, WAN_SIDES, 500, _WAN22, legacy_sync=True),
+    # wanx2.1 in Beijing is named wan2.1 in Singapore [API §4.3, §6]
+    _wan("wanx2.1-t2i-plus", _C, WAN_SIDES, 500, {"beijing": Limit(2, 2)}),
+    _wan("wanx2.1-t2i-turbo", _C, WAN_SIDES, 500, {"beijing": Limit(2, 2)}),
+    _wan("wan2.1-t2i-plus", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
+    _wan("wan2.1-t2i-turbo", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
+    _wan("wanx2.0-t2i-turbo", _C, WAN_SIDES, 800, {"beijing": Limit(2, 2)}),
+)
+
+MODELS: dict[str, Model] = {m.name: m for m in _ALL}
+
+
+def model_in(name: str, region: str) -> Model | None:
+    """The model if `region` offers it; None answers "Model not exist" like the service [3P]."""
+    model = MODELS.get(name)
+    return model if model is not None and region in model.regions else None
+
+
+def documented_limit(model: Model, region: str) -> Limit:
+    return model.regions.get(region, Limit())
+
+
+__all__ = ["API_PREFIX", "ASYNC", "LEGACY", "MODELS", "NEGATIVE_PROMPT_MAX", "REGIONS",
+           "ROUTES", "SEED_MAX", "SYNC", "Limit", "Model", "SizeRule", "documented_limit",
+           "model_in"]
