@@ -21,11 +21,11 @@ from typing import Any
 
 from imgbuild._version import __version__
 from imgbuild.store.atomic import atomic_write_bytes, sha256_file
-from imgbuild.spec.types import Request, Target, Variant
+from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
-_FORMAT = f"2/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_FORMAT = f"3/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _digest(path: Path) -> str | None:
@@ -56,7 +56,8 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
         targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), t[3], t[4], t[5],
-                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]))
+                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]),
+                          tuple(Input(*i) for i in t[9]))
                    for t in doc["targets"]]
         return settings, targets
     except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -79,7 +80,8 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], rea
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
         "targets": [[t.name, t.request.to_dict(), list(t.outputs), t.file, t.line, t.seed_derived,
-                     [v.to_list() for v in t.variants], t.alt, list(t.notes)] for t in targets],
+                     [v.to_list() for v in t.variants], t.alt, list(t.notes),
+                     [i.to_list() for i in t.inputs]] for t in targets],
     }
     _write_quietly(state_dir / PLAN_FILE, doc)
 

@@ -41,8 +41,10 @@ _pixels = operator.attrgetter(*PIXEL_FIELDS)  # C-speed: 10k keys on every no-op
 def generation_key(provider: str, request: Request) -> str:
     """sha256 of a canonical JSON array: a fixed field order makes it canonical without
     sort_keys, and lets the C encoder do it (10k keys in ~30 ms)."""
-    canonical = json.dumps([KEY_VERSION, provider, *_pixels(request)], separators=(",", ":"),
-                           ensure_ascii=False)
+    doc = [KEY_VERSION, provider, *_pixels(request)]
+    if request.inputs:  # only then: targets without inputs keep the keys they always had
+        doc.append(list(request.inputs))
+    canonical = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -161,13 +163,22 @@ def explain_change(old: Any, new: Request) -> list[str]:
         before = old.get(name)
         if before == value:
             continue
-        if name in ("prompt", "negative_prompt") and isinstance(before, str):
+        if name == "inputs":
+            reasons += _input_changes(before, value)
+        elif name in ("prompt", "negative_prompt") and isinstance(before, str):
             reasons.append(f"{name}: {word_diff(before, str(value))}")
         else:
             reasons.append(f"{name}: {json.dumps(before)} -> {json.dumps(value)}")
     if not reasons:
         reasons.append("the key format changed (a newer imgbuild); the request itself is the same")
     return reasons
+
+
+def _input_changes(before: Any, now: list[str]) -> list[str]:
+    """`input hero changed` per input whose identity moved (see plan/graph.py for the form)."""
+    old = before if isinstance(before, list) else []
+    said = [f"input {i.split('@', 1)[0]} changed" for i in now if i not in old]
+    return said or ["inputs: the list of inputs changed"]
 
 
 def word_diff(old: str, new: str, context: int = 3) -> str:
