@@ -12,14 +12,16 @@ import hashlib
 import json
 import operator
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from imgbuild.store.atomic import sha256_file
 from imgbuild.store.lockfile import Lock, is_draft
-from imgbuild.spec.types import PIXEL_FIELDS, Request, Target
+from imgbuild.errors import ImgbuildError
+from imgbuild.spec import graph
+from imgbuild.spec.types import PIXEL_FIELDS, Input, Request, Target
 
 KEY_VERSION = "imgbuild-key-1"
 
@@ -62,6 +64,24 @@ class Step:
     reasons: list[str] = field(default_factory=list)
     draft: bool = False  # the current outputs are drafts (the placeholder's, an emulator's)
     damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
+    sources: list[Source] = field(default_factory=list)  # the images an edit reads
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image of a step. For a target input, `key` is the generation key of the
+    target it reads and the image is that target's first original from the cache (the bytes
+    the service made, not the output file with its metadata); for a file, `key` is the sha256
+    of its bytes. Both are known before anything runs, so a plan prices and keys a whole chain
+    at once, and `check` needs nothing but the files."""
+
+    kind: str  # graph.TARGET | graph.FILE
+    ref: str  # target name, or path relative to the project root
+    key: str
+
+    @property
+    def identity(self) -> str:
+        return f"{self.ref}@{'key' if self.kind == graph.TARGET else 'sha256'}:{self.key}"
 
 
 @dataclass
@@ -78,11 +98,45 @@ Hasher = Callable[[str], "str | None"]
 
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
               provider_draft: bool, cache: CacheView | None, force: bool = False,
-              hasher: Hasher = sha256_file) -> Plan:
-    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher) for t in targets]
+              hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
+    """Steps in dependency order (inputs first). `root` (the project root) is needed only
+    when a target reads a repository file."""
+    if not any(t.inputs for t in targets):  # the common case: no graph, no reordering
+        steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+                 for t in targets]
+    else:
+        steps = _graph_steps(targets, lock, output_dir, provider, provider_draft, cache, force,
+                             hasher, root or output_dir)
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
+
+
+def _graph_steps(targets: list[Target], lock: Lock, output_dir: Path, provider: str,
+                 provider_draft: bool, cache: CacheView | None, force: bool, hasher: Hasher,
+                 root: Path) -> list[Step]:
+    """Each target after its inputs, its request carrying their identities (so its key)."""
+    keys: dict[str, str] = {}
+    steps = []
+    for target in graph.topological(targets):
+        sources = [_source(i, keys, hasher, root) for i in target.inputs]
+        if sources:
+            request = replace(target.request, inputs=tuple(s.identity for s in sources))
+            target = replace(target, request=request)
+        step = _step(target, lock, output_dir, provider, provider_draft, cache, force, hasher)
+        step.sources = sources
+        keys[target.name] = step.key
+        steps.append(step)
+    return steps
+
+
+def _source(item: Input, keys: dict[str, str], hasher: Hasher, root: Path) -> Source:
+    if item.kind == graph.TARGET:
+        return Source(item.kind, item.ref, keys.get(item.ref, "unknown"))
+    digest = hasher(str(root / item.ref))
+    if digest is None:
+        raise ImgbuildError(f"input file {item.ref} is gone (it existed when the specs were read)")
+    return Source(item.kind, item.ref, digest)
 
 
 def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_draft: bool,

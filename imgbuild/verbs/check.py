@@ -16,7 +16,7 @@ def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
     lock = lockfile.read(project.lock_path)
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
-                     cache=None, hasher=stats.sha256)
+                     cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
     for step in plan.steps:
         for output in step.target.outputs:
