@@ -33,7 +33,8 @@ def produce_slots(req: GenRequest, state: State, origin: str, *, task: bool = Fa
             slots.append(Slot(i, fault=SLOT_TIMEOUT))
             continue
         spec = ImageSpec(req.model.name, req.image_prompt, req.seed + i, i,
-                         max(1, req.width + int(dx)), max(1, req.height + int(dy)), req.watermark)
+                         max(1, req.width + int(dx)), max(1, req.height + int(dy)), req.watermark,
+                         req.images[0] if req.images else None)
         slots.append(Slot(i, url=state.store_image(spec, origin, task=task)))
     return slots
 
