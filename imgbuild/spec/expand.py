@@ -309,7 +309,8 @@ class _Expander:
         root = self.project.root.resolve()
         candidate = (root / text).resolve()
         if not candidate.is_relative_to(root):
-            self.problem(file, path, f"input '{text}' is outside the project ({root})", where=label)
+            self.problem(file, path, f"input '{text}' is outside the project: an input is a target "
+                         "or a file under the folder of imgbuild.yaml", where=label)
             return None
         if candidate.is_file():
             # the edit model's limits, before anything is paid (a file too large is refused
