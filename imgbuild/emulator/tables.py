@@ -159,9 +159,6 @@ _C = frozenset({LEGACY})
 
 # The model matrix [API §6]: endpoints, sizes, n, prompt limits, regions.
 _ALL = (
-    # qwen-image-edit: one input image, n = 1; -plus: 1..3 images, n 1..6 [edit API reference]
-    _edit("qwen-image-edit", 1, 1),
-    _edit("qwen-image-edit-plus", 6, 3),
     # 2.0 series default size: 2048*2048 [T2I, the newer page]
     _qwen("qwen-image-2.0-pro", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
     _qwen("qwen-image-2.0-pro-2026-04-22", _A, QWEN_FREE, "2048*2048", 6, _QWEN2),
@@ -187,6 +184,9 @@ _ALL = (
     _wan("wan2.1-t2i-plus", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
     _wan("wan2.1-t2i-turbo", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
     _wan("wanx2.0-t2i-turbo", _C, WAN_SIDES, 800, {"beijing": Limit(2, 2)}),
+    # qwen-image-edit: one input image, n = 1; -plus: 1..3 images, n 1..6 [edit API reference]
+    _edit("qwen-image-edit", 1, 1),
+    _edit("qwen-image-edit-plus", 6, 3),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}

@@ -272,8 +272,6 @@ def _qwen_edit(name: str, n_max: int, max_inputs: int, price_bj: float, price_sg
 
 
 _ALL = (
-    _qwen_edit("qwen-image-edit", 1, 1, 0.30, 0.330266),
-    _qwen_edit("qwen-image-edit-plus", 6, 3, 0.20, 0.220177),
     _qwen2("qwen-image-2.0-pro", 0.50, 0.550443),
     _qwen2("qwen-image-2.0-pro-2026-04-22", 0.50, 0.550443, "qwen-image-2.0-pro"),
     _qwen2("qwen-image-2.0-pro-2026-03-03", 0.50, 0.550443, "qwen-image-2.0-pro"),
@@ -306,6 +304,9 @@ _ALL = (
          concurrency=2, regions=("singapore",)),
     _wan("wanx2.0-t2i-turbo", (LEGACY,), _WAN_SIDE, 800, {"beijing": 0.04}, rps=2, concurrency=2,
          regions=("beijing",)),
+    # image editing (`inputs:`), last: the text-to-image models lead every list
+    _qwen_edit("qwen-image-edit", 1, 1, 0.30, 0.330266),
+    _qwen_edit("qwen-image-edit-plus", 6, 3, 0.20, 0.220177),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}
