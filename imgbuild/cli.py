@@ -130,12 +130,15 @@ _REMOTE_REQUIRED = click.option(
 @click.option("--shard", metavar="I/N",
               help="Build only shard I of N (1-based; by generation key), e.g. one of N CI jobs "
                    "that share a remote cache.")
+@click.option("--candidates", type=click.IntRange(1, 8), metavar="K",
+              help="For this run, generate K candidates of each target with n: 1 and wait for `imgbuild accept`.")
 @_REMOTE_REQUIRED
 @_project_options
 @_output_options
 def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider: str | None, force: bool,
           budget: float | None, max_images: int | None, dry_run: bool, no_wait: bool, shard: str | None,
-          remote_required: bool, directory: str | None, project_file: str | None, json_mode: bool,
+          candidates: int | None, remote_required: bool, directory: str | None, project_file: str | None,
+          json_mode: bool,
           verbose: int, quiet: int) -> int:
     """Generate every image that is new or changed; restore from the cache (local, then the
     remote) what was paid for.
@@ -146,7 +149,8 @@ def build(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     where = _where(directory, project_file)
     options = BuildOptions(patterns=targets, jobs=jobs, dry_run=dry_run, keep_going=keep_going,
                            provider=provider, force=force, budget=budget, max_images=max_images,
-                           no_wait=no_wait, shard=shard, remote_required=remote_required)
+                           no_wait=no_wait, shard=shard, remote_required=remote_required,
+                           candidates=candidates)
     return _run("plan" if dry_run else "build", (json_mode, verbose, quiet),
                 lambda sink: run(where, sink, options), where)
 
@@ -216,6 +220,48 @@ def watch(targets: tuple[str, ...], jobs: int | None, keep_going: bool, provider
     options = BuildOptions(patterns=targets, jobs=jobs, keep_going=keep_going, provider=provider,
                            force=force, budget=budget, max_images=max_images)
     return _run("watch", (json_mode, verbose, quiet), lambda sink: run(where, sink, options), where)
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("targets", nargs=-1, metavar="[TARGET_GLOB]...")
+@click.option("--pick", type=click.IntRange(1, 8), metavar="N", help="Accept candidate N (1-based).")
+@click.option("--digest", metavar="PREFIX", help="Accept the candidate whose sha256 starts with PREFIX.")
+@click.option("--all-first", is_flag=True, help="Accept candidate 1 of every pending target (for scripts).")
+@_project_options
+@_output_options
+def accept(targets: tuple[str, ...], pick: int | None, digest: str | None, all_first: bool,
+           directory: str | None, project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Pin one candidate of each pending TARGET and write its output from the cache (no provider
+    call). Without --pick/--digest, list the candidates and the command to accept each."""
+    from imgbuild.verbs.accept import Choice, accept as run
+
+    if sum(x is not None and x is not False for x in (pick, digest, all_first)) > 1:
+        raise click.UsageError("give one of --pick, --digest, --all-first")
+    if not targets and not all_first:
+        raise click.UsageError("name the TARGETs to accept, or pass --all-first")
+    where = _where(directory, project_file)
+    choice = Choice(pick, digest, all_first)
+    code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    if code == 2 and choice == Choice() and len(targets) == 1 and not json_mode and _isatty(sys.stdin):
+        # a person at a terminal: the candidates were just listed, ask which one
+        number = click.prompt("accept candidate number (Ctrl-C to leave it pending)", type=click.IntRange(1, 8))
+        choice = Choice(pick=number)
+        code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
+    return code
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET_GLOB...")
+@_project_options
+@_output_options
+def reject(targets: tuple[str, ...], directory: str | None, project_file: str | None, json_mode: bool,
+           verbose: int, quiet: int) -> int:
+    """Forget the candidates (or the accepted pick) of TARGET: the next build makes new ones,
+    with seeds never asked for before."""
+    from imgbuild.verbs.accept import reject as run
+
+    where = _where(directory, project_file)
+    return _run("reject", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets), where)
 
 
 @cli.command(epilog=EXIT_CODES)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TextIO
 from imgbuild.errors import Failure, Problem
 
 STATE_LABEL = {
+    "pending": "pending",
     "new": "new",
     "changed": "changed",
     "missing": "missing",
@@ -281,13 +282,22 @@ def failure_text(f: Failure) -> str:
         text += f" (request id {f.request_id})"
     if f.possibly_paid:
         text += f"; possibly paid: {f.possibly_paid} request(s) timed out after sending"
+    if f.hint and f.scope == "model":  # the account's hint closes the build; a model's, here
+        text += f"; {f.hint}"
     return text
 
 
 def describe_cost(est: dict[str, Any]) -> list[str]:
-    lines = [f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
-             for model, row in est["by_model"].items()]
-    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} ({est['region']} prices)")
+    lines = []
+    for model, row in est["by_model"].items():
+        if row["unit_price"] is None:  # no price in this region's table: never a borrowed one
+            lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
+        else:
+            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
+    unknown = est.get("price_unknown") or []
+    tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
+    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "
+                 f"({est['region']} prices{tail})")
     return lines
 
 
@@ -333,7 +343,8 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
     c = r.counts
     if r.nothing_to_do:
         return [], f"imgbuild: nothing to do ({c['up_to_date']} up to date)", False
-    text = (f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
+    text = ((f"imgbuild: {c['accepted']} accepted\n" if c.get("accepted") else "")
+            + f"imgbuild: {c['built']} built, {c['restored']} restored from cache, "
             + (f"{c['derived']} derived, " if c["derived"] else "")
             + f"{c['up_to_date']} up to date, {c['failed']} failed"
             + (f", {c['skipped']} not started" if c["skipped"] else ""))
@@ -348,9 +359,14 @@ def _build_text(r: Any) -> tuple[list[str], str, bool]:
             text += f" (plus {m.resumed:.2f} paid by an earlier run, collected now)"
         text += f", saved {m.saved_by_cache:.2f} by the cache"
     if r.possibly_paid:
-        text += (f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) failed after sending "
-                 "(timeout or lost connection); each may be billed with no image")
-    return [], text, bool(c["failed"] or c["skipped"])
+        text += f"\nimgbuild: possibly paid: {r.possibly_paid} request(s) timed out after sending"
+    from imgbuild.verbs.results import sort_rows
+
+    pending = [row for row in r.changed if row.status == "pending"]
+    lines = [f"pending  {row.output} ({row.name}): {row.reason}" for row in sort_rows(pending)]
+    if pending:
+        text += f"\nimgbuild: {len(pending)} pending (no output until `imgbuild accept TARGET --pick N`)"
+    return lines, text, bool(c["failed"] or c["skipped"] or (pending and r.pending_fails))
 
 
 def _render_pull(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
@@ -412,9 +428,12 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")
+    pending = sum(1 for row in bad if row.status == "pending")
     parts = []
-    if len(bad) > drafts:
-        parts.append(f"{len(bad) - drafts} of {len(r.rows)} files need `imgbuild build`")
+    if len(bad) > drafts + pending:
+        parts.append(f"{len(bad) - drafts - pending} of {len(r.rows)} files need `imgbuild build`")
+    if pending:
+        parts.append(f"{pending} pending: pick a candidate with `imgbuild accept TARGET --pick N`")
     if drafts:
         parts.append(f"{drafts} of {len(r.rows)} files are drafts: build them with a DashScope API key "
                      "(DASHSCOPE_API_KEY), or accept drafts with `imgbuild check --allow-drafts`")
@@ -574,9 +593,21 @@ def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     return [], text, False
 
 
+def _render_accept_list(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  "
+             f"{c['file'] or '(not in the cache)'}  ->  {c['command']}" for c in d["candidates"]]
+    return lines, "imgbuild: pick one with --pick N or --digest PREFIX (or --all-first)", True
+
+
+def _render_reject(d: dict[str, Any]) -> tuple[list[str], str, bool]:
+    lines = [f"rejected {t['name']}: seeds {', '.join(map(str, t['rejected_seeds']))} will not be asked for again"
+             for t in d["targets"]]
+    return lines, "imgbuild: `imgbuild build` makes new candidates", False
+
+
 _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache_info,
          "cache verify": _render_cache_verify, "cache prune": _render_cache_prune,
-         "watch": _render_watch}
+         "watch": _render_watch, "accept-list": _render_accept_list, "reject": _render_reject}
 
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,

@@ -181,8 +181,11 @@ def test_placeholder_notice_is_one_line_on_stderr(site: Path, capsys: pytest.Cap
 def test_provider_env_overrides_project_and_cli_overrides_env(site: Path, capsys: pytest.CaptureFixture[str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMGBUILD_PROVIDER", "dashscope")
-    r = run(capsys, "plan", "-C", str(site))
+    r = run(capsys, "build", "-C", str(site))
     assert r.code == 2 and "DASHSCOPE_API_KEY" in r.err  # env chose dashscope, which needs a key
+    assert not (site / "assets").exists()
+    r = run(capsys, "plan", "-C", str(site), "--json")  # plan sends nothing: it needs no key
+    assert r.code == 0 and r.json["provider"].startswith("dashscope"), r
     r = run(capsys, "plan", "-C", str(site), "--provider", "placeholder", "--json")
     assert r.code == 0 and r.json["provider"] == "placeholder"
     monkeypatch.setenv("IMGBUILD_PROVIDER", "bogus")

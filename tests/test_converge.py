@@ -40,7 +40,8 @@ def build(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> Result:
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with Emulator(EmulatorConfig(task_duration=0.01), api_key=KEY) as server:
+    # unlimited: convergence is the test, not the documented rate limits
+    with Emulator(EmulatorConfig(task_duration=0.01, documented_rate_limits=False), api_key=KEY) as server:
         monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
         monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", server.base_url)
         yield server

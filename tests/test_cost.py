@@ -76,6 +76,8 @@ def test_a_price_is_never_borrowed_from_another_region() -> None:
     assert est["by_model"]["wanx2.1-t2i-plus"] == {"images": 2, "unit_price": None, "cost": None}
     assert est["total"] == pytest.approx(catalogue.MODELS["qwen-image-plus"].price["singapore"])
     assert est["price_unknown"] == ["wanx2.1-t2i-plus"]
-    text = "\n".join(cost.describe(est))
+    from imgbuild.report import describe_cost
+
+    text = "\n".join(describe_cost(est))
     assert "wanx2.1-t2i-plus: 2 × price unknown in singapore" in text
     assert "plus wanx2.1-t2i-plus at a price unknown here" in text

@@ -63,6 +63,8 @@ Faults (one-shot lists are consumed front first, one item per matching request)
     result_size_offset       [dx, dy] added to the requested width and height of every
                        result image ([0, 0]): a service that returns a few pixels off, or a
                        wrong aspect ratio
+    image_salt         mixed into every image's pixels: a new value makes the same request
+                       give other bytes, as hosted models do not promise one image per seed
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class EmulatorConfig:
     denied_models: list[str] = field(default_factory=list)
     resign_expired_urls: bool = False
     result_size_offset: list[int] = field(default_factory=lambda: [0, 0])
+    image_salt: str = ""
 
     def __post_init__(self) -> None:
         if self.region not in REGIONS:

@@ -25,6 +25,7 @@ class ImageSpec:
     width: int
     height: int
     watermark: bool = False
+    salt: str = ""  # EmulatorConfig.image_salt: other bytes for the same request (see faults)
     # An edit model's first input image (encoded bytes): the result is that image, resized,
     # tinted and labelled, so a test can see which input an edit read.
     source: bytes | None = None
@@ -33,7 +34,7 @@ class ImageSpec:
 def _colours(spec: ImageSpec) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     # Not keyed on the index: image #i of seed s looks like image #0 of seed s+i, as on the
     # real service where n>1 images use seed, seed+1, ...
-    key = f"{spec.model}\x00{spec.prompt}\x00{spec.seed}".encode()
+    key = f"{spec.model}\x00{spec.prompt}\x00{spec.seed}{spec.salt}".encode()
     digest = hashlib.sha256(key).digest()
     return (digest[0], digest[1], digest[2]), (digest[3], digest[4], digest[5])
 

@@ -56,8 +56,8 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
         targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), t[3], t[4], t[5],
-                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]),
-                          tuple(Input(*i) for i in t[9]))
+                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
+                          tuple(Input(*i) for i in t[10]))
                    for t in doc["targets"]]
         return settings, targets
     except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -80,7 +80,7 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], rea
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
         "targets": [[t.name, t.request.to_dict(), list(t.outputs), t.file, t.line, t.seed_derived,
-                     [v.to_list() for v in t.variants], t.alt, list(t.notes),
+                     [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
                      [i.to_list() for i in t.inputs]] for t in targets],
     }
     _write_quietly(state_dir / PLAN_FILE, doc)

@@ -47,17 +47,3 @@ def estimate(steps: Iterable[Step], region: str = DEFAULT_REGION,
         "price_unknown": sorted(m for m, r in by_model.items() if r["unit_price"] is None),
         "saved_by_cache": round(saved, 6),
     }
-
-
-def describe(est: dict[str, Any]) -> list[str]:
-    lines = []
-    for model, row in est["by_model"].items():
-        if row["unit_price"] is None:
-            lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
-        else:
-            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
-    unknown = est.get("price_unknown") or []
-    tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
-    lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "
-                 f"({est['region']} prices{tail})")
-    return lines

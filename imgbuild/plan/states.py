@@ -31,6 +31,7 @@ CHANGED = "changed"
 MISSING = "missing"
 MODIFIED = "modified"
 DRAFT = "draft"
+PENDING = "pending"  # a target with candidates and no accepted pick (see plan.candidates)
 
 RESTORE = "restore"
 GENERATE = "generate"
@@ -64,6 +65,7 @@ class Step:
     reasons: list[str] = field(default_factory=list)
     draft: bool = False  # the current outputs are drafts (the placeholder's, an emulator's)
     damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
+    candidate: int = 0  # 1-based candidate number of a pending target; 0 for an ordinary step
     sources: list[Source] = field(default_factory=list)  # the images an edit reads
 
 
@@ -99,14 +101,23 @@ Hasher = Callable[[str], "str | None"]
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
               provider_draft: bool, cache: CacheView | None, force: bool = False,
               hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
-    """Steps in dependency order (inputs first). `root` (the project root) is needed only
-    when a target reads a repository file."""
-    if not any(t.inputs for t in targets):  # the common case: no graph, no reordering
+    """Steps, inputs before the targets that read them. `root` (the project root) is needed
+    only when a target reads a repository file."""
+    ordinary = [t for t in targets if t.candidates == 1]
+    if not any(t.inputs for t in ordinary):  # the common case: no graph, no reordering
         steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
-                 for t in targets]
+                 for t in ordinary]
     else:
-        steps = _graph_steps(targets, lock, output_dir, provider, provider_draft, cache, force,
+        steps = _graph_steps(ordinary, lock, output_dir, provider, provider_draft, cache, force,
                              hasher, root or output_dir)
+    if len(steps) != len(targets):
+        from imgbuild.plan.candidates import candidate_steps
+
+        def one(t: Target) -> Step:
+            return _step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+
+        steps += [s for t in targets if t.candidates > 1
+                  for s in candidate_steps(t, lock, provider, cache, one)]
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)

@@ -76,4 +76,6 @@ def create(choice: Choice, settings: Mapping[str, Any], *, journal: Any = None,
     return DashScopeProvider(key, _base_url(settings, env), journal=journal,
                              workspace=settings.get("workspace"), limiter=limiter,
                              request_timeout=float(timeouts.get("request", REQUEST_TIMEOUT)),
-                             poll_timeout=float(timeouts.get("poll", 600.0)))
+                             poll_timeout=float(timeouts.get("poll", 600.0)),
+                             key_env=settings.get("api_key_env", DEFAULT_KEY_ENV),
+                             region=settings.get("region", "beijing"))

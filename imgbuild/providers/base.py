@@ -44,24 +44,24 @@ class ProviderError(Exception):
 
     `scope`: ACCOUNT (bad key, arrears: stop submitting anything), MODEL (the model is not
     activated for this account: stop submitting to it, other models go on) or None (this
-    target only). `hint`: what the user can do about it, when there is something. `retryable`:
-    a later build may well succeed as is. `possibly_paid`: requests of this generation that
-    may have been billed although no image came back (e.g. a sync call that timed out after
-    it was sent).
+    target only). `hint`: what the user can do about it, when there is something.
+    `retryable`: trying again (now, or in a later build) may succeed as is.
+    `possibly_paid`: requests of this generation that may have been billed although no image
+    came back (e.g. a sync call that timed out after it was sent).
     """
 
     def __init__(self, code: str, message: str, *, request_id: str | None = None,
-                 status: int | None = None, retryable: bool = False, scope: str | None = None,
-                 hint: str | None = None, possibly_paid: int = 0) -> None:
+                 fatal: bool = False, status: int | None = None, scope: str | None = None,
+                 hint: str | None = None, possibly_paid: int = 0, retryable: bool = True) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.scope = scope or (ACCOUNT if fatal else None)
         self.status = status
-        self.retryable = retryable
-        self.scope = scope
         self.hint = hint
         self.possibly_paid = possibly_paid
+        self.retryable = retryable
 
     @property
     def fatal(self) -> bool:

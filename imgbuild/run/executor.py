@@ -59,8 +59,8 @@ class Outcome:
     failure: Failure | None = None
     images_bought: int = 0
     resumed: bool = False  # an async task paid in an earlier run, collected now
-    warnings: list[str] = field(default_factory=list)  # the target went through, but note this
-    possibly_paid: int = 0  # requests that may have been billed without an image
+    warnings: list[str] = field(default_factory=list)  # it went through, but the user should know
+    possibly_paid: int = 0  # requests that may have been billed although the target succeeded
 
 
 INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
@@ -203,7 +203,7 @@ class Executor:
                 self.stop_reason = failure
             elif not self.keep_going:
                 self.stop_reason = Failure(failure.code, f"{step.target.name} failed (use -k to keep going)")
-            return Outcome(step, FAILED, failure=failure, possibly_paid=e.possibly_paid)
+            return Outcome(step, FAILED, failure=failure)
         except Stopped:
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         except OSError as e:
@@ -259,6 +259,8 @@ class Executor:
             self.on_stored(step.key, generation.images, record)
         if self._abandon.is_set():  # cancelled: the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
+        if step.candidate:  # a candidate waits in the cache for `imgbuild accept`: no output yet
+            return Outcome(step, BUILT, {}, images_bought=len(generation.images), resumed=generation.resumed)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, record, generation.slots)
         bought = len(generation.images)
@@ -269,6 +271,7 @@ class Executor:
             return Outcome(step, FAILED, entries, images_bought=bought, resumed=generation.resumed,
                            failure=Failure(PARTIAL, f"{n - bought} of {n} images failed ({why}); "
                                            f"kept the {bought} that succeeded",
-                                           where=step.target.where, paid=bought), **notes)
-        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed,
-                       **notes)
+                                           where=step.target.where, paid=bought,
+                                           possibly_paid=generation.possibly_paid),
+                           warnings=notes["warnings"])
+        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed, **notes)

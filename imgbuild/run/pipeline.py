@@ -50,8 +50,10 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
-        sink.progress(len(run.outcomes), len(todo), outcome.status, outcome.step, outcome.failure)
-        for warning in outcome.warnings:  # the target went through, but the user should know
+        # a candidate is stored, not written: say so, not "built"
+        status = "candidate" if outcome.step.candidate and outcome.status == "built" else outcome.status
+        sink.progress(len(run.outcomes), len(todo), status, outcome.step, outcome.failure)
+        for warning in outcome.warnings:  # e.g. an image a few pixels off, kept
             sink.notice(f"{outcome.step.target.where}: {outcome.step.target.name}: {warning}")
 
     executor = Executor(provider=provider, provider_name=ctx.identity,

@@ -27,6 +27,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "model": models.DEFAULT_MODEL,
     "n": 1,
+    "candidates": 1,
     "negative_prompt": "",
     # The API defaults to true; we default to false so that the prompt in the spec is the
     # prompt generated, and a rebuild asks for the same thing.
@@ -407,10 +408,8 @@ class _Expander:
         problems = [("size", why)] if why else []
         n = self.field(spec, defaults, "n")
         call = self.field(spec, defaults, "call")
-        problems += models.request_problems(model, prompt or "", negative, n, call, spec.get("seed"))
-        why = models.region_problem(model, self.region, self.region_source)
-        if why:
-            problems.append(("model", why))
+        candidates = self.field(spec, defaults, "candidates")
+        problems += self.request_problems(model, spec, prompt or "", negative, n, call, candidates)
         for field_name, message in problems:
             self.problem(file, base + [field_name] if field_name in spec else base, message,
                          where=f"{label}.{field_name}")
@@ -422,9 +421,7 @@ class _Expander:
         if derived is None:
             return
         variants, notes = derived
-        if written_size and ":" not in written_size and models.parse_size(written_size) != models.parse_size(size):
-            notes = (*notes, f"size {written_size} is sent as {size}: free sizes are rounded to "
-                     f"multiples of {model.size_rule.multiple}, the grid of every documented size")
+        notes = (*notes, *_rounding_note(model, written_size, size))
         seed = spec.get("seed")
         if seed is None:  # image i uses seed + i: keep the last one in range
             seed = min(derive_seed(name), models.SEED_MAX - n + 1)
@@ -435,8 +432,23 @@ class _Expander:
             watermark=bool(self.field(spec, defaults, "watermark")), call=call,
         )
         self.targets.append(Target(name, request, outputs, file.display, line,
-                                   spec.get("seed") is None, variants, alt, notes))
+                                   spec.get("seed") is None, variants, alt, notes, candidates))
         self.pending_inputs(file, base, spec, context, label, model)
+
+    def request_problems(self, model: models.Model, spec: Any, prompt: str, negative: str, n: int,
+                         call: str | None, candidates: int) -> list[tuple[str, str]]:
+        """(field, message) for every rule of the model table the rendered request breaks,
+        the region's offer included (§6)."""
+        problems = models.request_problems(model, prompt, negative, n, call, spec.get("seed"))
+        why = models.region_problem(model, self.region, self.region_source)
+        if why:
+            problems.append(("model", why))
+        if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
+            problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
+                                           "use candidates to choose one image, or n for several outputs"))
+        if candidates > 1 and spec.get("inputs"):  # a pick's key could not be read by dependants yet
+            problems.append(("candidates", "candidates and inputs together are not supported yet"))
+        return problems
 
     def pending_inputs(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
                        label: str, model: Any) -> None:
@@ -572,6 +584,13 @@ class _Expander:
         for norm in outputs:
             self.paths[norm] = f"{label} ({file.display}:{yamlio.locate(file.data, base)[0]})"
         return tuple(outputs)
+
+
+def _rounding_note(model: models.Model, written: str | None, size: str) -> tuple[str, ...]:
+    if not written or ":" in written or models.parse_size(written) == models.parse_size(size):
+        return ()
+    return (f"size {written} is sent as {size}: free sizes are rounded to multiples of "
+            f"{model.size_rule.multiple}, the grid of every documented size",)
 
 
 def expand(project: Project) -> list[Target]:

@@ -119,7 +119,8 @@ class Target:
     variants: tuple[Variant, ...] = ()  # web derivatives of the outputs
     alt: str | None = None
     notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
-    inputs: tuple[Input, ...] = ()  # images an edit model reads (see plan/graph.py)
+    candidates: int = 1  # > 1: k originals to pick from; the output waits for `imgbuild accept`
+    inputs: tuple[Input, ...] = ()  # images an edit model reads (see spec/graph.py)
 
     @property
     def where(self) -> str:

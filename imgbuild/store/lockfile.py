@@ -33,6 +33,8 @@ class Lock:
         # the folder (relative to the project) the outputs were written under: when the project
         # moves output_dir, the files under the old one are still imgbuild's to clean
         self.output_dir = output_dir
+        # target name -> its candidates awaiting `imgbuild accept` (see plan.candidates)
+        self.pending: dict[str, dict[str, Any]] = {}
 
     def get(self, output: str) -> dict[str, Any] | None:
         return self.outputs.get(output)
@@ -41,7 +43,21 @@ class Lock:
         doc: dict[str, Any] = {"version": LOCK_VERSION, "generator": "imgbuild", "outputs": self.outputs}
         if self.output_dir is not None:
             doc["output_dir"] = self.output_dir
+        if self.pending:  # absent when empty: locks without candidates keep their bytes
+            doc["pending"] = self.pending
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+#: what an accepted pick (`imgbuild accept`) adds to its output's entry
+PIN_FIELDS = ("picked_from", "base_key", "original", "candidate_seeds")
+
+
+def keep_pins(lock: Lock, before: dict[str, dict[str, Any]]) -> None:
+    """A pick restored or rewritten with the same key stays a pick (entries in `before`)."""
+    for output, old in before.items():
+        new = lock.outputs.get(output)
+        if new is not None and new is not old and new.get("key") == old.get("key"):
+            new.update({f: old[f] for f in PIN_FIELDS if f in old})
 
 
 def read(path: Path) -> Lock:
@@ -61,7 +77,10 @@ def read(path: Path) -> Lock:
             "or delete it and run `imgbuild build`: images in the cache are restored without cost."
         ) from None
     folder = doc.get("output_dir")
-    return Lock(doc["outputs"], folder if isinstance(folder, str) else None)
+    lock = Lock(doc["outputs"], folder if isinstance(folder, str) else None)
+    pending = doc.get("pending")
+    lock.pending = pending if isinstance(pending, dict) else {}
+    return lock
 
 
 def write(path: Path, lock: Lock) -> bool:

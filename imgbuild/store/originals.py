@@ -87,6 +87,11 @@ class Cache:
             images.append(data)
         return images, record
 
+    def digests(self, key: str) -> list[str]:
+        """sha256 of each original stored for `key` (empty when absent), without reading them."""
+        record = self._store.get(f"gen:{key}")
+        return list(record["images"]) if isinstance(record, dict) else []
+
     def keys(self) -> list[str]:
         return sorted(k[4:] for k in self._store.iterkeys() if isinstance(k, str) and k.startswith("gen:"))
 

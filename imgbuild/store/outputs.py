@@ -89,13 +89,11 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
     draft = not is_final(str(record.get("provider") or provider))
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
-    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
-    originals = dict(zip(positions, images))
     for index, output, data in render(target, images, key, provider, record, slots):
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
-        actual = header_size(originals[index])
+        actual = header_size(data)  # the written file has the original's pixel size
         if actual is not None and f"{actual[0]}*{actual[1]}" != target.request.size:
             # a paid image a few pixels off the request is kept; the lock says what it is
             entries[output]["actual_size"] = f"{actual[0]}*{actual[1]}"

@@ -5,17 +5,30 @@ Holds the build mutex (.imgbuild/build.lock) while it writes; a second build wai
 first, or with `no_wait` refuses. The lock is written also when the run is interrupted."""
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild import providers
-from imgbuild.errors import LimitExceeded
+from imgbuild.errors import ImgbuildError, LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, Step, make_plan
+from imgbuild.plan.states import GENERATE, NOTHING, PENDING, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
-from imgbuild.verbs.common import Where, load, open_cache, project_folder, project_lock, select, stat_cache
+from imgbuild.verbs.common import (
+    Where,
+    adopt,
+    as_made,
+    load,
+    open_cache,
+    project_folder,
+    project_lock,
+    record_pending,
+    select,
+    stat_cache,
+)
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
 
@@ -34,6 +47,8 @@ class BuildOptions:
     no_wait: bool = False
     shard: str | None = None  # "I/N": only the targets whose key falls in shard I of N
     remote_required: bool = False
+    candidates: int | None = None  # --candidates k: this run's k for targets with n: 1
+
 
 
 @dataclass
@@ -62,11 +77,16 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
     project, targets = load(where)
+    if options.candidates:
+        from dataclasses import replace
+
+        targets = [replace(t, candidates=options.candidates) if t.request.n == 1 else t for t in targets]
     selected = select(targets, options.patterns)
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
     lock = lockfile.read(project.lock_path)
+    targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
     remote = None
     if options.shard or options.remote_required or remote_verbs.configured(project.settings):
@@ -112,25 +132,45 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     project, lock = ctx.project, ctx.lock
     prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
     todo = [s for s in plan.steps if s.action != NOTHING]
-    fresh = [s for s in plan.steps if s.action == NOTHING]
+    fresh = [s for s in plan.steps if s.action == NOTHING and s.state != PENDING]
+    pending_before = json.dumps(lock.pending, sort_keys=True)
+    picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
     run = execute.Run()
     execute.sweep(project, (s.target for s in todo))
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:
-            execute.derive(ctx, selected, run)
+            execute.derive(ctx, as_made(selected, lock), run)
     finally:
+        lockfile.keep_pins(lock, picks)
         moved = lockfile.retire(project.state_dir, lock, project_folder(project), prune)
         for orphan in prune:
             lock.outputs.pop(orphan, None)
+        if any(t.candidates > 1 for t in selected) or lock.pending:
+            record_pending(plan.steps, selected, lock, ctx.cache)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
-        if todo or run.derived or prune or moved:
+        if todo or run.derived or prune or moved or json.dumps(lock.pending, sort_keys=True) != pending_before:
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
         if ctx.options.shard:
             remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
-    return _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+    result = _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
+    result.changed.extend(pending_rows(plan.steps))
+    result.nothing_to_do = result.nothing_to_do and not any(r.status == PENDING for r in result.changed)
+    result.pending_fails = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return result
+
+
+def pending_rows(steps: list[Step]) -> list[Row]:
+    """One row per target left waiting for a pick (its output is not written)."""
+    rows, seen = [], set()
+    for step in steps:
+        if step.state == PENDING and step.target.name not in seen:
+            seen.add(step.target.name)
+            why = next((r for r in step.reasons if r.startswith(("pending", "the accepted"))), "pending")
+            rows.append(Row(step.target.name, step.target.outputs[0], PENDING, why))
+    return rows
 
 
 def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
@@ -141,6 +181,8 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
                         d.error or d.step.reason))
     for outcome in run.outcomes:
         reason = "; ".join(outcome.step.reasons)
+        if outcome.step.candidate and outcome.status != "failed":
+            continue  # candidates are summed up in one pending row per target
         for output in outcome.step.target.outputs:
             if outcome.status == "failed" and output in outcome.entries:
                 # partial success (n>1): this image was written and is in the lock
@@ -155,7 +197,7 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
         provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
         images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
         images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
-        possibly_paid=sum(max(o.possibly_paid, o.failure.possibly_paid if o.failure else 0)
+        possibly_paid=sum(o.failure.possibly_paid if o.failure else o.possibly_paid
                           for o in run.outcomes),
         pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
         interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
@@ -192,6 +234,7 @@ def _enforce_limits(estimate: dict[str, Any], paid: bool, options: BuildOptions)
     if options.max_images is not None and estimate["images"] > options.max_images:
         raise LimitExceeded("--max-images", options.max_images, estimate)
     if options.budget is not None and paid and estimate.get("price_unknown"):
-        raise LimitExceeded("--budget", options.budget, estimate)
+        raise ImgbuildError(f"--budget cannot be checked: no {estimate['region']} price is known "
+                            f"for {', '.join(estimate['price_unknown'])}; nothing was generated")
     if options.budget is not None and paid and estimate["total"] > options.budget:
         raise LimitExceeded("--budget", options.budget, estimate)

@@ -79,7 +79,11 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
         if not path.is_file():
             raise UsageError(f"{display_path(path)}: no such lockfile; prune keeps only what a lockfile "
                              "references, so it refuses to guess")
-        for entry in lockfile.read(path).outputs.values():
+        lock = lockfile.read(path)
+        # candidates waiting for `imgbuild accept` are as much the lock's as its outputs
+        waiting = [c for r in lock.pending.values() if isinstance(r, dict)
+                   for c in r.get("candidates", []) if isinstance(c, dict)]
+        for entry in [*lock.outputs.values(), *waiting]:
             key = entry.get("key") if isinstance(entry, dict) else None
             if isinstance(key, str):
                 keep.add(key)

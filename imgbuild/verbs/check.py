@@ -7,21 +7,25 @@ from typing import Any
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, load, stat_cache
+from imgbuild.verbs.common import Where, adopt, as_made, load, stat_cache
 from imgbuild.verbs.results import CheckResult, Row
 
 
 def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
     project, targets = load(where)
     lock = lockfile.read(project.lock_path)
+    targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
     for step in plan.steps:
+        if step.candidate > 1:
+            continue  # a pending target is one row, whatever its number of candidates
         for output in step.target.outputs:
             status, reason = _status(step, output, allow_drafts)
             rows.append(Row(step.target.name, output, status, reason))
+    targets = as_made(targets, lock)  # derivatives follow the accepted pick's seed
     rows.extend(_variant_rows(project, targets, lock, stats, allow_drafts))
     stats.save()
     for orphan in plan.orphans:
@@ -64,6 +68,10 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
 
 
 def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+    if step.state == "pending":
+        why = ("the accepted pick is not in the cache" if not step.candidate else
+               f"pending: {step.target.candidates} candidates, run imgbuild review / imgbuild accept")
+        return "pending", why
     if step.state in ("new", "changed"):
         return "stale", "; ".join(step.reasons)
     if output in step.damage:

@@ -96,3 +96,27 @@ def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
 def project_folder(project: Project) -> str:
     """output_dir relative to the project root, in POSIX form (as the lock records it)."""
     return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")
+
+
+def adopt(targets: list[Target], lock: Any) -> list[Any]:
+    """Targets the lock holds candidates or a pick for stay candidate targets (plan.candidates)."""
+    if not lock.pending and not any("picked_from" in e for e in lock.outputs.values()):
+        return targets  # most projects: not even an import
+    from imgbuild.plan.candidates import adopt as keep_candidates
+
+    return keep_candidates(targets, lock)
+
+
+def as_made(targets: list[Target], lock: Any) -> list[Target]:
+    """Targets as their outputs were made: an accepted pick with its own seed (derivatives follow it)."""
+    if not any(t.candidates > 1 for t in targets):
+        return targets
+    from imgbuild.plan.candidates import pinned
+
+    return pinned(targets, lock)
+
+
+def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any) -> None:
+    from imgbuild.plan import candidates
+
+    candidates.record_pending(steps, targets, lock, cache)

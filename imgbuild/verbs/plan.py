@@ -21,7 +21,9 @@ def plan(where: Where, sink: Any, options: Any) -> PlanResult:
 def plan_result(ctx: Any, plan: Any, selected: list[Any], estimate: dict[str, Any]) -> PlanResult:
     from imgbuild.plan import derivatives
 
-    variant_steps = derivatives.plan_variants(selected, ctx.lock, ctx.project.output_dir, ctx.stats.sha256)
+    from imgbuild.verbs.common import as_made
+
+    variant_steps = derivatives.plan_variants(as_made(selected, ctx.lock), ctx.lock, ctx.project.output_dir, ctx.stats.sha256)
     rows = []
     for step in plan.steps:
         reason = "; ".join(step.reasons)

@@ -99,6 +99,7 @@ class BuildResult:
     command: str = "build"
     remote: RemoteSummary | None = None
     shard: str | None = None
+    pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
 
     @property
     def rows(self) -> list[Row]:
@@ -118,6 +119,8 @@ class BuildResult:
         if self.interrupted is not None:
             return EXIT_INTERRUPTED
         c = self.counts
+        if self.pending_fails and c.get("pending"):
+            return EXIT_FAILED
         code = EXIT_FAILED if c["failed"] or c["skipped"] else EXIT_OK
         return self.remote.exit_code(code) if self.remote is not None else code
 
@@ -319,6 +322,7 @@ class ReviewResult:
     markdown: Any = None  # Path of the summary, when written
     notices: list[str] = field(default_factory=list)
     command: str = "review"
+    picks: list[dict[str, Any]] = field(default_factory=list)  # pending targets and their candidates
     exit_code: int = EXIT_OK
 
     @property
@@ -337,13 +341,13 @@ class ReviewResult:
         """review.json: everything the page shows, for scripts."""
         targets = [{k: v for k, v in c.items() if k != "ops"} for c in self.cards]
         return {"version": 1, "project": self.project, "base": self._base(), **self._money(),
-                "counts": self.counts, "targets": targets}
+                "counts": self.counts, "targets": targets, "pending": self.picks}
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "project": self.project, "base": self._base(),
                 **self.counts, **self._money(), "report": str(self.index),
                 "markdown": None if self.markdown is None else str(self.markdown),
-                "notices": self.notices,
+                "notices": self.notices, "pending": [p["name"] for p in self.picks],
                 "targets": [{"name": c["name"], "output": c["output"], "kind": c["kind"]}
                             for c in self.changed]}
 

@@ -82,7 +82,8 @@ class DashScopeProvider:
                  max_retries: int = 6, max_download_bytes: int = 64 * 2**20,
                  request_timeout: float = REQUEST_TIMEOUT, limiter: RateLimiter | None = None,
                  poll_schedule: PollSchedule | None = None, backoff: Backoff | None = None,
-                 download_retries: int = 3) -> None:
+                 download_retries: int = 3, key_env: str = "DASHSCOPE_API_KEY",
+                 region: str = "beijing") -> None:
         if not api_key:
             raise ValueError("a DashScope API key is required")
         parts = urlsplit(base_url)
@@ -90,6 +91,8 @@ class DashScopeProvider:
             raise ValueError(f"not an http(s) base URL: {base_url!r}")
         self._api_key = api_key
         self._key_pattern = _escaped_forms(api_key)
+        self._key_env = key_env  # for the hint after an account error
+        self._region = region
         self.base_url = base_url.rstrip("/")
         self.host = parts.netloc  # journal entries are only valid against the same server
         self.name = provider_name(parts.hostname)
@@ -218,9 +221,8 @@ class DashScopeProvider:
         if not wire.task_id_ok(task_id):
             # The task may exist and be billed, but this id cannot be asked about safely.
             what = f"an unusable task_id {wire.clean(task_id, 80)!r}" if task_id else "no task_id"
-            raise ProviderError("BadResponse", f"async submit answered {what}; "
-                                + _paid_note(1, "BadResponse"), possibly_paid=1,
-                                request_id=wire.clean_id(body.get("request_id")))
+            raise ProviderError("BadResponse", f"async submit answered {what}", possibly_paid=1,
+                                retryable=False, request_id=wire.clean_id(body.get("request_id")))
         assert isinstance(task_id, str)
         if self._journal is not None:
             # Written before we wait: from here on the task is paid for and must not be lost.
@@ -264,7 +266,9 @@ class DashScopeProvider:
         try:
             if status != wire.SUCCEEDED:
                 raise _task_error(task_id, status, body)
-            return await self._collect(task_id, request, body)
+            generation = await self._collect(task_id, request, body)
+            generation.resumed = resumed
+            return generation
         except ProviderError as error:
             if isinstance(error, DownloadError) and not error.expired and error.retryable:
                 raise _paid(error, f"the journal keeps task {task_id}") from None
@@ -363,7 +367,7 @@ class DashScopeProvider:
                     raise self._error(error, model, possibly_paid=1) from None
             else:
                 if status == 200:
-                    return self._decode(raw)
+                    return self._decode(raw, paid=model is not None)
                 error = wire.parse_error(status, raw)
                 if status == 429 and model is not None and self._limiter is not None:
                     self._limiter.throttled(model, retry_after)
@@ -417,26 +421,25 @@ class DashScopeProvider:
             headers[wire.WORKSPACE_HEADER] = self.workspace
         return headers
 
-    def _decode(self, raw: bytes) -> dict[str, Any]:
+    def _decode(self, raw: bytes, *, paid: bool) -> dict[str, Any]:
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
         if not isinstance(body, dict):
             # Not retried: a 200 to a generation call may already be billed.
-            raise ProviderError("BadResponse", "HTTP 200 with a body that is not a JSON object: "
-                                + self._scrub(raw[:200].decode("utf-8", "replace")))
+            text = wire.clean(self._scrub(raw[:200].decode("utf-8", "replace")), 200)
+            raise ProviderError("BadResponse", f"HTTP 200 with a body that is not a JSON object: "
+                                f"{text}", possibly_paid=int(paid), retryable=False)
         return body
 
     def _error(self, error: wire.ApiError, model: str | None, *, suffix: str = "",
                possibly_paid: int = 0, retryable: bool | None = None) -> ProviderError:
         verdict = policy.classify(error.status, error.code, error.message, model=model,
-                                  host=urlsplit(self.base_url).hostname)
-        message = self._scrub(error.message) + suffix
-        if possibly_paid:
-            message += "; " + _paid_note(possibly_paid, error.code)
-        return ProviderError(error.code, message, request_id=error.request_id,
-                             status=error.status or None, scope=verdict.scope, hint=verdict.hint,
+                                  key_env=self._key_env, region=self._region)
+        return ProviderError(error.code, self._scrub(error.message) + suffix,
+                             request_id=error.request_id, status=error.status or None,
+                             scope=verdict.scope, hint=verdict.hint,
                              retryable=verdict.retryable if retryable is None else retryable,
                              possibly_paid=possibly_paid)
 
@@ -478,12 +481,9 @@ def _paid_note(count: int, code: str) -> str:
 
 def _possibly_paid(error: ProviderError, earlier: int) -> ProviderError:
     """`error` of the retry, counting the earlier possibly-paid attempts with its own."""
-    total = earlier + error.possibly_paid
-    note = _paid_note(total, error.code if error.possibly_paid else "Timeout")
-    message = error.message.split("; possibly paid: ")[0] + "; " + note
-    return ProviderError(error.code, message, request_id=error.request_id, status=error.status,
-                         retryable=error.retryable, scope=error.scope, hint=error.hint,
-                         possibly_paid=total)
+    return ProviderError(error.code, error.message, request_id=error.request_id,
+                         status=error.status, retryable=error.retryable, scope=error.scope,
+                         hint=error.hint, possibly_paid=earlier + error.possibly_paid)
 
 
 def _paid(error: DownloadError, what_next: str) -> DownloadError:

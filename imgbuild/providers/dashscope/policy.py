@@ -2,7 +2,8 @@
 or stop everything; and what the user can do about it (../shared/dashscope-api.md §7).
 
 The service's errors are its own strings (`code`, `message`); this is the one place that reads
-them. Everything after works on the `Verdict` fields, carried by `ProviderError`.
+them. The client attaches the `Verdict` to its errors as fields (`retryable`, `scope`, `hint`),
+so no caller ever searches message text for a code.
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ class Verdict:
 
 
 def classify(status: int, code: str, message: str, *, model: str | None = None,
-             host: str | None = None) -> Verdict:
-    """The verdict on one error answer (`status` 0 = no HTTP answer: connection or timeout)."""
+             key_env: str = "DASHSCOPE_API_KEY", region: str = "beijing") -> Verdict:
+    """The verdict on one error answer (`status` 0 = no HTTP answer: connection or timeout).
+    `key_env` and `region` are the project's, for the hint after an account error."""
     per_model = _model_hint(code, message, model)  # first: plain AccessDenied is the account's
     if per_model is not None:
         return Verdict(False, MODEL, per_model)
-    account = _account_hint(status, code, host)
+    account = account_hint("InvalidApiKey" if status == 401 else code, key_env=key_env,
+                           region=region)
     if account is not None:
         return Verdict(False, ACCOUNT, account)
     if code == "DataInspectionFailed":
@@ -42,18 +45,17 @@ def classify(status: int, code: str, message: str, *, model: str | None = None,
     return Verdict(status in (0, 408, 429) or status >= 500, None, None)
 
 
-def _account_hint(status: int, code: str, host: str | None) -> str | None:
-    if status == 401 or code == "InvalidApiKey":
-        where = f"this build talks to {host}" if host else "check the region"
-        return (f"check the API key: keys are per region, and {where}; "
+def account_hint(code: str, *, key_env: str, region: str) -> str | None:
+    """What to check after an account-level error (bad key, arrears, quota, workspace); None
+    when `code` is not one."""
+    if code == "InvalidApiKey" or code in ("AccessDenied", "AccessDenied.Unpurchased"):
+        return (f"check {key_env}: API keys are per region, and this project uses {region}; "
                 "a workspace key also needs `workspace:`")
     if code in _BILLING or code.endswith("BillOverdue"):
         return "check the account's balance and quota in the Model Studio console"
     if code in _WORKSPACE:
-        return "check `workspace:`: the key must belong to that workspace, in that region"
-    if code in ("AccessDenied", "AccessDenied.Unpurchased"):
-        return ("check that Model Studio is activated for this account and region, and that "
-                "the key (a RAM user's?) may call it")
+        return (f"check `workspace:` and {key_env}: the key must belong to that workspace, "
+                f"in {region}")
     return None
 
 
@@ -75,4 +77,4 @@ def _model_hint(code: str, message: str, model: str | None) -> str | None:
     return None
 
 
-__all__ = ["Verdict", "classify"]
+__all__ = ["Verdict", "account_hint", "classify"]

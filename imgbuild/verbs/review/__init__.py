@@ -55,10 +55,11 @@ def review(where: Where, sink: Any, options: ReviewOptions) -> ReviewResult:
         cards = _cards(comparison.changes, images, out / review_page.THUMBS)
         notices = images.notices
     review_page.number(cards)
+    picks = review_page.pending_picks(project, out / review_page.THUMBS)
     for note in notices:
         sink.notice(note)
     result = ReviewResult(project=repo.relative(project.file), base=revision, comparison=comparison,
-                          cards=cards, out_dir=out, notices=notices)
+                          cards=cards, out_dir=out, notices=notices, picks=picks)
     review_page.write(result, options)
     if options.open_browser:
         import webbrowser

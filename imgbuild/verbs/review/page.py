@@ -40,6 +40,13 @@ def card(change: diff.Change, pair: tuple[Any, Any], folder: Path) -> dict[str, 
     return doc
 
 
+def pending_picks(project: Any, folder: Path) -> list[dict[str, Any]]:
+    """Targets waiting for `imgbuild accept`, each with its candidates' thumbnails (review.picks)."""
+    from imgbuild.verbs.review.picks import pending_picks as find
+
+    return find(project, folder)
+
+
 def number(cards: list[dict[str, Any]]) -> None:
     """Stable, readable anchors (`#t-posters-night-png`), unique even when two paths slug alike."""
     seen: set[str] = set()
@@ -108,7 +115,9 @@ def write(result: Any, options: Any) -> None:
     atomic_write_bytes(out / "index.html", render_page(result).encode("utf-8"))
     atomic_write_bytes(out / "review.json", (json.dumps(result.document(), indent=1, sort_keys=True,
                                                        ensure_ascii=False) + "\n").encode("utf-8"))
-    _drop_unused_thumbnails(out / THUMBS, result.cards)
+    picks = getattr(result, "picks", [])
+    _drop_unused_thumbnails(out / THUMBS, [*result.cards, *({"before": None, "after": c, "diff": None}
+                                                             for p in picks for c in p["candidates"])])
     if options.markdown:
         path = Path(options.markdown).resolve()
         link = options.report_url or os.path.relpath(out / "index.html", path.parent)
@@ -128,6 +137,7 @@ def render_page(result: Any) -> str:
         version=__version__, project=result.project, base=result.base, counts=result.counts,
         kinds=diff.KINDS, images_paid=comparison.images_paid, spent=comparison.spent,
         currency=comparison.currency, cards=result.cards, changed=result.changed, facts=FACTS,
+        picks=getattr(result, "picks", []),
         gain=thumbs.DIFF_GAIN,
         css=(ASSETS / "review.css").read_text("utf-8"), js=(ASSETS / "review.js").read_text("utf-8"))
     return page.lstrip()
