@@ -169,3 +169,16 @@ def test_graph_text_json_and_dot(project: Path, capsys: pytest.CaptureFixture[st
         pytest.skip("Graphviz (Debian package graphviz) is not installed")
     svg = subprocess.run(["dot", "-Tsvg"], input=r.out, capture_output=True, text=True, check=True)
     assert "<svg" in svg.stdout and "winter" in svg.stdout
+
+
+def test_a_target_input_larger_than_the_edit_model_takes_is_refused_before_anything_is_paid(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "imgbuild.yaml").write_text(PROJECT.replace(
+        "  - name: other\n", "  - name: wide\n    model: qwen-image-2.0\n    size: \"3328*1024\"\n"
+        "    prompt: A wide banner\n  - name: wide-edit\n    prompt: The banner at night\n"
+        "    inputs: [wide]\n  - name: other\n"))
+    r = run(capsys, "build", "-C", str(project))
+    assert r.code == 2
+    assert ("images[wide-edit].inputs[0]: input 'wide' is 3328*1024; each side must be between "
+            "384 and 3072 pixels by qwen-image-edit") in r.err
+    assert not (project / "generated").exists()

@@ -306,6 +306,13 @@ class _Expander:
     def resolve_input(self, file: SpecFile, path: list[Any], label: str, text: str,
                       model: Any) -> Input | None:
         if text in self.names:
+            upstream = next((t for t in self.targets if t.name == text), None)
+            rule = model.input_rule
+            why = (rule.check("PNG", upstream.request.width, upstream.request.height, 0)
+                   if rule is not None and upstream is not None else None)
+            if why:  # its size is known now; its bytes are checked again before sending
+                self.problem(file, path, f"input '{text}' {why} by {model.name}", where=label)
+                return None
             return Input(graph.TARGET, text)
         root = self.project.root.resolve()
         candidate = (root / text).resolve()
