@@ -182,3 +182,14 @@ def test_a_target_input_larger_than_the_edit_model_takes_is_refused_before_anyth
     assert ("images[wide-edit].inputs[0]: input 'wide' is 3328*1024; each side must be between "
             "384 and 3072 pixels by qwen-image-edit") in r.err
     assert not (project / "generated").exists()
+
+
+def test_a_draft_edit_shows_its_input_as_a_thumbnail(project: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "brand" / "logo.png").write_bytes(_png((255, 0, 0), (512, 512)))
+    assert run(capsys, "build", "-C", str(project)).code == 0  # placeholder drafts
+    poster = Image.open(project / "generated" / "poster.png").convert("RGB")
+    other = Image.open(project / "generated" / "other.png").convert("RGB")
+    corner = (poster.width - 40, poster.height - 40)  # inside the bottom-right thumbnail
+    assert poster.getpixel(corner) == (255, 0, 0)
+    assert other.getpixel((other.width - 40, other.height - 40)) != (255, 0, 0)
