@@ -411,14 +411,16 @@ def cache_info(directory: str | None, project_file: str | None, json_mode: bool,
 
 
 @cache.command("verify")
+@click.option("--yes", is_flag=True, help="Remove what is damaged (default: only report).")
 @_project_options
 @_output_options
-def cache_verify(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,
-                 quiet: int) -> int:
-    """Re-hash every stored image; exit 1 if any is damaged."""
+def cache_verify(yes: bool, directory: str | None, project_file: str | None, json_mode: bool,
+                 verbose: int, quiet: int) -> int:
+    """Re-hash every stored image; exit 1 if any is damaged (--yes removes those)."""
     from imgbuild.verbs import cache as cachecmd
 
-    return _run("cache verify", (json_mode, verbose, quiet), lambda sink: cachecmd.verify(_where(directory, project_file)))
+    return _run("cache verify", (json_mode, verbose, quiet),
+                lambda sink: cachecmd.verify(_where(directory, project_file), yes=yes, on_wait=sink.notice))
 
 
 @cache.command("prune")
@@ -433,7 +435,8 @@ def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, p
     from imgbuild.verbs import cache as cachecmd
 
     return _run("cache prune", (json_mode, verbose, quiet),
-                lambda sink: cachecmd.prune(_where(directory, project_file), keep_locks=keep_locks, yes=yes))
+                lambda sink: cachecmd.prune(_where(directory, project_file), keep_locks=keep_locks, yes=yes,
+                                            on_wait=sink.notice))
 
 
 def main(argv: list[str] | None = None) -> int:

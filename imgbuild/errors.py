@@ -57,6 +57,7 @@ NOT_STARTED = "NotStarted"  # another failure or an interrupt stopped the build 
 INTERRUPTED_CODE = "Interrupted"
 PARTIAL = "PartialResult"  # some of n images failed; the others are kept
 CACHE_DAMAGED = "CacheEntryDamaged"
+CACHE_FULL = "CacheCannotStore"  # the cache refused an original (disk full, read-only)
 WRITE_FAILED = "WriteFailed"
 
 

@@ -274,7 +274,7 @@ def failure_text(f: Failure) -> str:
         return "interrupted"
     if f.code == "NotStarted":
         return f"not started: {f.message}"
-    if f.code in ("PartialResult", "CacheEntryDamaged", "WriteFailed"):
+    if f.code in ("PartialResult", "CacheEntryDamaged", "CacheCannotStore", "WriteFailed"):
         text = f.message
     else:
         text = f"{f.code}: {f.message}"
@@ -533,14 +533,19 @@ def _render_cache_info(d: dict[str, Any]) -> tuple[list[str], str, bool]:
 
 
 def _render_cache_verify(d: dict[str, Any]) -> tuple[list[str], str, bool]:
-    lines = [f"incomplete {key}: names a blob that is not stored (will be generated again)"
-             for key in d["incomplete"]]
+    lines = [f"incomplete entry {key}: names a blob that is not stored" for key in d["incomplete"]]
+    lines += [f"unreadable entry {key}: is not a record imgbuild can read" for key in d["unreadable_entries"]]
     lines += [f"{'damaged':<10} blob {digest}: its bytes do not match its sha256" for digest in d["damaged"]]
-    if d["failed"]:
-        return lines, (f"imgbuild: {len(d['damaged'])} of {d['blobs']} blob(s) damaged, "
-                       f"{len(d['incomplete'])} incomplete entries; builds treat them as cache misses. "
-                       "`imgbuild cache prune` does not repair them."), True
-    return lines, f"imgbuild: all {d['blobs']} blob(s) intact", False
+    if not d["failed"]:
+        return lines, f"imgbuild: all {d['blobs']} blob(s) intact", False
+    found = (f"imgbuild: {len(d['damaged'])} of {d['blobs']} blob(s) damaged, {len(d['incomplete'])} "
+             f"incomplete and {len(d['unreadable_entries'])} unreadable entries")
+    if d["repaired"]:
+        return lines, (f"{found}; removed {len(d['removed_entries'])} entries and "
+                       f"{len(d['removed_blobs'])} blob(s). A build needing one of those images "
+                       "generates it again (paid)."), True
+    return lines, (f"{found}. A build removes a damaged original when it meets it and generates the "
+                   "image again (paid); `imgbuild cache verify --yes` removes them now."), True
 
 
 def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
@@ -550,6 +555,10 @@ def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     if keys or blobs:
         lines.insert(0, f"keeping what {', '.join(d['keep_locks'])} reference(s); the cache at "
                         f"{d['directory']} may be shared by other projects: pass --keep-lock for each of them")
+    if d["kept_recent"]:
+        lines.insert(0, f"keeping {d['kept_recent']} unreferenced entries stored in the last "
+                        f"{d['grace_hours']:g} h or while a build was running: a running build "
+                        "records its images in its lockfile only when it ends")
     if not keys and not blobs:
         text = "imgbuild: nothing to prune"
     elif d["deleted"]:

@@ -30,3 +30,17 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err, f"traceback printed:\n{out}\n{err}"
     return Result(code, out, err)
+
+
+def age_cache(directory: Any, seconds: float = 2 * 3600) -> None:
+    """Make every row of a cache of originals look `seconds` older, as if that much time had
+    passed: `cache prune` spares whatever was stored within its grace period."""
+    import sqlite3
+    from pathlib import Path
+
+    db = sqlite3.connect(Path(directory) / "cache.db")
+    try:
+        with db:
+            db.execute("UPDATE Cache SET store_time = store_time - ?", (seconds,))
+    finally:
+        db.close()

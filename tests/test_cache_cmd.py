@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run
+from helpers import age_cache, run
 from imgbuild.store.originals import Cache
 
 
@@ -86,6 +86,9 @@ def test_prune_lists_then_deletes_only_unreferenced(built: Path, capsys: pytest.
         assert len(cache.entries()) == 9
 
     r = run(capsys, "cache", "prune", "-C", str(built), "--json")
+    assert r.code == 0 and r.json["entries"] == [] and r.json["kept_recent"] == 1, r  # within the grace period
+    age_cache(cache_dir())
+    r = run(capsys, "cache", "prune", "-C", str(built), "--json")
     assert r.code == 0, r
     assert r.json["entries"] == [old_key] and r.json["blobs"] == old_blobs and r.json["deleted"] is False
     r = run(capsys, "cache", "prune", "-C", str(built))
@@ -118,6 +121,7 @@ def test_prune_keeps_every_given_lockfile(built: Path, tmp_path: Path, capsys: p
     other.mkdir()
     (other / "imgbuild.yaml").write_text("version: 1\nimages:\n  - name: a\n    prompt: A red apple\n")
     assert run(capsys, "build", "-C", str(other)).code == 0
+    age_cache(cache_dir())
     r = run(capsys, "cache", "prune", "-C", str(built), "--json")
     assert len(r.json["entries"]) == 1  # the shared cache: the other project's original is at risk
     assert "may be shared by other projects" in r.err

@@ -74,14 +74,14 @@ def test_files_are_plain_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["task_id"] == "t-1"
 
 
-def test_damaged_entry_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_entry_is_ignored(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     _record(journal)
     (path,) = tmp_path.iterdir()
     path.write_text("{not json")
     assert journal.get("k1") is None
     assert journal.entries() == {}
-    assert "unreadable journal entry" in caplog.text
+    assert any("unreadable journal entry" in w for w in journal.warnings)  # the build shows them
 
 
 def test_failed_write_keeps_old_entry(tmp_path: Path) -> None:

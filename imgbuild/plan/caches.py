@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
     """(settings, targets) from the plan cache, or None when anything it depends on changed."""
     try:
         doc = json.loads((state_dir / PLAN_FILE).read_bytes())
+        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
+            return None
         # messages name files relative to the working directory, so it is part of the key
         if doc.get("format") != _FORMAT or doc.get("project") != str(project_file) or doc.get("cwd") != os.getcwd():
             return None
@@ -59,19 +62,39 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
                           tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
                           tuple(Input(*i) for i in t[10]))
                    for t in doc["targets"]]
+        if not _plausible(project_file, settings, targets):
+            return None
         return settings, targets
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None  # missing or damaged: rebuild it
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None  # missing or damaged (valid JSON of another shape too): rebuild it
 
 
-def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any], read_files: list[Path],
-              targets: list[Target]) -> None:
-    inputs = {}
-    for path in sorted({p.resolve() for p in read_files}):
-        digest = _digest(path)
-        if digest is None:
-            return  # a file vanished while we worked: do not cache a plan we cannot validate
-        inputs[str(path)] = digest
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]|^/|^\.\.(/|$)|/\.\.(/|$)")
+
+
+def _plausible(project_file: Path, settings: Any, targets: list[Target]) -> bool:
+    """A plan cache is local state, but a repository can commit one: never let it carry
+    folders or paths that loading the specs would have refused."""
+    from imgbuild.spec.project import Project, folder_problem
+
+    if not isinstance(settings, dict):
+        return False
+    project = Project(file=project_file, root=project_file.parent, settings=settings, files=[])
+    for name, default in (("output_dir", "generated"), ("templates_dir", "templates")):
+        value = settings.get(name, default)
+        if not isinstance(value, str) or folder_problem(project, name, value):
+            return False
+    return not any(_CONTROL.search(t.name) or any(_UNSAFE.search(o) for o in (
+        *t.outputs, *(v.output for v in t.variants))) for t in targets)
+
+
+def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
+              read_files: dict[str, str], targets: list[Target]) -> None:
+    """Keyed on what expansion actually read: each file by the path it was read through (not
+    its resolved target, so a repointed link is a change) and the sha256 of the bytes read
+    (so an edit made while we worked is a change too)."""
+    inputs = dict(sorted(read_files.items()))
     doc = {
         "format": _FORMAT,
         "project": str(project_file),
@@ -111,11 +134,13 @@ class StatCache:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STAT_FILE
+        self.entries: dict[str, list[Any]] = {}
         try:
             doc = json.loads(self.path.read_bytes())
-            self.entries: dict[str, list[Any]] = doc["entries"] if doc.get("format") == _FORMAT else {}
-        except (OSError, ValueError, KeyError, TypeError):
-            self.entries = {}
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("format") == _FORMAT and isinstance(doc.get("entries"), dict):
+            self.entries = doc["entries"]  # each entry is checked when used
         self.dirty = False
 
     def sha256(self, path: str | Path) -> str | None:
@@ -126,8 +151,8 @@ class StatCache:
         key = str(path)
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         known = self.entries.get(key)
-        if known is not None and known[:3] == stamp:
-            return str(known[3])
+        if isinstance(known, list) and len(known) == 4 and known[:3] == stamp and isinstance(known[3], str):
+            return known[3]
         digest = sha256_file(path)
         if digest is not None:
             self.entries[key] = [*stamp, digest]

@@ -52,6 +52,9 @@ def generation_key(provider: str, request: Request) -> str:
 
 
 class CacheView(Protocol):
+    trusted: bool  # False: may only restore what the lock vouches for, hash for hash
+    evicted: dict[str, str]  # key -> why its entry was removed while planning
+
     def complete(self, key: str, n: int) -> bool: ...
 
 
@@ -65,6 +68,7 @@ class Step:
     reasons: list[str] = field(default_factory=list)
     draft: bool = False  # the current outputs are drafts (the placeholder's, an emulator's)
     damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
+    locked: dict[str, str] = field(default_factory=dict)  # output -> sha256 the lock records
     candidate: int = 0  # 1-based candidate number of a pending target; 0 for an ordinary step
     sources: list[Source] = field(default_factory=list)  # the images an edit reads
 
@@ -119,6 +123,9 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
         steps += [s for t in targets if t.candidates > 1
                   for s in candidate_steps(t, lock, provider, cache, one)]
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+    if lock.adopted_from is not None:  # the shared lock's other entries are other files'
+        for other in [o for o in lock.outputs if o not in produced]:
+            del lock.outputs[other]
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
 
@@ -183,10 +190,17 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
         reasons = [f"{o} {'is missing' if d == MISSING else 'was modified (sha256 differs from the lock)'}"
                    for o, d in damage.items()]
     if cache is not None and cache.complete(key_locked, request.n):
+        locked = {o: str(e.get("sha256")) for o, e in zip(target.outputs, entries)}
         return Step(target, state, RESTORE, key_locked, locked_provider,
-                    reasons + ["restoring from the cache"], draft, damage)
-    reasons = reasons + ["original not in the cache: generating again"]
+                    reasons + ["restoring from the cache"], draft, damage, locked)
+    reasons = reasons + [_miss_reason(cache, key_locked)]
     return Step(target, state, GENERATE, key_now, provider, reasons, provider_draft, damage)
+
+
+def _miss_reason(cache: CacheView | None, key: str) -> str:
+    if cache is not None and key in cache.evicted:
+        return "the cached original was damaged (removed from the cache): generating it again"
+    return "original not in the cache: generating again"
 
 
 def _partial_reason(target: Target, entries: list[Any]) -> str:
@@ -200,9 +214,13 @@ def _partial_reason(target: Target, entries: list[Any]) -> str:
 
 def _todo(target: Target, state: str, reasons: list[str], key: str, provider: str,
           cache: CacheView | None, *, draft: bool = False) -> Step:
-    action = RESTORE if cache is not None and cache.complete(key, target.request.n) else GENERATE
+    # An untrusted cache never supplies the image of a request the lock has no hash for.
+    usable = cache is not None and cache.trusted
+    action = RESTORE if usable and cache.complete(key, target.request.n) else GENERATE  # type: ignore[union-attr]
     if action == RESTORE:
         reasons = reasons + ["in the cache: restoring without a provider call"]
+    elif cache is not None and key in cache.evicted:
+        reasons = reasons + ["the cached original was damaged (removed from the cache)"]
     return Step(target, state, action, key, provider, reasons, draft)
 
 

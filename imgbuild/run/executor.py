@@ -27,6 +27,7 @@ from typing import Any
 
 from imgbuild.errors import (
     CACHE_DAMAGED,
+    CACHE_FULL,
     INTERRUPTED_CODE,
     NOT_STARTED,
     PARTIAL,
@@ -36,8 +37,8 @@ from imgbuild.errors import (
 from imgbuild.plan.states import RESTORE, Step
 from imgbuild.run import inputs
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
-from imgbuild.store.originals import Cache
-from imgbuild.store.outputs import write_target
+from imgbuild.store.originals import Cache, CacheWriteError
+from imgbuild.store.outputs import NotVouched, write_target
 
 BUILT, RESTORED, FAILED, SKIPPED = "built", "restored", "failed", "skipped"
 
@@ -216,16 +217,24 @@ class Executor:
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         found = self.cache.get(step.key)
         if found is None:
+            evicted = step.key in self.cache.evicted
             return Outcome(step, FAILED, failure=Failure(
-                CACHE_DAMAGED, "the cache entry vanished or is damaged; run the build again",
-                where=step.target.where))
+                CACHE_DAMAGED, "the cached original " + ("was damaged and has been removed" if evicted
+                                                         else "is no longer in the cache")
+                + " since planning; the next build generates it again", where=step.target.where))
         images, record = found
         n = step.target.request.n
         warnings = []
         if len(images) > n:  # a surprising entry (an older build, another tool): never crash
             warnings.append(f"the cache holds {len(images)} images for n={n}: restored the first {n}")
             images = images[:n]
-        entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record)
+        expected = None if self.cache.trusted else step.locked
+        try:
+            entries = write_target(self.output_dir, step.target, images, step.key, step.provider, record,
+                                   expected=expected)
+        except NotVouched as e:
+            return Outcome(step, FAILED, failure=Failure(CACHE_DAMAGED, str(e), where=step.target.where,
+                                                         retryable=False))
         return Outcome(step, RESTORED, entries, warnings=warnings)
 
     async def _generate(self, step: Step) -> Outcome:
@@ -252,17 +261,20 @@ class Executor:
             "actual_prompt": generation.actual_prompt,
             "slots": generation.slots,
         }
-        self.cache.put(step.key, generation.images, record)
-        if self.journal is not None:
+        uncached = self._cache_original(step, generation, record)
+        if uncached is None and self.journal is not None:
             self.journal.discard(step.key)  # the original is safe in the cache now
         if self.on_stored is not None:
             self.on_stored(step.key, generation.images, record)
-        if self._abandon.is_set():  # cancelled: the next build restores it from the cache
+        if self._abandon.is_set() and uncached is None:  # the next build restores it from the cache
             return Outcome(step, SKIPPED, failure=INTERRUPTED_FAILURE)
         if step.candidate:  # a candidate waits in the cache for `imgbuild accept`: no output yet
-            return Outcome(step, BUILT, {}, images_bought=len(generation.images), resumed=generation.resumed)
+            return Outcome(step, BUILT, {}, images_bought=len(generation.images), resumed=generation.resumed,
+                           failure=uncached)
         entries = write_target(self.output_dir, step.target, generation.images, step.key,
                                self.provider_name, record, generation.slots)
+        if uncached is not None and self.journal is not None:
+            self.journal.discard(step.key)  # not cached, but written and about to be locked
         bought = len(generation.images)
         n = step.target.request.n
         notes = {"warnings": list(generation.warnings), "possibly_paid": generation.possibly_paid}
@@ -274,4 +286,19 @@ class Executor:
                                            where=step.target.where, paid=bought,
                                            possibly_paid=generation.possibly_paid),
                            warnings=notes["warnings"])
-        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed, **notes)
+        return Outcome(step, BUILT, entries, images_bought=bought, resumed=generation.resumed,
+                       failure=uncached, **notes)
+
+    def _cache_original(self, step: Step, generation: Generation,
+                        record: dict[str, Any]) -> Failure | None:
+        """Store the paid original; if the cache cannot take it, stop paying for more and say
+        so (returned, for the target's row), but go on: the output is written and locked."""
+        try:
+            self.cache.put(step.key, generation.images, record)
+            return None
+        except CacheWriteError as e:
+            self.stop_reason = self.stop_reason or Failure(
+                CACHE_FULL, f"{e}: no further image is paid for until it can store them",
+                hint="free space (or fix the folder) and build again")
+            return Failure(CACHE_FULL, f"written and recorded in the lock, but not cached ({e})",
+                           where=step.target.where)

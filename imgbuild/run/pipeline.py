@@ -67,6 +67,8 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         stop = run_executor(executor, todo, sink, on_close=provider.close if provider else None)
     finally:
         sink.end_progress()
+        for warning in dict.fromkeys(journal.warnings if journal is not None else ()):
+            sink.notice(warning)
     if stop is not None:
         stop.kept = sum(len(o.entries) for o in run.outcomes)
         stop.waiting = len(journal.entries()) if journal is not None else 0

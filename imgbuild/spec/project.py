@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from imgbuild.spec import yamlio
@@ -31,7 +31,8 @@ class Project:
     root: Path
     settings: Any  # LocDict of imgbuild.yaml
     files: list[SpecFile]  # imgbuild.yaml first, then the included files in sorted order
-    read_files: list[Path] = field(default_factory=list)  # every file whose content shapes the plan
+    # every file whose content shaped the plan: the path as read -> sha256 of the bytes read
+    read_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -39,7 +40,7 @@ class Project:
 
     @property
     def lock_path(self) -> Path:
-        return self.root / LOCK_FILE
+        return lock_path_for(self.file)
 
     @property
     def templates_dir(self) -> Path:
@@ -52,12 +53,47 @@ class Project:
     def display(self, path: Path) -> str:
         return display_path(path)
 
+    @property
+    def repo_root(self) -> Path:
+        found = self.__dict__.get("_repo_root")
+        if found is None:
+            found = self.__dict__["_repo_root"] = repository_root(self.root)
+        return found
+
+    def readable(self, path: Path) -> bool:
+        """May a spec make imgbuild read `path`? Only inside the repository (links resolved):
+        a template or data file from ~/.ssh would end up in a prompt, a lock and `plan`."""
+        return is_within(path, self.repo_root)
+
+
+def repository_root(root: Path) -> Path:
+    """The nearest folder at or above `root` holding `.git`, else `root` itself (resolved)."""
+    start = root.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    return start
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """`path`, with every link resolved, is `folder` or below it (`folder` already resolved)."""
+    resolved = Path(os.path.realpath(path))
+    return resolved == folder or folder in resolved.parents
+
 
 def display_path(path: Path) -> str:
     try:
         return os.path.relpath(path)
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+def lock_path_for(project_file: Path) -> Path:
+    """imgbuild.yaml -> imgbuild.lock; another project file (b.yaml) -> b.lock beside it: each
+    project file owns its lock, so two in one folder never prune each other's entries."""
+    if project_file.name == PROJECT_FILE:
+        return project_file.with_name(LOCK_FILE)
+    return project_file.with_suffix(".lock")
 
 
 def find_project_file(directory: str | None, file: str | None) -> Path:
@@ -73,6 +109,9 @@ def find_project_file(directory: str | None, file: str | None) -> Path:
             f"no {PROJECT_FILE} in {display_path(base.resolve())}; "
             "run `imgbuild init` to create one, or point to a project with -C DIR or -f FILE"
         )
+    if path.suffix == ".lock":
+        raise UsageError(f"{display_path(path)}: a lockfile, not a project file (its lock would "
+                         "be itself); name the project file NAME.yaml")
     return path.resolve()
 
 
@@ -98,13 +137,14 @@ def _validator(kind: str) -> Any:
 
 def load_project(path: Path) -> Project:
     problems: list[Problem] = []
-    main = _load_document(path, "project", problems)
+    read: dict[str, str] = {}
+    main = _load_document(path, "project", problems, read)
     if main is None:
         raise SpecError(problems)
-    project = Project(file=path, root=path.parent, settings=main.data, files=[main], read_files=[path])
+    project = Project(file=path, root=path.parent, settings=main.data, files=[main], read_files=read)
+    _check_folders(project, problems)
     for inc in _included_paths(project, problems):
-        spec = _load_document(inc, "specfile", problems)
-        project.read_files.append(inc)
+        spec = _load_document(inc, "specfile", problems, read)
         if spec is not None:
             project.files.append(spec)
     if problems:
@@ -112,10 +152,11 @@ def load_project(path: Path) -> Project:
     return project
 
 
-def _load_document(path: Path, kind: str, problems: list[Problem]) -> SpecFile | None:
+def _load_document(path: Path, kind: str, problems: list[Problem],
+                   read: dict[str, str]) -> SpecFile | None:
     display = display_path(path)
     try:
-        data = yamlio.load_file(path, display)
+        data = yamlio.load_file(path, display, read)
     except yamlio.YamlError as e:
         problems.append(Problem(display, e.mark[0], e.mark[1], "", e.message))
         return None
@@ -133,14 +174,63 @@ def _included_paths(project: Project, problems: list[Problem]) -> list[Path]:
     settings = project.settings
     paths: set[Path] = set()
     for i, pattern in enumerate(settings.get("include", [])):
-        matches = [p.resolve() for p in sorted(project.root.glob(pattern)) if p.is_file()]
-        matches = [p for p in matches if p != project.file]
-        if not matches:
-            line, col = yamlio.locate(settings, ["include", i])
-            problems.append(Problem(project.display(project.file), line, col, f"include[{i}]",
-                                    f"pattern '{pattern}' matches no file"))
+        line, col = yamlio.locate(settings, ["include", i])
+
+        def problem(message: str) -> None:
+            problems.append(Problem(project.display(project.file), line, col, f"include[{i}]", message))
+
+        if "\0" in pattern or PurePosixPath(pattern).is_absolute() or PureWindowsPath(pattern).is_absolute():
+            problem(f"pattern '{pattern}' must be relative to the project file's folder")
+            continue
+        found = [p.resolve() for p in sorted(project.root.glob(pattern)) if p.is_file()]
+        outside = [p for p in found if not project.readable(p)]
+        matches = [p for p in found if p != project.file and project.readable(p)]
+        if outside:
+            problem(f"pattern '{pattern}' matches {display_path(outside[0])}, outside the repository "
+                    f"({display_path(project.repo_root)}); imgbuild reads nothing outside it")
+        elif not matches:
+            problem(f"pattern '{pattern}' matches no file")
         paths.update(matches)
     return sorted(paths)
+
+
+def _check_folders(project: Project, problems: list[Problem]) -> None:
+    """output_dir is written (and cleaned): a folder strictly inside the project, holding
+    neither the project file nor a git repository. templates_dir is read: inside the repository."""
+    settings = project.settings
+    display = project.display(project.file)
+    for name, default in (("output_dir", "generated"), ("templates_dir", "templates")):
+        text = settings.get(name, default)
+        why = folder_problem(project, name, text) if isinstance(text, str) else None
+        if why:
+            line, col = yamlio.locate(settings, [name])
+            problems.append(Problem(display, line, col, name, why))
+
+
+def folder_problem(project: Project, name: str, text: str) -> str | None:
+    if any(ord(c) < 32 for c in text):
+        return "must not contain control characters"
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith("~"):
+        return f"'{text}' must be a path relative to {project.file.name}'s folder"
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    if name == "templates_dir":
+        if not project.readable(project.root / text):
+            return f"'{text}' is outside the repository ({display_path(project.repo_root)})"
+        return None
+    if ".." in parts or not parts or parts == (".",):
+        return f"'{text}' must be a folder inside the project (not its root, nor above it)"
+    if ".git" in parts or STATE_DIR in parts:
+        return f"'{text}' must not be inside {'.git' if '.git' in parts else STATE_DIR}/"
+    folder = project.root / text
+    root = project.root.resolve()
+    resolved = Path(os.path.realpath(folder))
+    if root not in resolved.parents:
+        return f"'{text}' resolves to {display_path(resolved)}, which is not inside the project (a symlink?)"
+    if is_within(project.file, resolved):
+        return f"'{text}' holds the project file"
+    if (folder / ".git").exists():
+        return f"'{text}' holds a git repository (.git)"
+    return None
 
 
 # --- turning jsonschema errors into located, readable problems --------------------------------

@@ -163,7 +163,9 @@ def load_text(text: str, file: str) -> Any:
         loader.dispose()
 
 
-def load_file(path: Path, display: str) -> Any:
+def load_file(path: Path, display: str, digests: dict[str, str] | None = None) -> Any:
+    """The document in `path`; with `digests`, also records sha256 of the bytes read, keyed
+    by `path` as given (a symlink repointed later then reads, and hashes, differently)."""
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
@@ -171,6 +173,10 @@ def load_file(path: Path, display: str) -> Any:
         raw = path.read_bytes()
     except OSError as e:
         raise YamlError(display, (0, 0), f"cannot read: {e.strerror}") from None
+    if digests is not None:
+        import hashlib
+
+        digests[str(path)] = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

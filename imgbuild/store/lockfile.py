@@ -10,6 +10,13 @@ from imgbuild.errors import ImgbuildError
 from imgbuild.store.atomic import atomic_write_bytes
 
 LOCK_VERSION = 1
+SHARED_NAME = "imgbuild.lock"  # before 0.2, every project file in a folder wrote this one
+
+# Fields a lock entry may have, with their types; `key` and `sha256` are required.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "key": str, "sha256": str, "name": str, "provider": str, "draft": bool, "model": str,
+    "size": str, "seed": int, "request": dict, "index": int, "bytes": int, "derived_from": str,
+}
 
 # The provider identity of images from Alibaba Cloud's own endpoints. Anything else (the
 # placeholder, an emulator or a proxy: `dashscope@HOST`) made a stand-in, not a final image.
@@ -33,6 +40,9 @@ class Lock:
         # the folder (relative to the project) the outputs were written under: when the project
         # moves output_dir, the files under the old one are still imgbuild's to clean
         self.output_dir = output_dir
+        # Set when this project file has no lock of its own yet and starts from the folder's
+        # shared imgbuild.lock: entries no spec of this file produces belong to another file.
+        self.adopted_from: Path | None = None
         # target name -> its candidates awaiting `imgbuild accept` (see plan.candidates)
         self.pending: dict[str, dict[str, Any]] = {}
 
@@ -64,6 +74,11 @@ def read(path: Path) -> Lock:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        shared = path.with_name(SHARED_NAME)
+        if path.name != SHARED_NAME and shared.is_file():
+            lock = read(shared)
+            lock.adopted_from = shared
+            return lock
         return Lock()
     except OSError as e:
         raise ImgbuildError(f"{path}: cannot read the lockfile: {e.strerror}") from None
@@ -71,16 +86,43 @@ def read(path: Path) -> Lock:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION or not isinstance(doc.get("outputs"), dict):
             raise ValueError("not an imgbuild lockfile of version 1")
+        for output, entry in doc["outputs"].items():
+            _check_entry(output, entry)
     except ValueError as e:
         raise ImgbuildError(
             f"{path}: the lockfile is damaged ({e}). Restore it from git (git checkout -- {path.name}) "
             "or delete it and run `imgbuild build`: images in the cache are restored without cost."
         ) from None
     folder = doc.get("output_dir")
-    lock = Lock(doc["outputs"], folder if isinstance(folder, str) else None)
+    # A lock is committed, so a repository can write it: `clean` trusts this folder only if it
+    # is one imgbuild could have written to (a folder below the project, outside .git/).
+    lock = Lock(doc["outputs"], folder if isinstance(folder, str) and _writable_path(folder) else None)
     pending = doc.get("pending")
     lock.pending = pending if isinstance(pending, dict) else {}
     return lock
+
+
+def _writable_path(rel: str) -> bool:
+    """Could imgbuild have written `rel` (project-relative)? Only below a folder of the
+    project (output_dir is never the root), never in .git/ or .imgbuild/, never through '..'."""
+    parts = rel.split("/")
+    return (rel not in ("", ".") and not rel.startswith("/") and "\\" not in rel
+            and all(p not in ("", ".", "..") for p in parts) and parts[0] not in (".git", ".imgbuild")
+            and not any(ord(c) < 32 for c in rel))
+
+
+def _check_entry(output: str, entry: Any) -> None:
+    if "\0" in output or output.startswith("/") or ".." in output.split("/"):
+        raise ValueError(f"entry {output!r} is not a path inside output_dir")
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {output!r} is not a mapping")
+    for name in ("key", "sha256"):
+        if name not in entry:
+            raise ValueError(f"entry {output!r} has no {name!r}")
+    for name, kind in _FIELDS.items():
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ValueError(f"entry {output!r}: {name!r} has the wrong type")
 
 
 def write(path: Path, lock: Lock) -> bool:
@@ -91,7 +133,13 @@ def write(path: Path, lock: Lock) -> bool:
             return False
     except OSError:
         pass
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise ImgbuildError(
+            f"cannot write {path}: {e.strerror or e}. The images written by this build are on "
+            "disk and in the cache; build again where the lockfile can be written to record them"
+        ) from None
     return True
 
 # --- what imgbuild wrote and then stopped producing ------------------------------------------
@@ -108,7 +156,12 @@ def load_written(state_dir: Path) -> dict[str, str]:
     try:
         doc = json.loads((state_dir / WRITTEN_FILE).read_bytes())
         files = doc["files"] if doc.get("format") == _WRITTEN_FORMAT else {}
-        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+        if not isinstance(files, dict):
+            return {}
+        # a file imgbuild wrote lies in a folder below the project, never at its root (the
+        # project file, README...), in .git/ or .imgbuild/: anything else was not written by us
+        return {str(k): str(v) for k, v in files.items()
+                if isinstance(k, str) and "/" in k and _writable_path(k)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 

@@ -12,6 +12,7 @@ O_EXCL lock file is used, and one whose owner pid is gone is taken over.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,11 +41,34 @@ def _write_pid(fd: int) -> None:
     os.write(fd, f"{os.getpid()}\n".encode())
 
 
+def _state_dir_ready(state_dir: Path) -> bool:
+    """Create `state_dir`; False when the checkout is read-only (then nothing can be written,
+    so there is nothing for a lock to serialise: a no-op build still succeeds there)."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ImgbuildError(f"{state_dir} is a file, not a folder: imgbuild keeps its local state "
+                            f"there (build lock, task journal, caches). Move it away and run again")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return False
+        raise ImgbuildError(f"cannot create {state_dir}: {e.strerror or e}") from None
+    lock = state_dir / LOCK_NAME
+    if lock.is_dir():
+        raise ImgbuildError(f"{lock} is a folder, not a file: imgbuild uses it to run one build "
+                            "at a time. Remove it and run again")
+    if not os.access(state_dir, os.W_OK) and not os.access(lock, os.W_OK):
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def hold(state_dir: Path, *, wait: bool = True,
          on_wait: Callable[[str], None] = lambda text: None) -> Iterator[None]:
     """Hold the project lock in `state_dir` for the `with` block."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if not _state_dir_ready(state_dir):
+        yield  # read-only: nobody can write here, so nothing to serialise
+        return
     path = state_dir / LOCK_NAME
     try:
         import fcntl

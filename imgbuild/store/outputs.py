@@ -63,6 +63,10 @@ def safe_destination(output_dir: Path, output: str) -> Path:
     return parent / dest.name
 
 
+class NotVouched(ImgbuildError):
+    """A restore from an untrusted cache would not reproduce the hash the lock records."""
+
+
 def render(target: Target, images: list[bytes], key: str, provider: str, record: dict[str, Any],
            slots: list[int] | None = None) -> list[tuple[int, str, bytes]]:
     """(index, output, file bytes) of every image we have (fewer than n on partial success,
@@ -82,14 +86,24 @@ def render(target: Target, images: list[bytes], key: str, provider: str, record:
 
 def write_target(output_dir: Path, target: Target, images: list[bytes], key: str, provider: str,
                  record: dict[str, Any],
-                 slots: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    """Write every image we have; return their lock entries."""
+                 slots: list[int] | None = None,
+                 expected: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Write every image we have; return their lock entries. With `expected` (output ->
+    sha256), nothing is written unless every file would have exactly that hash."""
     # Who made the original decides whether it is a draft: a cached draft restored by a paid
     # run is still a draft, and an emulator's image never becomes final.
     draft = not is_final(str(record.get("provider") or provider))
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
-    for index, output, data in render(target, images, key, provider, record, slots):
+    encoded = render(target, images, key, provider, record, slots)
+    if expected is not None:
+        import hashlib
+
+        for _, output, data in encoded:
+            if hashlib.sha256(data).hexdigest() != expected.get(output):
+                raise NotVouched(f"{output}: the image in the repository's cache_dir does not "
+                                 "reproduce the hash in the lock; not restored")
+    for index, output, data in encoded:
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
@@ -120,6 +134,88 @@ def lock_entry(target: Target, key: str, provider: str, draft: bool, digest: str
         if meta.get(extra):
             entry[extra] = meta[extra]
     return entry
+
+
+REMOVED, EDITED, MISSING, REFUSED = "removed", "edited", "missing", "refused"
+
+
+def remove_recorded(project_root: Path, output_dir: Path, rel: str, sha256: str) -> str:
+    """Delete output_dir/rel only if it is the file imgbuild wrote: its sha256 is the one the
+    lock records. Returns REMOVED, EDITED (hash differs: kept), MISSING, or REFUSED (the path
+    leaves output_dir or the project, or goes through a symlink: never followed, never deleted).
+
+    Each folder is opened relative to the previous one without following links, and the file
+    is hashed and unlinked through the same folder handle, so a link swapped in between cannot
+    redirect the deletion."""
+    parts = rel.split("/")
+    if (not rel or "\0" in rel or "\\" in rel or rel.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)):
+        return REFUSED
+    root = os.path.realpath(project_root)
+    top = os.path.realpath(output_dir)
+    if top == root or not top.startswith(root + os.sep) or os.path.islink(output_dir):
+        return REFUSED
+    if not hasattr(os, "O_NOFOLLOW") or os.unlink not in os.supports_dir_fd:  # pragma: no cover
+        return _remove_recorded_by_path(Path(top), parts, sha256)
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW
+    try:
+        folder = os.open(top, nofollow | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return MISSING
+    except OSError:
+        return REFUSED
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=folder)
+            except FileNotFoundError:
+                return MISSING
+            except OSError:  # ELOOP/ENOTDIR: a symlink or a file where a folder should be
+                return REFUSED
+            os.close(folder)
+            folder = inner
+        return _remove_in(folder, parts[-1], sha256)
+    finally:
+        os.close(folder)
+
+
+def _remove_in(folder: int, name: str, sha256: str) -> str:
+    import hashlib
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+    except FileNotFoundError:
+        return MISSING
+    except OSError:
+        return REFUSED
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return REFUSED
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") \
+            else hashlib.sha256(f.read()).hexdigest()
+    if digest != sha256:
+        return EDITED
+    os.unlink(name, dir_fd=folder)
+    return REMOVED
+
+
+def _remove_recorded_by_path(top: Path, parts: list[str], sha256: str) -> str:  # pragma: no cover
+    from imgbuild.store.atomic import sha256_file
+
+    path = top
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return REFUSED
+    if not path.exists():
+        return MISSING
+    if not path.is_file():
+        return REFUSED
+    if sha256_file(path) != sha256:
+        return EDITED
+    path.unlink()
+    return REMOVED
 
 
 def remove_output(output_dir: Path, output: str) -> bool:

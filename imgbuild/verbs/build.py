@@ -95,6 +95,8 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
         if not options.dry_run:  # a plan shows what the local cache holds; it asks no store
             remote = remote_verbs.open_link(project.settings, sink, required=options.remote_required)
     with open_cache(project) as cache:
+        if cache.notice:
+            sink.notice(cache.notice)
         ctx = Context(project, choice, identity, lock, cache, stats, sink, options, link=remote,
                       on_stored=remote_verbs.write_through(remote, identity))
         plan = _plan(ctx, selected)
@@ -148,8 +150,10 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
             lock.outputs.pop(orphan, None)
         if any(t.candidates > 1 for t in selected) or lock.pending:
             record_pending(plan.steps, selected, lock, ctx.cache)
-        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op
-        if todo or run.derived or prune or moved or json.dumps(lock.pending, sort_keys=True) != pending_before:
+        # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
+        # file's entries still live in the folder's shared imgbuild.lock)
+        if (todo or run.derived or prune or moved or lock.adopted_from is not None
+                or json.dumps(lock.pending, sort_keys=True) != pending_before):
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()

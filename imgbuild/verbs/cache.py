@@ -6,14 +6,16 @@ do not validate can still have its cache inspected. Each function returns a `Dat
 """
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from imgbuild.store import lockfile
-from imgbuild.store.originals import Cache, default_dir
+from imgbuild.store import cacheusers, lockfile
+from imgbuild.store.originals import PRUNE_GRACE, Cache, default_dir
 from imgbuild.verbs.common import Where
 from imgbuild.errors import EXIT_FAILED, UsageError
-from imgbuild.spec.project import LOCK_FILE, PROJECT_FILE, display_path, find_project_file
+from imgbuild.spec.project import PROJECT_FILE, display_path, find_project_file, lock_path_for
 from imgbuild.verbs.results import DataResult
 
 
@@ -42,7 +44,7 @@ def cache_dir(where: Where) -> Path:
 
 
 def _open(where: Where) -> Cache:
-    return Cache(cache_dir(where))
+    return Cache(cache_dir(where))  # maintenance: not a build, so not registered as a user
 
 
 def info(where: Where) -> DataResult:
@@ -54,14 +56,22 @@ def info(where: Where) -> DataResult:
                                          "blobs": len(blobs), "bytes": cache.volume()})
 
 
-def verify(where: Where) -> DataResult:
+def verify(where: Where, *, yes: bool = False,
+           on_wait: Callable[[str], None] = lambda text: None) -> DataResult:
+    """Re-hash everything; with `yes`, remove what is damaged (under the cache's own lock)."""
     with _open(where) as cache:
-        checked = len(cache.blobs())
-        bad = cache.verify()
-    damaged = sorted(k for k, v in bad.items() if v != "incomplete")
+        with cacheusers.maintenance(cache.directory, on_wait) if yes else contextlib.nullcontext():
+            checked = len(cache.blobs())
+            bad = cache.verify()
+            keys, blobs = cache.repair(bad) if yes and bad else ([], [])
+    damaged = sorted(k for k in bad if not k.startswith("gen:"))
     incomplete = sorted(k[4:] for k, v in bad.items() if v == "incomplete")
+    unreadable = sorted(k[4:] for k, v in bad.items() if k.startswith("gen:") and v == "unreadable")
     return DataResult("cache verify", {"directory": str(cache.directory), "blobs": checked,
-                                       "damaged": damaged, "incomplete": incomplete, "failed": len(bad)},
+                                       "damaged": damaged, "incomplete": incomplete,
+                                       "unreadable_entries": unreadable, "repaired": yes,
+                                       "removed_entries": keys, "removed_blobs": blobs,
+                                       "failed": len(bad)},
                       exit_code=EXIT_FAILED if bad else 0)
 
 
@@ -73,7 +83,7 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
         if project_file is None:
             raise UsageError(f"no {PROJECT_FILE} here: name the lockfile of every project whose images "
                              "must be kept with --keep-lock PATH (repeatable), or use -C DIR")
-        paths = [project_file.parent / LOCK_FILE]
+        paths = [lock_path_for(project_file)]
     keep: set[str] = set()
     for path in paths:
         if not path.is_file():
@@ -90,12 +100,22 @@ def _keep_keys(where: Where, keep_locks: tuple[str, ...]) -> tuple[set[str], lis
     return keep, [display_path(p) for p in paths]
 
 
-def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False) -> DataResult:
+def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False,
+          on_wait: Callable[[str], None] = lambda text: None) -> DataResult:
+    """Under the cache's own lock, delete what no kept lockfile references, except anything
+    stored less than PRUNE_GRACE ago or since the oldest running build began: a build names
+    its new originals in its lockfile only when it ends."""
     keep, lock_names = _keep_keys(where, keep_locks)
-    with _open(where) as cache:
-        keys, blobs = cache.unreferenced(keep)
+    with _open(where) as cache, cacheusers.maintenance(cache.directory, on_wait):
+        before = time.time() - PRUNE_GRACE
+        running = cacheusers.oldest_running(cache.directory)
+        if running is not None:
+            before = min(before, running)
+        keys, blobs = cache.unreferenced(keep, before=before)
+        recent = len(cache.unreferenced(keep)[0]) - len(keys)
         if yes:
             cache.delete(keys, blobs)
         directory = str(cache.directory)
     return DataResult("cache prune", {"directory": directory, "keep_locks": lock_names,
-                                      "entries": keys, "blobs": blobs, "deleted": yes})
+                                      "entries": keys, "blobs": blobs, "deleted": yes,
+                                      "kept_recent": recent, "grace_hours": PRUNE_GRACE / 3600})

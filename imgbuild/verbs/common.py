@@ -78,11 +78,11 @@ def stat_cache(project: Project) -> Any:
 
 def open_cache(project: Project) -> Any:
     """The store of paid originals: $IMGBUILD_CACHE_DIR, else the project's cache_dir, else
-    the user's cache folder (the same rule as `imgbuild cache`)."""
-    from imgbuild.store.originals import Cache, default_dir
+    the user's cache folder (the same rule as `imgbuild cache`). A cache_dir inside the
+    repository is not trusted (see store.originals.for_project)."""
+    from imgbuild.store.originals import for_project
 
-    configured = project.settings.get("cache_dir")
-    return Cache(default_dir(project.root / configured if configured else None))
+    return for_project(project.root, project.settings.get("cache_dir"))
 
 
 def project_lock(where: Where, on_wait: Any, no_wait: bool) -> Any:
