@@ -274,7 +274,7 @@ def check(allow_drafts: bool, directory: str | None, project_file: str | None, j
     from imgbuild.verbs.check import check as run
 
     where = _where(directory, project_file)
-    return _run("check", (json_mode, verbose, quiet), lambda sink: run(where, allow_drafts=allow_drafts), where)
+    return _run("check", (json_mode, verbose, quiet), lambda sink: run(where, allow_drafts=allow_drafts, rows=json_mode), where)
 
 
 @cli.command(epilog=EXIT_CODES)

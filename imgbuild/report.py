@@ -424,7 +424,7 @@ def _render_check(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     bad = r.bad
     lines = [f"{row.status:<9} {row.output} ({row.name}): {row.reason}" for row in sort_rows(bad)]
     if not bad:
-        return lines, f"imgbuild: all {len(r.rows)} files are up to date", False
+        return lines, f"imgbuild: all {r.files} files are up to date", False
     # A build without a key cannot replace a draft: name the remedy that does, or users go round
     # between `check` (fails) and `build` (nothing to do).
     drafts = sum(1 for row in bad if row.status == "draft")

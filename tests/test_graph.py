@@ -193,3 +193,18 @@ def test_a_draft_edit_shows_its_input_as_a_thumbnail(project: Path,
     corner = (poster.width - 40, poster.height - 40)  # inside the bottom-right thumbnail
     assert poster.getpixel(corner) == (255, 0, 0)
     assert other.getpixel((other.width - 40, other.height - 40)) != (255, 0, 0)
+
+
+def test_the_no_op_snapshot_notices_a_changed_input_file(project: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgbuild.plan import snapshot
+
+    monkeypatch.setattr(snapshot, "_RACY_SECONDS", -1.0)  # vouch for files written just now
+    assert run(capsys, "build", "-C", str(project)).code == 0
+    assert run(capsys, "build", "-C", str(project)).code == 0  # a no-op: writes the snapshot
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 0
+    assert (project / ".imgbuild" / snapshot.SNAPSHOT_FILE).exists()
+    (project / "brand" / "logo.png").write_bytes(_png((0, 0, 255)))
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 1
+    r = run(capsys, "build", "-C", str(project), "--json")
+    assert _built({"targets": json.loads(r.out.strip().splitlines()[-1])["targets"]}) == ["poster", "winter"]

@@ -27,6 +27,7 @@ from imgbuild.spec.types import Input, Request, Target, Variant
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
 _FORMAT = f"3/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_STAT_FORMAT = f"3/{__version__}"  # entries: [size, mtime_ns, inode, ctime_ns, sha256]
 
 
 def _digest(path: Path) -> str | None:
@@ -130,7 +131,7 @@ def _write_quietly(path: Path, doc: Any) -> None:
 
 
 class StatCache:
-    """sha256 of output files keyed by (size, mtime_ns, inode)."""
+    """sha256 of output files keyed by (size, mtime_ns, inode, ctime_ns)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STAT_FILE
@@ -139,7 +140,7 @@ class StatCache:
             doc = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             doc = None
-        if isinstance(doc, dict) and doc.get("format") == _FORMAT and isinstance(doc.get("entries"), dict):
+        if isinstance(doc, dict) and doc.get("format") == _STAT_FORMAT and isinstance(doc.get("entries"), dict):
             self.entries = doc["entries"]  # each entry is checked when used
         self.dirty = False
 
@@ -149,10 +150,11 @@ class StatCache:
         except OSError:
             return None
         key = str(path)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        # ctime too: os.utime can put an edited file's mtime back, but not its ctime
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         known = self.entries.get(key)
-        if isinstance(known, list) and len(known) == 4 and known[:3] == stamp and isinstance(known[3], str):
-            return known[3]
+        if isinstance(known, list) and len(known) == 5 and known[:4] == stamp and isinstance(known[4], str):
+            return known[4]
         digest = sha256_file(path)
         if digest is not None:
             self.entries[key] = [*stamp, digest]
@@ -165,10 +167,10 @@ class StatCache:
             st = os.stat(path)
         except OSError:
             return
-        self.entries[str(path)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        self.entries[str(path)] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
         self.dirty = True
 
     def save(self) -> None:
         if self.dirty:
-            _write_quietly(self.path, {"format": _FORMAT, "entries": self.entries})
+            _write_quietly(self.path, {"format": _STAT_FORMAT, "entries": self.entries})
             self.dirty = False

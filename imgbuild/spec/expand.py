@@ -214,8 +214,12 @@ class _Expander:
             # with the limit: imgbuild never re-encodes a repository file behind your back)
             rule = model.input_rule
             too_big = rule is not None and candidate.stat().st_size > rule.max_bytes
+            data = b"" if too_big else candidate.read_bytes()
+            # an input shapes the plan like a partial: the plan cache, the no-op snapshot and
+            # `watch` see it change through this record
+            self.project.read_files[str(candidate)] = hashlib.sha256(data).hexdigest()
             why = (f"is {candidate.stat().st_size:,} bytes; at most {rule.max_bytes:,} are accepted"
-                   if too_big else graph.input_problem(rule, candidate.read_bytes()) if rule else None)
+                   if too_big else graph.input_problem(rule, data) if rule else None)
             if why:
                 self.problem(file, path, f"input '{text}' {why} by {model.name}", where=label)
                 return None

@@ -13,7 +13,7 @@ from typing import Any
 from imgbuild import providers
 from imgbuild.errors import ImgbuildError, LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, PENDING, Step, make_plan
+from imgbuild.plan.states import GENERATE, NOTHING, PENDING, UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
@@ -22,12 +22,15 @@ from imgbuild.verbs.common import (
     adopt,
     as_made,
     load,
+    lock_stamp,
     open_cache,
     project_folder,
     project_lock,
     record_pending,
+    remember_noop,
     select,
     stat_cache,
+    unchanged,
 )
 from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
 
@@ -76,6 +79,9 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
 
 
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
+    known = _unchanged(where, sink, options)
+    if known is not None:
+        return known
     project, targets = load(where)
     if options.candidates:
         from dataclasses import replace
@@ -85,6 +91,7 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
     targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
@@ -108,7 +115,26 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
 
             return plan_result(ctx, plan, selected, estimate)
         _enforce_limits(estimate, choice.name != "placeholder", options)
-        return _run(ctx, plan, targets, selected, estimate)
+        result = _run(ctx, plan, targets, selected, estimate)
+    if result.nothing_to_do and remote is None and not options.patterns and not options.force:
+        remember_noop(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
+                      targets, stats)
+    return result
+
+
+def _unchanged(where: Where, sink: Any, options: BuildOptions) -> BuildResult | None:
+    """A whole build that nothing could change since the last one found nothing to do, when no
+    row of it is wanted (--json lists every output): the no-op snapshot's answer."""
+    if (options.dry_run or options.patterns or options.force or options.shard or options.remote_required
+            or getattr(sink, "json_mode", True)):
+        return None
+    known = unchanged(where, "build")
+    if known is None or remote_verbs.configured(known["settings"]):
+        return None
+    identity = providers.identity(providers.choose(options.provider, known["settings"]), known["settings"])
+    if identity != known["provider"]:
+        return None
+    return BuildResult(provider=identity, changed=[], unlisted=known["count"], nothing_to_do=True)
 
 
 def _plan(ctx: Context, selected: list[Any]) -> Any:

@@ -7,12 +7,18 @@ from typing import Any
 from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_draft
-from imgbuild.verbs.common import Where, adopt, as_made, load, stat_cache
+from imgbuild.verbs.common import Where, adopt, as_made, load, lock_stamp, remember_noop, stat_cache, unchanged
 from imgbuild.verbs.results import CheckResult, Row
 
 
-def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
+def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> CheckResult:
+    """`rows=False` (nothing will list up-to-date files) lets the no-op snapshot answer."""
+    if not rows:
+        known = unchanged(where, "check")
+        if known is not None and (allow_drafts or not known["allow_drafts"]):
+            return CheckResult([], unlisted=known["count"])
     project, targets = load(where)
+    locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
     targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
@@ -32,7 +38,12 @@ def check(where: Where, *, allow_drafts: bool = False) -> CheckResult:
         entry = lock.outputs[orphan]
         rows.append(Row(str(entry.get("name", "")), orphan, "orphaned",
                         "in the lock but produced by no spec; run `imgbuild build` to prune it"))
-    return CheckResult(rows)
+    result = CheckResult(rows)
+    if result.exit_code == 0:
+        remember_noop(project, "check", lock, locked, {"allow_drafts": allow_drafts, "count": len(rows)},
+                      targets, stats)
+    return result
+
 
 
 def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: Any,

@@ -98,6 +98,34 @@ def project_folder(project: Project) -> str:
     return os.path.relpath(project.output_dir, project.root).replace(os.sep, "/")
 
 
+def unchanged(where: Where, kind: str) -> dict[str, Any] | None:
+    """What the no-op snapshot recorded for `kind` ("build" or "check") when nothing it depends
+    on changed since; None otherwise."""
+    from imgbuild.plan import snapshot
+
+    path = find_project_file(where.directory, where.file)
+    return snapshot.load(path, path.parent / STATE_DIR, kind)
+
+
+def lock_stamp(project: Project) -> Any:
+    from imgbuild.plan import snapshot
+
+    return snapshot.lock_stamp(project.lock_path)
+
+
+def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: dict[str, Any],
+                  targets: list[Target], stats: Any) -> None:
+    """After a run that found nothing to do: let the next identical one answer from a snapshot
+    (not while candidates wait for a pick: those runs report them)."""
+    if lock.pending or any(t.candidates > 1 for t in targets):
+        return
+    from imgbuild.plan import snapshot
+    from imgbuild.store import manifest
+
+    snapshot.save(project, kind, lock, locked, entry, manifest.wanted(project.settings, targets),
+                  stats.entries)
+
+
 def adopt(targets: list[Target], lock: Any) -> list[Any]:
     """Targets the lock holds candidates or a pick for stay candidate targets (plan.candidates)."""
     if not lock.pending and not any("picked_from" in e for e in lock.outputs.values()):

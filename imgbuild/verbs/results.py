@@ -99,6 +99,7 @@ class BuildResult:
     command: str = "build"
     remote: RemoteSummary | None = None
     shard: str | None = None
+    unlisted: int = 0  # up-to-date outputs counted but given no row (the no-op snapshot's answer)
     pending_fails: bool = False  # CI: leaving a target pending (no pick accepted) fails the build
 
     @property
@@ -111,7 +112,7 @@ class BuildResult:
     @property
     def counts(self) -> dict[str, int]:
         c = count(self.changed, "skipped", "derived")
-        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh)
+        c[UP_TO_DATE] += sum(len(s.target.outputs) for s in self.fresh) + self.unlisted
         return c
 
     @property
@@ -223,6 +224,11 @@ class PlanResult:
 class CheckResult:
     rows: list[Row]
     command: str = "check"
+    unlisted: int = 0  # up-to-date files counted but given no row (the no-op snapshot's answer)
+
+    @property
+    def files(self) -> int:
+        return len(self.rows) + self.unlisted
 
     @property
     def bad(self) -> list[Row]:
@@ -234,6 +240,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         counts = count(self.rows, "missing", "modified", "draft", "orphaned")
+        counts[UP_TO_DATE] += self.unlisted
         counts["stale"] = len(self.bad)
         return {"command": self.command, **counts, "targets": [r.to_dict() for r in sort_rows(self.rows)]}
 
