@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from imgbuild.spec.catalogue import InputRule
-from imgbuild.spec.types import Target
+from imgbuild.spec.types import Target, closure
 
 TARGET, FILE = "target", "file"
+
+__all__ = ["TARGET", "FILE", "closure", "find_cycle", "topological", "upstream", "input_problem"]
 
 
 def upstream(target: Target) -> list[str]:
@@ -66,19 +68,6 @@ def topological(targets: list[Target]) -> list[Target]:
         if t.name not in placed:
             place(t)
     return ordered
-
-
-def closure(chosen: list[Target], everything: list[Target]) -> list[Target]:
-    """`chosen` plus every target they read, directly or not (what `build TARGET` needs)."""
-    by_name = {t.name: t for t in everything}
-    want = {t.name for t in chosen}
-    todo = list(want)
-    while todo:
-        for dep in upstream(by_name[todo.pop()]):
-            if dep in by_name and dep not in want:
-                want.add(dep)
-                todo.append(dep)
-    return [t for t in everything if t.name in want]
 
 
 def image_format(data: bytes) -> str | None:

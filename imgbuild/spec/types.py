@@ -127,3 +127,20 @@ class Target:
         return f"{self.file}:{self.line}"
 
 
+
+
+def closure(chosen: list[Target], everything: list[Target]) -> list[Target]:
+    """`chosen` plus every target they read, directly or not, in `everything`'s order: what
+    `build TARGET` needs, as `make target`. (Here, not in spec/graph.py, so that selecting
+    targets costs no import.)"""
+    if not any(t.inputs for t in chosen):
+        return chosen
+    by_name = {t.name: t for t in everything}
+    want = {t.name for t in chosen}
+    todo = list(want)
+    while todo:
+        for item in by_name[todo.pop()].inputs:
+            if item.kind == "target" and item.ref in by_name and item.ref not in want:
+                want.add(item.ref)
+                todo.append(item.ref)
+    return [t for t in everything if t.name in want]
