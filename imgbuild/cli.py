@@ -299,6 +299,21 @@ def check(allow_drafts: bool, directory: str | None, project_file: str | None, j
 
 
 @cli.command(epilog=EXIT_CODES)
+@click.argument("patterns", nargs=-1)
+@click.option("--dot", is_flag=True, help="Graphviz DOT on stdout (e.g. | dot -Tsvg > graph.svg).")
+@_project_options
+@_output_options
+def graph(patterns: tuple[str, ...], dot: bool, directory: str | None, project_file: str | None,
+          json_mode: bool, verbose: int, quiet: int) -> int:
+    """Show which targets read which images (`inputs:`): a tree, --dot or --json. Offline."""
+    from imgbuild.verbs.graph import graph_of
+
+    where = _where(directory, project_file)
+    return _run("graph", (json_mode, verbose, quiet),
+                lambda sink: graph_of(where, patterns, style="dot" if dot else "text"), where)
+
+
+@cli.command(epilog=EXIT_CODES)
 @_project_options
 @_output_options
 def validate(directory: str | None, project_file: str | None, json_mode: bool, verbose: int,

@@ -88,7 +88,10 @@ class LimitExceeded(ImgbuildError):
         self.option = option
         self.limit = limit
         self.estimate = estimate
-        if option == "--max-images":
+        if option == "--budget" and estimate.get("price_unknown"):
+            text = (f"{option} cannot be checked: no {estimate['region']} price is known for "
+                    f"{', '.join(estimate['price_unknown'])}")
+        elif option == "--max-images":
             text = f"this build would generate {estimate['images']} image(s), more than {option} {limit}"
         else:
             text = f"this build would cost {estimate['total']:.2f} {estimate['currency']}, more than {option} {limit:g}"

@@ -476,6 +476,47 @@ def _render_validate(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     return [], f"imgbuild: {r.files} file(s), {r.targets} target(s): valid", False
 
 
+def _render_graph(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
+    if r.style == "dot":
+        return _graph_dot(r), "", False
+    children: dict[str, list[str]] = {}
+    for node in r.nodes:
+        for _, ref in node.inputs:
+            children.setdefault(ref, []).append(node.name)
+    roots = [*r.files, *(n.name for n in r.nodes if n.name in children and not n.inputs)]
+    lines: list[str] = []
+    for root in roots:
+        lines.append(root + ("  (file)" if root in r.files else ""))
+        _tree(root, children, "", lines, {root})
+    alone = [n.name for n in r.nodes if not n.inputs and n.name not in children]
+    if verbosity > 0:
+        lines += [f"{name}  (no inputs, read by none)" for name in alone]
+    edges = sum(len(n.inputs) for n in r.nodes)
+    return lines, (f"imgbuild: {len(r.nodes)} target(s), {edges} input edge(s), "
+                   f"{len(alone)} target(s) on their own"), False
+
+
+def _tree(node: str, children: dict[str, list[str]], indent: str, lines: list[str],
+          seen: set[str]) -> None:
+    kids = children.get(node, [])
+    for i, kid in enumerate(kids):
+        last = i == len(kids) - 1
+        lines.append(f"{indent}{'└── ' if last else '├── '}{kid}")
+        if kid not in seen:  # a diamond is drawn once per path; a cycle cannot get here
+            _tree(kid, children, indent + ("    " if last else "│   "), lines, seen | {kid})
+
+
+def _graph_dot(r: Any) -> list[str]:
+    def q(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph imgbuild {", "  rankdir=LR;", "  node [shape=box];"]
+    lines += [f"  {q(path)} [shape=note];" for path in r.files]
+    lines += [f"  {q(n.name)} [label={q(n.name)[:-1]}\\n{n.model}\"];" for n in r.nodes]
+    lines += [f"  {q(ref)} -> {q(n.name)};" for n in r.nodes for _, ref in n.inputs]
+    return lines + ["}"]
+
+
 def _plural(count: int, one: str, many: str | None = None) -> str:
     return one if count == 1 else (many or one + "s")
 
@@ -612,4 +653,4 @@ _DATA = {"html": _render_html, "init": _render_init, "cache info": _render_cache
 
 _RENDER = {"BuildResult": _render_build, "PlanResult": _render_plan, "CheckResult": _render_check,
            "ValidateResult": _render_validate, "CleanResult": _render_clean, "DataResult": _render_data,
-           "ReviewResult": _render_review, "PullResult": _render_pull, "PushResult": _render_push}
+           "ReviewResult": _render_review, "GraphResult": _render_graph, "PullResult": _render_pull, "PushResult": _render_push}

@@ -70,6 +70,20 @@ def messages_body(model: str, text: str = "a red fox in snow", **params: Any) ->
     }
 
 
+def _input_uri() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (384, 384), (10, 120, 200)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+_INPUT_URI = _input_uri()
+
+
 def legacy_body(model: str, prompt: str = "a flower shop", **params: Any) -> dict[str, Any]:
     return {"model": model, "input": {"prompt": prompt}, "parameters": params}
 
@@ -902,6 +916,9 @@ def test_the_clients_model_table_agrees_with_the_emulators() -> None:
                     params = {"size": model.default_size, "n": model.n_max, "seed": 1}
                     body = (legacy_body(model.name, **params) if path == C
                             else messages_body(model.name, **params))
+                    if model.max_inputs:  # an edit model: its most images, beside the text
+                        body["input"]["messages"][0]["content"][:0] = [
+                            {"image": _INPUT_URI}] * model.max_inputs
                     headers = None if catalogue.is_sync_endpoint(endpoint) else ASYNC
                     r = call(emu.base_url + path, body, headers=headers)
                     if region in model.regions:

@@ -17,8 +17,19 @@ CHANGED = {"model": "qwen-image-2.0", "prompt": "a blue bicycle", "negative_prom
 
 def test_every_field_of_a_request_but_the_call_mode_changes_pixels() -> None:
     names = {f.name for f in dataclasses.fields(Request)}
-    assert set(PIXEL_FIELDS) == names - {"call"}
+    # inputs are keyed only when present (so keys without inputs never moved: see
+    # test_inputs_change_the_key_only_when_present); images are the bytes, sent and never keyed
+    assert set(PIXEL_FIELDS) == names - {"call", "inputs", "images"}
     assert set(CHANGED) == set(PIXEL_FIELDS)
+
+
+def test_inputs_change_the_key_only_when_present() -> None:
+    with_input = dataclasses.replace(BASE, inputs=("hero@key:" + "a" * 64,))
+    assert generation_key("p", with_input) != generation_key("p", BASE)
+    assert generation_key("p", dataclasses.replace(with_input, inputs=("hero@key:" + "b" * 64,))) \
+        != generation_key("p", with_input)
+    assert generation_key("p", dataclasses.replace(BASE, images=("data:x",))) == generation_key("p", BASE)
+    assert "inputs" not in BASE.pixel_fields() and with_input.pixel_fields()["inputs"] == list(with_input.inputs)
 
 
 @pytest.mark.parametrize("field", PIXEL_FIELDS)

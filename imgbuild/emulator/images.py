@@ -26,6 +26,9 @@ class ImageSpec:
     height: int
     watermark: bool = False
     salt: str = ""  # EmulatorConfig.image_salt: other bytes for the same request (see faults)
+    # An edit model's first input image (encoded bytes): the result is that image, resized,
+    # tinted and labelled, so a test can see which input an edit read.
+    source: bytes | None = None
 
 
 def _colours(spec: ImageSpec) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -36,17 +39,27 @@ def _colours(spec: ImageSpec) -> tuple[tuple[int, int, int], tuple[int, int, int
     return (digest[0], digest[1], digest[2]), (digest[3], digest[4], digest[5])
 
 
+def _edited(spec: ImageSpec, tint: tuple[int, int, int]) -> Image.Image:
+    with Image.open(io.BytesIO(spec.source or b"")) as source:
+        base = source.convert("RGB").resize((spec.width, spec.height), Image.BILINEAR)
+    return Image.blend(base, Image.new("RGB", base.size, tint), 0.35)
+
+
 def render_png(spec: ImageSpec) -> bytes:
     top, bottom = _colours(spec)
-    mask = Image.linear_gradient("L").resize((16, 16))
-    small = Image.composite(
-        Image.new("RGB", (16, 16), bottom), Image.new("RGB", (16, 16), top), mask
-    )
-    img = small.resize((spec.width, spec.height), Image.BILINEAR)
+    if spec.source is not None:
+        img = _edited(spec, top)
+    else:
+        mask = Image.linear_gradient("L").resize((16, 16))
+        small = Image.composite(
+            Image.new("RGB", (16, 16), bottom), Image.new("RGB", (16, 16), top), mask
+        )
+        img = small.resize((spec.width, spec.height), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     ink = (255, 255, 255) if sum(top) < 384 else (0, 0, 0)
     lines = [
-        f"{spec.model}  seed {spec.seed}  #{spec.index}  {spec.width}*{spec.height}",
+        f"{spec.model}  seed {spec.seed}  #{spec.index}  {spec.width}*{spec.height}"
+        + ("  (edited)" if spec.source is not None else ""),
         *_wrap(spec.prompt, 80, 6),
     ]
     draw.multiline_text((16, 16), "\n".join(lines), fill=ink)

@@ -7,6 +7,8 @@ tests hold one against the other.
 
 from __future__ import annotations
 
+import base64
+import io
 import random
 import uuid
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ class GenRequest:
     seed: int
     prompt_extend: bool
     watermark: bool
+    images: tuple[bytes, ...] = ()  # an edit model's input images, decoded
 
     @property
     def image_prompt(self) -> str:
@@ -110,11 +113,12 @@ def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRe
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise bad("parameters must be a JSON object.")
+    images: tuple[bytes, ...] = ()
     if endpoint == LEGACY:
         prompt = _legacy_prompt(inp)
         negative = inp.get("negative_prompt", "")
     else:
-        prompt = _message_prompt(inp)
+        prompt, images = _message_content(inp, model)
         negative = params.get("negative_prompt", "")
     if negative is None:
         negative = ""
@@ -150,6 +154,7 @@ def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRe
         seed=seed,
         prompt_extend=prompt_extend,
         watermark=watermark,
+        images=images,
     )
 
 
@@ -158,6 +163,62 @@ def _legacy_prompt(inp: dict[str, Any]) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise bad("input.prompt must be a non-empty string.")
     return prompt
+
+
+def _message_content(inp: dict[str, Any], model: Model) -> tuple[str, tuple[bytes, ...]]:
+    """The one text item, and an edit model's `{"image": ...}` items beside it."""
+    if not model.max_images:
+        return _message_prompt(inp), ()
+    content = _content(inp)
+    images = [item for item in content if isinstance(item, dict) and "image" in item]
+    texts = [item for item in content if isinstance(item, dict) and "text" in item]
+    if len(texts) != 1 or len(images) + 1 != len(content):
+        raise bad('message content must hold {"image": ...} items and exactly one text item.')
+    if not 1 <= len(images) <= model.max_images:
+        raise bad(f"{model.name} accepts 1 to {model.max_images} input image(s); got {len(images)}.")
+    text = texts[0]["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise bad("The text prompt must be a non-empty string.")
+    return text, tuple(_input_image(item["image"]) for item in images)
+
+
+def _input_image(value: Any) -> bytes:
+    """A data URI's bytes, within the documented limits (URLs are not fetched here)."""
+    if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value:
+        raise bad("The emulator accepts input images as base64 data URIs only.")
+    mime, _, payload = value[5:].partition(";base64,")
+    if mime.lower() not in tables.EDIT_IMAGE_TYPES:
+        raise bad(f"Unsupported image format: {mime}.")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise bad("The input image is not valid base64.") from None
+    if len(data) > tables.EDIT_IMAGE_BYTES:
+        raise bad(f"The input image exceeds {tables.EDIT_IMAGE_BYTES // 2**20} MB.")
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is not an image
+        raise bad("The input image cannot be decoded.") from None
+    low, high = tables.EDIT_IMAGE_SIDES
+    if not (low <= width <= high and low <= height <= high):
+        raise bad(f"Input image sides must be between {low} and {high} pixels; got {width}*{height}.")
+    return data
+
+
+def _content(inp: dict[str, Any]) -> list[Any]:
+    messages = inp.get("messages")
+    if not isinstance(messages, list) or len(messages) != 1:
+        raise bad("input.messages must contain exactly one message.")
+    message = messages[0]
+    if not isinstance(message, dict) or message.get("role") != "user":
+        raise bad('The message role must be "user".')
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise bad('message content must be an array of {"text": ...} items.')
+    return content
 
 
 def _message_prompt(inp: dict[str, Any]) -> str:

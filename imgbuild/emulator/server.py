@@ -174,8 +174,19 @@ def _log_submission(
             "status": response.status,
             "code": ctx(request).error_code,
             "task_id": ctx(request).task_id,
+            "content": _content_kinds(body),
         }
     )
+
+
+def _content_kinds(body: Any) -> list[str]:
+    """The message's items as "text" / "image" (in order): where the input images went."""
+    try:
+        content = body["input"]["messages"][0]["content"]
+        return [("image" if "image" in item else "text" if "text" in item else "?")
+                for item in content if isinstance(item, dict)]
+    except (KeyError, IndexError, TypeError):
+        return []
 
 
 async def _reset_connection(request: web.Request) -> web.StreamResponse:

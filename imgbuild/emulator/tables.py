@@ -109,6 +109,16 @@ class Model:
     # `ImageSynthesis.sync_call` posts to endpoint C *without* the async header; the SDK says
     # only wan2.2-t2i-flash/plus support that [SDK image_synthesis.py; API §6].
     legacy_sync: bool = False
+    # Edit models: how many `{"image": ...}` items the message takes (0 = none: text only).
+    max_images: int = 0
+
+
+# Qwen-Image-Edit input images: JPG, JPEG, PNG, BMP, TIFF, WEBP or GIF; each side 384..3072
+# pixels; at most 10 MB [qwen-image-edit API reference, "Input image requirements"].
+EDIT_IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/bmp", "image/tiff",
+                    "image/webp", "image/gif")
+EDIT_IMAGE_SIDES = (384, 3072)
+EDIT_IMAGE_BYTES = 10 * 2**20
 
 
 _QWEN_SG_BJ = ("beijing", "singapore")  # the Qwen models' regions [API §6]
@@ -127,6 +137,12 @@ _WAN22 = {"beijing": Limit(2, 2), "singapore": Limit(2, 2)}
 def _qwen(name: str, endpoints: frozenset[str], size: SizeRule, default: str, n_max: int,
           regions: dict[str, Limit]) -> Model:
     return Model(name, "qwen", endpoints, size, default, n_max, 1, 800, regions)
+
+
+def _edit(name: str, n_max: int, max_images: int) -> Model:
+    # sync multimodal endpoint only; output about the input's aspect, 512*512..2048*2048 px
+    return Model(name, "qwen", _A, QWEN_FREE, "1024*1024", n_max, 1, 800, _QWEN_PLUS,
+                 max_images=max_images)
 
 
 def _wan(name: str, endpoints: frozenset[str], size: SizeRule, prompt_max: int,
@@ -168,6 +184,9 @@ _ALL = (
     _wan("wan2.1-t2i-plus", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
     _wan("wan2.1-t2i-turbo", _C, WAN_SIDES, 500, {"singapore": Limit(2, 2)}),
     _wan("wanx2.0-t2i-turbo", _C, WAN_SIDES, 800, {"beijing": Limit(2, 2)}),
+    # qwen-image-edit: one input image, n = 1; -plus: 1..3 images, n 1..6 [edit API reference]
+    _edit("qwen-image-edit", 1, 1),
+    _edit("qwen-image-edit-plus", 6, 3),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}

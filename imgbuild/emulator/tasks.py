@@ -34,7 +34,7 @@ def produce_slots(req: GenRequest, state: State, origin: str, *, task: bool = Fa
             continue
         spec = ImageSpec(req.model.name, req.image_prompt, req.seed + i, i,
                          max(1, req.width + int(dx)), max(1, req.height + int(dy)), req.watermark,
-                         state.config.image_salt)
+                         state.config.image_salt, req.images[0] if req.images else None)
         slots.append(Slot(i, url=state.store_image(spec, origin, task=task)))
     return slots
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from imgbuild._version import __version__
 from imgbuild.store.atomic import atomic_write_bytes, sha256_file
-from imgbuild.spec.types import Request, Target, Variant
+from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
-_FORMAT = f"2/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_FORMAT = f"3/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 _STAT_FORMAT = f"3/{__version__}"  # entries: [size, mtime_ns, inode, ctime_ns, sha256]
 
 
@@ -60,7 +60,8 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
         targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), t[3], t[4], t[5],
-                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9])
+                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
+                          tuple(Input(*i) for i in t[10]))
                    for t in doc["targets"]]
         if not _plausible(project_file, settings, targets):
             return None
@@ -103,7 +104,8 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
         "targets": [[t.name, t.request.to_dict(), list(t.outputs), t.file, t.line, t.seed_derived,
-                     [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates] for t in targets],
+                     [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
+                     [i.to_list() for i in t.inputs]] for t in targets],
     }
     _write_quietly(state_dir / PLAN_FILE, doc)
 

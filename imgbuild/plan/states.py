@@ -12,14 +12,16 @@ import hashlib
 import json
 import operator
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from imgbuild.store.atomic import sha256_file
 from imgbuild.store.lockfile import Lock, is_draft
-from imgbuild.spec.types import PIXEL_FIELDS, Request, Target
+from imgbuild.errors import ImgbuildError
+from imgbuild.spec import graph
+from imgbuild.spec.types import PIXEL_FIELDS, Input, Request, Target
 
 KEY_VERSION = "imgbuild-key-1"
 
@@ -42,8 +44,10 @@ _pixels = operator.attrgetter(*PIXEL_FIELDS)  # C-speed: 10k keys on every no-op
 def generation_key(provider: str, request: Request) -> str:
     """sha256 of a canonical JSON array: a fixed field order makes it canonical without
     sort_keys, and lets the C encoder do it (10k keys in ~30 ms)."""
-    canonical = json.dumps([KEY_VERSION, provider, *_pixels(request)], separators=(",", ":"),
-                           ensure_ascii=False)
+    doc = [KEY_VERSION, provider, *_pixels(request)]
+    if request.inputs:  # only then: targets without inputs keep the keys they always had
+        doc.append(list(request.inputs))
+    canonical = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -66,6 +70,24 @@ class Step:
     damage: dict[str, str] = field(default_factory=dict)  # output -> MISSING | MODIFIED
     locked: dict[str, str] = field(default_factory=dict)  # output -> sha256 the lock records
     candidate: int = 0  # 1-based candidate number of a pending target; 0 for an ordinary step
+    sources: list[Source] = field(default_factory=list)  # the images an edit reads
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image of a step. For a target input, `key` is the generation key of the
+    target it reads and the image is that target's first original from the cache (the bytes
+    the service made, not the output file with its metadata); for a file, `key` is the sha256
+    of its bytes. Both are known before anything runs, so a plan prices and keys a whole chain
+    at once, and `check` needs nothing but the files."""
+
+    kind: str  # graph.TARGET | graph.FILE
+    ref: str  # target name, or path relative to the project root
+    key: str
+
+    @property
+    def identity(self) -> str:
+        return f"{self.ref}@{'key' if self.kind == graph.TARGET else 'sha256'}:{self.key}"
 
 
 @dataclass
@@ -82,9 +104,16 @@ Hasher = Callable[[str], "str | None"]
 
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
               provider_draft: bool, cache: CacheView | None, force: bool = False,
-              hasher: Hasher = sha256_file) -> Plan:
-    steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
-             for t in targets if t.candidates == 1]
+              hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
+    """Steps, inputs before the targets that read them. `root` (the project root) is needed
+    only when a target reads a repository file."""
+    ordinary = [t for t in targets if t.candidates == 1]
+    if not any(t.inputs for t in ordinary):  # the common case: no graph, no reordering
+        steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+                 for t in ordinary]
+    else:
+        steps = _graph_steps(ordinary, lock, output_dir, provider, provider_draft, cache, force,
+                             hasher, root or output_dir)
     if len(steps) != len(targets):
         from imgbuild.plan.candidates import candidate_steps
 
@@ -99,6 +128,33 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
             del lock.outputs[other]
     orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans)
+
+
+def _graph_steps(targets: list[Target], lock: Lock, output_dir: Path, provider: str,
+                 provider_draft: bool, cache: CacheView | None, force: bool, hasher: Hasher,
+                 root: Path) -> list[Step]:
+    """Each target after its inputs, its request carrying their identities (so its key)."""
+    keys: dict[str, str] = {}
+    steps = []
+    for target in graph.topological(targets):
+        sources = [_source(i, keys, hasher, root) for i in target.inputs]
+        if sources:
+            request = replace(target.request, inputs=tuple(s.identity for s in sources))
+            target = replace(target, request=request)
+        step = _step(target, lock, output_dir, provider, provider_draft, cache, force, hasher)
+        step.sources = sources
+        keys[target.name] = step.key
+        steps.append(step)
+    return steps
+
+
+def _source(item: Input, keys: dict[str, str], hasher: Hasher, root: Path) -> Source:
+    if item.kind == graph.TARGET:
+        return Source(item.kind, item.ref, keys.get(item.ref, "unknown"))
+    digest = hasher(str(root / item.ref))
+    if digest is None:
+        raise ImgbuildError(f"input file {item.ref} is gone (it existed when the specs were read)")
+    return Source(item.kind, item.ref, digest)
 
 
 def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_draft: bool,
@@ -201,13 +257,22 @@ def explain_change(old: Any, new: Request) -> list[str]:
         before = old.get(name)
         if before == value:
             continue
-        if name in ("prompt", "negative_prompt") and isinstance(before, str):
+        if name == "inputs":
+            reasons += _input_changes(before, value)
+        elif name in ("prompt", "negative_prompt") and isinstance(before, str):
             reasons.append(f"{name}: {word_diff(before, str(value))}")
         else:
             reasons.append(f"{name}: {json.dumps(before)} -> {json.dumps(value)}")
     if not reasons:
         reasons.append("the key format changed (a newer imgbuild); the request itself is the same")
     return reasons
+
+
+def _input_changes(before: Any, now: list[str]) -> list[str]:
+    """`input hero changed` per input whose identity moved (see plan/graph.py for the form)."""
+    old = before if isinstance(before, list) else []
+    said = [f"input {i.split('@', 1)[0]} changed" for i in now if i not in old]
+    return said or ["inputs: the list of inputs changed"]
 
 
 def word_diff(old: str, new: str, context: int = 3) -> str:

@@ -9,10 +9,12 @@ fresh clone builds the same lockfile. Marked as drafts so `check` can insist on 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import re
 import textwrap
+from typing import Any
 
 from imgbuild.providers.base import Generation, Request
 
@@ -68,9 +70,29 @@ def draw(request: Request, key: str, index: int) -> bytes:
         pen.text((margin, y), line, font=small, fill=fg)
         y += unit + unit // 2
     pen.text((margin, h - margin - unit), "DRAFT · imgbuild placeholder", font=small, fill=fg)
+    _thumbnails(image, request.images, margin)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=6)
     return out.getvalue()
+
+
+def _thumbnails(image: Any, uris: tuple[str, ...], margin: int) -> None:
+    """An edit's draft shows what it reads: each input image as a thumbnail, bottom right."""
+    from PIL import Image
+
+    side = max(32, min(image.width, image.height) // 4)
+    x = image.width - margin
+    for uri in uris:
+        try:
+            data = base64.b64decode(uri.split(";base64,", 1)[1])
+            with Image.open(io.BytesIO(data)) as source:
+                thumb = source.convert("RGB")
+                thumb.thumbnail((side, side))
+        except (IndexError, ValueError, OSError):
+            continue  # a draft never fails on its inputs: the real request would say why
+        x -= thumb.width
+        image.paste(thumb, (x, image.height - margin - thumb.height))
+        x -= margin // 2
 
 
 def request_title(request: Request, index: int) -> str:

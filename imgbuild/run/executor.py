@@ -35,6 +35,7 @@ from imgbuild.errors import (
     Failure,
 )
 from imgbuild.plan.states import RESTORE, Step
+from imgbuild.run import inputs
 from imgbuild.providers.base import Generation, Provider, ProviderError, progress
 from imgbuild.store.originals import Cache, CacheWriteError
 from imgbuild.store.outputs import NotVouched, write_target
@@ -91,6 +92,7 @@ class Executor:
         # is in the local cache, so a target counts as built only after its upload was tried.
         self.on_stored = on_stored
         self.interrupted = False
+        self.root: Path | None = None  # the project root, where file inputs are read
         self._active: dict[asyncio.Task[Outcome], Step] = {}
         self._states: dict[int, str] = {}  # id(step) -> last reported state
         self._abandon = threading.Event()  # seen by the threads that write outputs
@@ -130,6 +132,9 @@ class Executor:
                    if step.action != RESTORE and self._states.get(id(step)) in (SUBMITTING, DOWNLOADING))
 
     async def run(self, steps: list[Step]) -> list[Outcome]:
+        """Steps come in dependency order (the plan's), so a step waiting on its inputs only
+        waits on steps some worker already took: no deadlock, whatever `jobs` is."""
+        board = inputs.Board(steps)
         queue: asyncio.Queue[Step] = asyncio.Queue()
         for step in steps:
             queue.put_nowait(step)
@@ -139,10 +144,14 @@ class Executor:
         async def worker() -> None:
             while not queue.empty():
                 step = queue.get_nowait()
-                if self.stop_reason is not None:
+                blocked = await board.wait(step) if step.sources else None
+                if blocked is not None:
+                    outcome = Outcome(step, SKIPPED, failure=blocked)
+                elif self.stop_reason is not None:
                     outcome = Outcome(step, SKIPPED, failure=self._not_started())
                 else:
                     outcome = await self._guarded(step)
+                board.finish(step, outcome.status)
                 outcomes.append(outcome)
                 self._emit(step, FINAL_STATE[outcome.status])
                 self.on_outcome(outcome)
@@ -183,6 +192,11 @@ class Executor:
         try:
             if step.action == RESTORE:
                 return await asyncio.to_thread(self._restore, step)
+            refused = await asyncio.to_thread(inputs.attach, step, self.cache, self.root)
+            if refused is not None:
+                if not self.keep_going:
+                    self.stop_reason = Failure(refused.code, f"{step.target.name} failed (use -k to keep going)")
+                return Outcome(step, FAILED, failure=refused)
             return await self._generate(step)
         except ProviderError as e:
             failure = e.failure(where=step.target.where)

@@ -68,6 +68,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
                         keep_going=ctx.options.keep_going, on_outcome=record, journal=journal,
                         limiter=limiter, on_stored=getattr(ctx, "on_stored", None),
                         on_event=lambda step, state: sink.event(step.target.name, step.target.outputs, state))
+    executor.root = project.root
     sink.start_progress([(s.target.name, s.target.request.n) for s in todo])
     try:
         stop = run_executor(executor, todo, sink, on_close=provider.close if provider else None)

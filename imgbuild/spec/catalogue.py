@@ -149,6 +149,27 @@ def _square(px: int) -> str:
 
 
 @dataclass(frozen=True)
+class InputRule:
+    """What an edit model accepts as an input image (checked before anything is paid)."""
+
+    formats: tuple[str, ...]  # PIL format names
+    min_side: int
+    max_side: int
+    max_bytes: int  # of the image as sent, before base64
+
+    def check(self, fmt: str | None, width: int, height: int, size: int) -> str | None:
+        """None when acceptable, else a sentence with the limit that is broken."""
+        if fmt not in self.formats:
+            return f"is {fmt or 'not an image'}; {', '.join(self.formats)} are accepted"
+        if not (self.min_side <= width <= self.max_side and self.min_side <= height <= self.max_side):
+            return (f"is {width}*{height}; each side must be between {self.min_side} and "
+                    f"{self.max_side} pixels")
+        if size > self.max_bytes:
+            return f"is {size:,} bytes; at most {self.max_bytes:,} are accepted"
+        return None
+
+
+@dataclass(frozen=True)
 class Model:
     name: str
     family: str  # "qwen-image" | "wan"
@@ -165,6 +186,9 @@ class Model:
     concurrency: int = 0  # documented concurrent tasks; 0 = not limited for sync calls
     snapshot_of: str | None = None
     notes: str = ""
+    # Edit models read images (`inputs:`); 0 = a text-to-image model, which takes none.
+    max_inputs: int = 0
+    input_rule: InputRule | None = None
 
     @property
     def default_call(self) -> str:
@@ -232,6 +256,21 @@ def _wan(name: str, endpoints: tuple[str, ...], rule: SizeRule, prompt_max: int,
     )
 
 
+# Qwen-Image-Edit (sync multimodal endpoint, `{"image": ...}` items beside the one text item):
+# input JPG/PNG/BMP/TIFF/WEBP/GIF, each side 384..3072 px, at most 10 MB.
+_EDIT_INPUT = InputRule(("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"), 384, 3072, 10 * 2**20)
+
+
+def _qwen_edit(name: str, n_max: int, max_inputs: int, price_bj: float, price_sg: float,
+               snapshot_of: str | None = None) -> Model:
+    return Model(
+        name, "qwen-image-edit", (SYNC,), _QWEN2, "1024*1024", _QWEN2_RECOMMENDED,
+        n_max=n_max, prompt_max=800, price={"beijing": price_bj, "singapore": price_sg},
+        rps=2, concurrency=2, snapshot_of=snapshot_of, max_inputs=max_inputs,
+        input_rule=_EDIT_INPUT,
+    )
+
+
 _ALL = (
     _qwen2("qwen-image-2.0-pro", 0.50, 0.550443),
     _qwen2("qwen-image-2.0-pro-2026-04-22", 0.50, 0.550443, "qwen-image-2.0-pro"),
@@ -265,6 +304,9 @@ _ALL = (
          concurrency=2, regions=("singapore",)),
     _wan("wanx2.0-t2i-turbo", (LEGACY,), _WAN_SIDE, 800, {"beijing": 0.04}, rps=2, concurrency=2,
          regions=("beijing",)),
+    # image editing (`inputs:`), last: the text-to-image models lead every list
+    _qwen_edit("qwen-image-edit", 1, 1, 0.30, 0.330266),
+    _qwen_edit("qwen-image-edit-plus", 6, 3, 0.20, 0.220177),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}
@@ -367,6 +409,17 @@ def request_problems(model: Model, prompt: str, negative_prompt: str, n: int,
     if call is not None and model.endpoint_for(call) is None:
         problems.append(("call", f"{model.name} has no {call} call mode (it supports: {', '.join(model.calls())})"))
     return problems
+
+
+def inputs_problem(model: Model, count: int) -> str | None:
+    """None when `model` takes `count` input images, else why not."""
+    if model.max_inputs == 0 and count:
+        edits = ", ".join(m.name for m in _ALL if m.max_inputs and m.snapshot_of is None)
+        return f"{model.name} makes images from text only and takes no inputs; edit models: {edits}"
+    if model.max_inputs and not 1 <= count <= model.max_inputs:
+        allowed = "1 image" if model.max_inputs == 1 else f"1 to {model.max_inputs} images"
+        return f"{model.name} edits {allowed}; `inputs:` has {count}"
+    return None
 
 
 def _parse_ratio(text: str) -> tuple[int, int] | None:

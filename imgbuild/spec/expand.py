@@ -14,17 +14,17 @@ import os
 import posixpath
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from imgbuild.spec import catalogue as models
-from imgbuild.spec import yamlio
+from imgbuild.spec import graph, yamlio
 from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, plan_variants
 from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
 from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox
-from imgbuild.spec.types import Request, Target, Variant
+from imgbuild.spec.types import Input, Request, Target, Variant
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -164,6 +164,8 @@ class _Expander:
         self.renderer = _Renderer(project)
         self.targets: list[Target] = []
         self.names: dict[str, str] = {}  # name -> where first defined
+        # (index in targets, file, spec path, label, [(item index, rendered item)]): `inputs:`
+        self.links: list[tuple[int, SpecFile, list[Any], str, list[tuple[int, str]], Any]] = []
         self.paths: dict[str, str] = {}  # output -> "name (file:line)"
         self._lines: dict[tuple[str, int], int] = {}
         settings = project.settings
@@ -213,7 +215,61 @@ class _Expander:
                         **({} if is_main else dict(file.data.get("defaults", {})))}
             for i, spec in enumerate(file.data.get("images", [])):
                 self.expand_spec(file, i, spec, file_vars, defaults)
+        self.link()
         return self.targets
+
+    def link(self) -> None:
+        """Resolve each rendered input to a target or a repository file; refuse cycles."""
+        where: dict[str, tuple[SpecFile, list[Any], str]] = {}
+        for index, file, base, label, items, model in self.links:
+            inputs = [self.resolve_input(file, base + ["inputs", j], f"{label}.inputs[{j}]", text,
+                                         model) for j, text in items]
+            if all(inputs):
+                target = self.targets[index]
+                self.targets[index] = replace(target, inputs=tuple(i for i in inputs if i))
+                where[target.name] = (file, base, label)
+        cycle = graph.find_cycle(self.targets)
+        if cycle is not None:
+            file, base, label = where[cycle[0]]
+            self.problem(file, base + ["inputs"], "inputs form a cycle: " + " -> ".join(cycle),
+                         where=f"{label}.inputs")
+
+    def resolve_input(self, file: SpecFile, path: list[Any], label: str, text: str,
+                      model: Any) -> Input | None:
+        if text in self.names:
+            upstream = next((t for t in self.targets if t.name == text), None)
+            rule = model.input_rule
+            why = (rule.check("PNG", upstream.request.width, upstream.request.height, 0)
+                   if rule is not None and upstream is not None else None)
+            if why:  # its size is known now; its bytes are checked again before sending
+                self.problem(file, path, f"input '{text}' {why} by {model.name}", where=label)
+                return None
+            return Input(graph.TARGET, text)
+        root = self.project.root.resolve()
+        candidate = (root / text).resolve()
+        if not candidate.is_relative_to(root):
+            self.problem(file, path, f"input '{text}' is outside the project: an input is a target "
+                         "or a file under the folder of imgbuild.yaml", where=label)
+            return None
+        if candidate.is_file():
+            # the edit model's limits, before anything is paid (a file too large is refused
+            # with the limit: imgbuild never re-encodes a repository file behind your back)
+            rule = model.input_rule
+            too_big = rule is not None and candidate.stat().st_size > rule.max_bytes
+            data = b"" if too_big else candidate.read_bytes()
+            # an input shapes the plan like a partial: the plan cache, the no-op snapshot and
+            # `watch` see it change through this record
+            self.project.read_files[str(candidate)] = hashlib.sha256(data).hexdigest()
+            why = (f"is {candidate.stat().st_size:,} bytes; at most {rule.max_bytes:,} are accepted"
+                   if too_big else graph.input_problem(rule, data) if rule else None)
+            if why:
+                self.problem(file, path, f"input '{text}' {why} by {model.name}", where=label)
+                return None
+            return Input(graph.FILE, candidate.relative_to(root).as_posix())
+        hint = difflib.get_close_matches(text, list(self.names), n=1)
+        self.problem(file, path, f"input '{text}' is neither a target nor a file of the project"
+                     + (f" (did you mean '{hint[0]}'?)" if hint else ""), where=label)
+        return None
 
     def expand_spec(self, file: SpecFile, i: int, spec: Any, file_vars: dict[str, Any],
                     defaults: dict[str, Any]) -> None:
@@ -338,6 +394,7 @@ class _Expander:
         )
         self.targets.append(Target(name, request, outputs, file.display, line,
                                    spec.get("seed") is None, variants, alt, notes, candidates))
+        self.pending_inputs(file, base, spec, context, label, model)
 
     def request_problems(self, model: models.Model, spec: Any, prompt: str, negative: str, n: int,
                          call: str | None, candidates: int) -> list[tuple[str, str]]:
@@ -350,7 +407,27 @@ class _Expander:
         if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
             problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
                                            "use candidates to choose one image, or n for several outputs"))
+        if candidates > 1 and spec.get("inputs"):  # a pick's key could not be read by dependants yet
+            problems.append(("candidates", "candidates and inputs together are not supported yet"))
         return problems
+
+    def pending_inputs(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
+                       label: str, model: Any) -> None:
+        """Render `inputs:`; they are resolved once every target's name is known (`link`)."""
+        items = spec.get("inputs") or []
+        why = models.inputs_problem(model, len(items))
+        if why:
+            path = base + ["inputs"] if "inputs" in spec else base + ["model"] if "model" in spec else base
+            self.problem(file, path, why, where=f"{label}.inputs")
+            return
+        rendered = []
+        for j, item in enumerate(items):
+            text = self.render_field(file, base + ["inputs", j], spec, "inputs", str(item), context,
+                                     f"{label}.inputs[{j}]")
+            if text is not None:
+                rendered.append((j, text.strip()))
+        if rendered:
+            self.links.append((len(self.targets) - 1, file, base, label, rendered, model))
 
     def claim_name(self, file: SpecFile, base: list[Any], spec: Any,
                    context: dict[str, Any]) -> tuple[str, int] | None:

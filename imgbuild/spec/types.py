@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DERIVE_VERSION = "imgbuild-derive-1"
@@ -32,6 +32,12 @@ class Request:
     prompt_extend: bool
     watermark: bool
     call: str | None = None  # "sync" | "async" | None (model default); never changes pixels
+    # What each input image is, one identity string per input (set by the plan, see
+    # plan/graph.py): part of the key when present, so an edit follows its inputs.
+    inputs: tuple[str, ...] = ()
+    # The input images themselves, as data URIs, attached by the executor just before the
+    # provider call: never hashed, cached or serialised.
+    images: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def width(self) -> int:
@@ -42,11 +48,17 @@ class Request:
         return int(self.size.split("*")[1])
 
     def pixel_fields(self) -> dict[str, object]:
-        """Everything that changes the pixels: this is what the generation key hashes."""
-        return {name: getattr(self, name) for name in PIXEL_FIELDS}
+        """Everything that changes the pixels: this is what the generation key hashes.
+        `inputs` only when there are some, so targets without inputs keep their keys."""
+        fields_ = {name: getattr(self, name) for name in PIXEL_FIELDS}
+        if self.inputs:
+            fields_["inputs"] = list(self.inputs)
+        return fields_
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {name: getattr(self, name) for name in _REQUEST_FIELDS}
+        data["inputs"] = list(self.inputs)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Request:
@@ -54,10 +66,22 @@ class Request:
         unknown = data.keys() - _REQUEST_FIELDS
         if unknown:
             raise KeyError(f"unknown Request field(s): {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{**data, "inputs": tuple(data.get("inputs", ()))})
 
 
-_REQUEST_FIELDS = frozenset(f.name for f in fields(Request))
+_REQUEST_FIELDS = frozenset(f.name for f in fields(Request)) - {"images"}
+
+
+@dataclass(frozen=True)
+class Input:
+    """One `inputs:` item after rendering: another target's first output, or a file of the
+    repository (a posix path relative to the project root)."""
+
+    kind: str  # "target" | "file"
+    ref: str  # target name, or path
+
+    def to_list(self) -> list[str]:
+        return [self.kind, self.ref]
 
 
 @dataclass(frozen=True)
@@ -96,9 +120,27 @@ class Target:
     alt: str | None = None
     notes: tuple[str, ...] = ()  # e.g. widths capped to avoid upscaling
     candidates: int = 1  # > 1: k originals to pick from; the output waits for `imgbuild accept`
+    inputs: tuple[Input, ...] = ()  # images an edit model reads (see spec/graph.py)
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
 
+
+
+def closure(chosen: list[Target], everything: list[Target]) -> list[Target]:
+    """`chosen` plus every target they read, directly or not, in `everything`'s order: what
+    `build TARGET` needs, as `make target`. (Here, not in spec/graph.py, so that selecting
+    targets costs no import.)"""
+    if not any(t.inputs for t in chosen):
+        return chosen
+    by_name = {t.name: t for t in everything}
+    want = {t.name for t in chosen}
+    todo = list(want)
+    while todo:
+        for item in by_name[todo.pop()].inputs:
+            if item.kind == "target" and item.ref in by_name and item.ref not in want:
+                want.add(item.ref)
+                todo.append(item.ref)
+    return [t for t in everything if t.name in want]

@@ -143,7 +143,7 @@ def _plan(ctx: Context, selected: list[Any]) -> Any:
     def planned() -> Any:
         return make_plan(selected, ctx.lock, ctx.project.output_dir, provider=ctx.identity,
                          provider_draft=ctx.choice.name == "placeholder", cache=ctx.cache,
-                         force=ctx.options.force, hasher=ctx.stats.sha256)
+                         force=ctx.options.force, hasher=ctx.stats.sha256, root=ctx.project.root)
 
     plan = planned()
     if ctx.link is not None and any(s.action == GENERATE for s in plan.steps):

@@ -23,7 +23,7 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
     targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
-                     cache=None, hasher=stats.sha256)
+                     cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
     for step in plan.steps:
         if step.candidate > 1:

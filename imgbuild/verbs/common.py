@@ -9,7 +9,7 @@ from typing import Any
 
 from imgbuild.errors import UsageError
 from imgbuild.spec.project import STATE_DIR, Project, find_project_file, load_project
-from imgbuild.spec.types import Target
+from imgbuild.spec.types import Target, closure
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
         hints = {p: difflib.get_close_matches(p, names, n=1) for p in sorted(unmatched)}
         text = "; ".join(f"'{p}'" + (f" (did you mean '{h[0]}'?)" if h else "") for p, h in hints.items())
         raise UsageError(f"no target matches {text}")
-    return chosen
+    return closure(chosen, targets)  # as `make target`: a target comes with what it reads
 
 
 def stat_cache(project: Project) -> Any:

@@ -55,7 +55,7 @@ def _pull(where: Where, sink: Any, jobs: int | None, remote_required: bool) -> P
 def _plan(ctx: Any, targets: list[Any]) -> Any:
     def planned() -> Any:
         return make_plan(targets, ctx.lock, ctx.project.output_dir, provider="placeholder",
-                         provider_draft=True, cache=ctx.cache, hasher=ctx.stats.sha256)
+                         provider_draft=True, cache=ctx.cache, hasher=ctx.stats.sha256, root=ctx.project.root)
 
     plan = planned()
     damaged = [s for s in plan.steps if s.action == GENERATE and s.state in (MISSING, MODIFIED)]

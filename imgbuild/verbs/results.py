@@ -280,6 +280,35 @@ class CheckResult:
 
 
 @dataclass
+class GraphNode:
+    name: str
+    model: str
+    outputs: list[str]
+    inputs: list[tuple[str, str]]  # (kind, ref): "target" + name, or "file" + path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "outputs": self.outputs,
+                "inputs": [{"kind": k, "ref": r} for k, r in self.inputs]}
+
+
+@dataclass
+class GraphResult:
+    nodes: list[GraphNode]  # inputs first
+    style: str = "text"  # text | dot
+    command: str = "graph"
+    exit_code: int = EXIT_OK
+
+    @property
+    def files(self) -> list[str]:
+        return sorted({r for n in self.nodes for k, r in n.inputs if k == "file"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "targets": [n.to_dict() for n in self.nodes],
+                "files": self.files,
+                "edges": [{"from": r, "to": n.name, "kind": k} for n in self.nodes for k, r in n.inputs]}
+
+
+@dataclass
 class ValidateResult:
     files: int
     targets: int

@@ -41,7 +41,11 @@ def build_body(req: Request, endpoint: str) -> dict[str, Any]:
         if req.negative_prompt:
             inp["negative_prompt"] = req.negative_prompt
     else:
-        inp = {"messages": [{"role": "user", "content": [{"text": req.prompt}]}]}
+        # an edit model's input images come first, as `{"image": data URI}` items, beside
+        # the one text item (§3)
+        content: list[dict[str, str]] = [{"image": uri} for uri in req.images]
+        content.append({"text": req.prompt})
+        inp = {"messages": [{"role": "user", "content": content}]}
         if req.negative_prompt:
             params["negative_prompt"] = req.negative_prompt
     return {"model": req.model, "input": inp, "parameters": params}
