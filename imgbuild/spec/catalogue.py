@@ -258,6 +258,9 @@ def _wan(name: str, endpoints: tuple[str, ...], rule: SizeRule, prompt_max: int,
 
 # Qwen-Image-Edit (sync multimodal endpoint, `{"image": ...}` items beside the one text item):
 # input JPG/PNG/BMP/TIFF/WEBP/GIF, each side 384..3072 px, at most 10 MB.
+# UNVERIFIED: the endpoint and the message shape are in the API notes (§2, §3); these input
+# limits, the n ranges and the prices below are not (no stored page covers the edit models).
+# Check them against the Model Studio qwen-image-edit reference before trusting an estimate.
 _EDIT_INPUT = InputRule(("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"), 384, 3072, 10 * 2**20)
 
 
@@ -304,7 +307,8 @@ _ALL = (
          concurrency=2, regions=("singapore",)),
     _wan("wanx2.0-t2i-turbo", (LEGACY,), _WAN_SIDE, 800, {"beijing": 0.04}, rps=2, concurrency=2,
          regions=("beijing",)),
-    # image editing (`inputs:`), last: the text-to-image models lead every list
+    # image editing (`inputs:`), last: the text-to-image models lead every list.
+    # Prices UNVERIFIED (see _EDIT_INPUT): plan shows them, but they are not from the docs.
     _qwen_edit("qwen-image-edit", 1, 1, 0.30, 0.330266),
     _qwen_edit("qwen-image-edit-plus", 6, 3, 0.20, 0.220177),
 )
