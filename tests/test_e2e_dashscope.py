@@ -280,7 +280,8 @@ def test_invalid_api_key_stops_the_build_at_once_even_with_keep_going(
     assert r.code == 1, r
     assert "InvalidApiKey" in r.out and "Invalid API-key provided" in r.out, r
     assert "not started: InvalidApiKey" in r.out
-    assert "0 built" in r.out and "not started" in r.out.splitlines()[-2]
+    assert "0 images built" in r.out and "not started" in r.out.splitlines()[-2]
+    assert "derived files up to date" not in r.out  # none: their originals were never made
     assert r.out.splitlines()[-1].startswith("imgbuild: stopped early: InvalidApiKey: Invalid API-key provided")
     assert "(check DASHSCOPE_API_KEY: API keys are per region, and this project uses beijing" in r.out
     assert len(posts(emu)) <= 2  # at most the requests already in flight

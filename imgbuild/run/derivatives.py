@@ -108,16 +108,19 @@ def _write(step: VariantStep, original: bytes, lock: Lock, output_dir: Path) -> 
     return entry
 
 
-def derive_fresh(ctx: Any, targets: list[Any], jobs: int) -> list[VariantOutcome]:
-    """Derive every stale variant whose original is fresh; progress goes to `ctx.sink`."""
+def derive_fresh(ctx: Any, targets: list[Any], jobs: int) -> tuple[list[VariantOutcome], int]:
+    """Derive every stale variant whose original is fresh; progress goes to `ctx.sink`.
+    Returns the outcomes and how many variants were already up to date (those waiting for an
+    original that failed or was not built are neither)."""
     from imgbuild.plan import derivatives as plan
     from imgbuild.store.atomic import sweep_temp_files
 
     output_dir = ctx.project.output_dir
     steps = plan.plan_variants(targets, ctx.lock, output_dir, ctx.stats.sha256)
+    fresh = sum(1 for s in steps if s.state == plan.UP_TO_DATE)
     todo = [s for s in steps if s.state not in (plan.UP_TO_DATE, plan.WAITING)]
     if not todo:
-        return []
+        return [], fresh
     sweep_temp_files({(output_dir / s.variant.output).parent for s in todo})
     done: list[VariantOutcome] = []
 
@@ -129,4 +132,4 @@ def derive_fresh(ctx: Any, targets: list[Any], jobs: int) -> list[VariantOutcome
         ctx.sink.variant_progress(len(done), len(todo), status, outcome.step, outcome.error)
 
     run(todo, ctx.lock, output_dir, ctx.cache, jobs, record)
-    return done
+    return done, fresh

@@ -20,6 +20,7 @@ class Run:
     outcomes: list[Any] = field(default_factory=list)  # run.executor.Outcome
     derived: list[Any] = field(default_factory=list)  # run.derivatives.VariantOutcome
     interruption: Any = None  # verbs.results.Interruption
+    derived_fresh: int = 0  # variants already up to date (not counting those still waiting)
 
 
 def sweep(project: Any, targets: Iterable[Any]) -> None:
@@ -110,7 +111,8 @@ def derive(ctx: Any, targets: list[Any], run: Run) -> None:
         return  # most projects: skip importing the derivation stack at all
     from imgbuild.run import derivatives
 
-    run.derived.extend(derivatives.derive_fresh(ctx, targets, ctx.options.jobs or DEFAULT_JOBS))
+    done, run.derived_fresh = derivatives.derive_fresh(ctx, targets, ctx.options.jobs or DEFAULT_JOBS)
+    run.derived.extend(done)
 
 
 def write_manifest(project: Any, targets: list[Any], lock: Any) -> None:

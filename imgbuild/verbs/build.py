@@ -192,8 +192,8 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     result.changed.extend(pending_rows(plan.steps))
     result.nothing_to_do = result.nothing_to_do and not any(r.status == PENDING for r in result.changed)
     result.pending_fails = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    if run.interruption is None:  # derivation ran over every selected target
-        result.derived_files = sum(len(t.variants) for t in selected)
+    if run.interruption is None:  # derivation ran: the fresh ones and the ones it touched
+        result.derived_files = run.derived_fresh + len(run.derived)
     return result
 
 
