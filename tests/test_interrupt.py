@@ -63,10 +63,10 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def start_build(root: Path) -> subprocess.Popen[bytes]:
+def start_build(root: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "IMGBUILD_PROVIDER"}
     return subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope",
-                             "-j", "8", "-C", str(root)],
+                             "-j", "8", *extra, "-C", str(root)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -181,17 +181,10 @@ def test_two_ctrl_c_exit_at_once_with_nothing_half_written(root: Path, emu: Emul
     assert len(journal(root)) >= 1  # the running tasks are still known
 
 
-def start_json_build(root: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "IMGBUILD_PROVIDER"}
-    return subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "--provider", "dashscope",
-                             "-j", "8", "--json", "-C", str(root)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def test_one_ctrl_c_waits_for_paid_sync_calls_longer_than_the_grace(root: Path, emu: Emulator) -> None:
     """Sync calls of 7 s (the grace is 5 s): cutting them off would pay for them again."""
     emu.configure(sync_latency=7.0)
-    proc = start_json_build(root)
+    proc = start_build(root, "--json")
     try:
         wait_for(lambda: sync_in_flight(emu) >= 1, 20, "a sync call in flight")
     finally:
@@ -208,7 +201,7 @@ def test_one_ctrl_c_waits_for_paid_sync_calls_longer_than_the_grace(root: Path, 
 
 def test_two_ctrl_c_count_the_paid_requests_they_abandon(root: Path, emu: Emulator) -> None:
     emu.configure(sync_latency=5.0)
-    proc = start_json_build(root)
+    proc = start_build(root, "--json")
     try:
         wait_for(lambda: sync_in_flight(emu) >= 1, 20, "a sync call in flight")
         proc.send_signal(signal.SIGINT)
