@@ -12,7 +12,7 @@ from helpers import run
 from imgbuild.errors import ImgbuildError, SpecError, UsageError
 
 HEAVY = ("yaml", "jinja2", "jsonschema", "aiohttp", "diskcache", "PIL", "click", "imgbuild.api",
-         "imgbuild.commands")
+         "imgbuild.verbs")
 
 
 def test_import_is_light_and_the_api_lazy() -> None:
