@@ -4,9 +4,12 @@ plan and the build walk targets in the order they give."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from imgbuild.spec.catalogue import InputRule
 from imgbuild.spec.types import Target, closure
+
+if TYPE_CHECKING:  # the model table is not needed to order or check a graph at start-up
+    from imgbuild.spec.catalogue import InputRule
 
 TARGET, FILE = "target", "file"
 

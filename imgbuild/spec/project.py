@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from imgbuild.spec import yamlio
 from imgbuild.errors import Problem, SpecError, UsageError
+
+# spec.yamlio (and PyYAML) is imported by the functions that parse: finding the project file and
+# the Project record are on the start-up path of every verb, a no-op `check` included.
 
 PROJECT_FILE = "imgbuild.yaml"
 LOCK_FILE = "imgbuild.lock"
@@ -167,6 +169,8 @@ def load_project(path: Path) -> Project:
 
 def _load_document(path: Path, kind: str, problems: list[Problem],
                    read: dict[str, str]) -> SpecFile | None:
+    from imgbuild.spec import yamlio
+
     display = display_path(path)
     try:
         data = yamlio.load_file(path, display, read)
@@ -184,6 +188,8 @@ def _load_document(path: Path, kind: str, problems: list[Problem],
 
 
 def _included_paths(project: Project, problems: list[Problem]) -> list[Path]:
+    from imgbuild.spec import yamlio
+
     settings = project.settings
     paths: set[Path] = set()
     for i, pattern in enumerate(settings.get("include", [])):
@@ -210,6 +216,8 @@ def _included_paths(project: Project, problems: list[Problem]) -> list[Path]:
 def _check_folders(project: Project, problems: list[Problem]) -> None:
     """output_dir is written (and cleaned): a folder strictly inside the project, holding
     neither the project file nor a git repository. templates_dir is read: inside the repository."""
+    from imgbuild.spec import yamlio
+
     settings = project.settings
     display = project.display(project.file)
     for name, default in (("output_dir", "generated"), ("templates_dir", "templates")):
@@ -284,6 +292,8 @@ def _kind_of(value: Any) -> str:
 
 
 def _to_problem(display: str, data: Any, err: Any) -> list[Problem]:
+    from imgbuild.spec import yamlio
+
     path = list(err.absolute_path)
     where = describe_path(data, path)
 
