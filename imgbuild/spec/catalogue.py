@@ -160,6 +160,7 @@ class InputRule:
     min_side: int
     max_side: int
     max_bytes: int  # of the image as sent, before base64
+    max_aspect: float = 0.0  # longer side / shorter side at most this; 0 = any aspect
 
     def check(self, fmt: str | None, width: int, height: int, size: int) -> str | None:
         """None when acceptable, else a sentence with the limit that is broken."""
@@ -170,6 +171,9 @@ class InputRule:
                     f"{self.max_side} pixels")
         if size > self.max_bytes:
             return f"is {size:,} bytes; at most {self.max_bytes:,} are accepted"
+        if self.max_aspect and max(width / height, height / width) > self.max_aspect:
+            return (f"is {width}*{height}; its aspect ratio must be between "
+                    f"1:{self.max_aspect:g} and {self.max_aspect:g}:1")
         return None
 
 
@@ -272,10 +276,10 @@ _EDIT_INPUT = InputRule(("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"), 384, 3072
 # Wan editing [the Model Studio guide "图像编辑 - 万相2.7/2.6/2.5" (stored copy), table 输入图像规格;
 # docs.qwencloud.com wan26-image-gen-edit and wan25-general-image-editing]: JPEG, JPG, PNG
 # without an alpha channel (not checked here), BMP, WEBP; at most 10 MB; wan2.6-image: sides
-# 240..8000 px, 1..4 images in editing mode; wan2.5-i2i-preview: sides 384..5000 px, aspect
-# within 1:4..4:1 (not checked here either), 1..3 images.
+# 240..8000 px, any aspect, 1..4 images in editing mode; wan2.5-i2i-preview: sides 384..5000
+# px, aspect within 1:4..4:1, 1..3 images.
 _WAN26_INPUT = InputRule(("JPEG", "PNG", "BMP", "WEBP"), 240, 8000, 10 * 2**20)
-_WAN25_INPUT = InputRule(("JPEG", "PNG", "BMP", "WEBP"), 384, 5000, 10 * 2**20)
+_WAN25_INPUT = InputRule(("JPEG", "PNG", "BMP", "WEBP"), 384, 5000, 10 * 2**20, max_aspect=4.0)
 # Output sizes [same guide, 设置输出图像分辨率]: wan2.6-image takes W*H with total pixels in
 # [768*768, 2048*2048] and aspect 1:4..4:1, answering "the multiple of 16 near" the request
 # (or a "1K"/"2K" tier following the last input's aspect, which imgbuild never sends: it always
