@@ -272,3 +272,22 @@ def test_an_input_file_over_a_wan_models_limits_is_refused_with_the_limit(
     r = run(capsys, "validate", "-C", str(tmp_path))
     assert r.code == 2
     assert f"images[poster].inputs[0]: input 'brand/logo.png' {why} by wan2.5-i2i-preview" in r.err
+
+
+def test_an_edit_gets_its_web_derivatives_and_check_agrees(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The variants of an edit follow the original the lock records (its key holds its input
+    identities, which only the plan computes): they are derived in the build that makes it, not
+    left waiting for ever."""
+    _edit(project, "    inputs: [brand/logo.png]\n",
+          "    inputs: [brand/logo.png]\n    formats: [webp]\n    widths: [200]\n")
+    r = run(capsys, "build", "-C", str(project))
+    assert r.code == 0, r.err
+    assert (project / "generated" / "poster-200.webp").is_file()
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 0
+    # the logo changes: the poster and its variant are stale; rebuilt, they are fresh again
+    (project / "brand" / "logo.png").write_bytes(_png((20, 200, 20)))
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 1
+    r = run(capsys, "build", "-C", str(project))
+    assert "poster-200.webp" in r.err + r.out
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 0
