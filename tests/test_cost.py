@@ -18,8 +18,13 @@ def test_plan_prices_images_per_model(site: Path, capsys: pytest.CaptureFixture[
     assert cost["by_model"]["qwen-image-edit-plus"]["images"] == 1
     assert cost["by_model"]["wan2.6-image"]["images"] == 1
     assert cost["total"] == pytest.approx(2.2)
+    # the edit models' prices are from no official price page: the plan says so beside them
+    assert cost["by_model"]["qwen-image-edit-plus"]["price_unverified"] is True
+    assert cost["by_model"]["wan2.6-image"]["price_unverified"] is True
     text = run(capsys, "plan", "-C", str(site))
     assert "total: 11 image(s), 2.20 CNY (beijing prices)" in text.out
+    assert "  wan2.6-image: 1 × 0.2 = 0.20 CNY (price unverified)\n" in text.out
+    assert "  qwen-image-plus: 8 × 0.2 = 1.60 CNY\n" in text.out
 
 
 def test_region_changes_prices(site: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -197,6 +197,8 @@ class Model:
     # Edit models read images (`inputs:`); 0 = a text-to-image model, which takes none.
     max_inputs: int = 0
     input_rule: InputRule | None = None
+    # The price is not from an official price page (the plan says so beside it).
+    price_unverified: bool = False
 
     @property
     def default_call(self) -> str:
@@ -296,7 +298,7 @@ def _qwen_edit(name: str, n_max: int, max_inputs: int, price_bj: float, price_sg
         name, "qwen-image-edit", (SYNC,), _QWEN2, "1024*1024", _QWEN2_RECOMMENDED,
         n_max=n_max, prompt_max=800, price={"beijing": price_bj, "singapore": price_sg},
         rps=2, concurrency=2, snapshot_of=snapshot_of, max_inputs=max_inputs,
-        input_rule=_EDIT_INPUT,
+        input_rule=_EDIT_INPUT, price_unverified=True,
         notes="input limits and price unverified (third-party copies of the reference only)",
     )
 
@@ -316,6 +318,7 @@ def _wan_edit(name: str, endpoints: tuple[str, ...], rule: SizeRule, max_inputs:
         price={r: p for r, p in (("beijing", 0.20), ("singapore", 0.220177), ("virginia", 0.20))
                if r in regions},
         regions=regions, rps=5, concurrency=5, max_inputs=max_inputs, input_rule=input_rule,
+        price_unverified=True,
         notes="price, rate limits and server default n unverified",
     )
 
