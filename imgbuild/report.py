@@ -293,7 +293,8 @@ def describe_cost(est: dict[str, Any]) -> list[str]:
         if row["unit_price"] is None:  # no price in this region's table: never a borrowed one
             lines.append(f"  {model}: {row['images']} × price unknown in {est['region']}")
         else:
-            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}")
+            lines.append(f"  {model}: {row['images']} × {row['unit_price']:.4g} = {row['cost']:.2f} {est['currency']}"
+                         + (" (price unverified)" if row.get("price_unverified") else ""))
     unknown = est.get("price_unknown") or []
     tail = f", plus {', '.join(unknown)} at a price unknown here" if unknown else ""
     lines.append(f"  total: {est['images']} image(s), {est['total']:.2f} {est['currency']} "

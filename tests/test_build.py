@@ -28,12 +28,15 @@ def test_first_build_writes_every_output_at_its_exact_size(site: Path, capsys: p
     r = run(capsys, "build", "-C", str(site), "--json")
     assert r.code == 0, r
     summary = r.json
-    assert summary["built"] == 8 and summary["failed"] == 0 and summary["provider"] == "placeholder"
-    assert summary["provider_calls"] == 8
+    assert summary["built"] == 11 and summary["failed"] == 0 and summary["provider"] == "placeholder"
+    assert summary["provider_calls"] == 11
     expected = {
         "hero.png": (1664, 928, "PNG"),  # 16:9 for qwen-image-plus
         "posters/cupping-night.jpg": (1104, 1472, "JPEG"),  # 3:4 for wan2.6-t2i
         "products/ethiopia-guji-kraft-paper.webp": (1328, 1328, "WEBP"),
+        "brand/logo.png": (1328, 1328, "PNG"),  # 1:1 for qwen-image-plus
+        "brand/poster.png": (1104, 1472, "PNG"),  # edited from the logo (qwen-image-edit-plus)
+        "brand/poster-winter.png": (1104, 1472, "PNG"),  # 3:4 for wan2.6-image, from the poster
     }
     for rel, (w, h, fmt) in expected.items():
         with Image.open(site / OUT / rel) as im:
@@ -42,7 +45,7 @@ def test_first_build_writes_every_output_at_its_exact_size(site: Path, capsys: p
     originals = [p for p in products if not re.search(r"-(320|640)\.webp$", p)]
     assert len(originals) == 6 and len(products) == 6 * 3  # each with 320 and 640 px derivatives
     assert {row["status"] for row in summary["targets"]} == {"built", "derived"}
-    assert summary["derived"] == 25
+    assert summary["derived"] == 27
 
 
 def test_second_build_does_nothing_and_touches_no_file(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,7 +53,7 @@ def test_second_build_does_nothing_and_touches_no_file(site: Path, capsys: pytes
     before = snapshot(site)
     r = run(capsys, "build", "-C", str(site), "--json")
     assert r.code == 0
-    assert r.json["up_to_date"] == 8 and r.json["built"] == 0 and r.json["provider_calls"] == 0
+    assert r.json["up_to_date"] == 11 and r.json["built"] == 0 and r.json["provider_calls"] == 0
     r = run(capsys, "build", "-C", str(site))
     assert "nothing to do" in r.out
     assert snapshot(site) == before
@@ -67,7 +70,7 @@ def test_editing_one_prompt_rebuilds_exactly_that_target(site: Path, capsys: pyt
     assert "poster" not in plan.out and "product" not in plan.out  # others are up to date
     before = snapshot(site)
     r = run(capsys, "build", "-C", str(site), "--json")
-    assert (r.json["built"], r.json["up_to_date"], r.json["provider_calls"]) == (1, 7, 1)
+    assert (r.json["built"], r.json["up_to_date"], r.json["provider_calls"]) == (1, 10, 1)
     after = snapshot(site)
     changed = {k for k in after if after[k] != before.get(k)}
     hero_variants = {f"{OUT}/hero-{w}.{ext}" for w in (480, 960, 1600) for ext in ("avif", "webp", "jpg")}
@@ -131,7 +134,7 @@ def test_unknown_project_dir_and_missing_project_file_are_usage_errors(tmp_path:
 def test_minus_f_selects_another_project_file(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (site / "imgbuild.yaml").rename(site / "images.yaml")
     r = run(capsys, "build", "-C", str(site), "-f", "images.yaml", "--json")
-    assert r.code == 0 and r.json["built"] == 8
+    assert r.code == 0 and r.json["built"] == 11
 
 
 def test_n_greater_than_one_writes_indexed_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,14 +232,14 @@ def test_lock_is_written_atomically_and_survives_a_failed_run(site: Path, capsys
     r = run(capsys, "build", "-C", str(site), "-k", "-j", "1", "--json")
     assert r.code == 1
     # a write error (disk full) stops the build even with -k: every other write would fail too
-    assert (r.json["failed"], r.json["skipped"]) == (1, 7)
+    assert (r.json["failed"], r.json["skipped"]) == (1, 10)
     lock = (site / "imgbuild.lock").read_text()
     assert "hero.png" not in lock
     assert not (site / OUT / "hero.png").exists()
     monkeypatch.setattr(imgbuild.store.outputs, "encode", real)
     r = run(capsys, "build", "-C", str(site), "--json")
     # the hero original reached the cache before the write failed: restored, not paid again
-    assert (r.json["restored"], r.json["built"], r.json["provider_calls"]) == (1, 7, 7), r
+    assert (r.json["restored"], r.json["built"], r.json["provider_calls"]) == (1, 10, 10), r
     [hero] = [t for t in r.json["targets"] if t["output"] == "hero.png"]
     assert hero["status"] == "restored"
     assert len(os.listdir(site / OUT / "products")) == 6 * 3  # originals and their derivatives

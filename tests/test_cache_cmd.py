@@ -25,10 +25,10 @@ def test_info_counts_entries_blobs_and_bytes(built: Path, capsys: pytest.Capture
     r = run(capsys, "cache", "info", "-C", str(built), "--json")
     assert r.code == 0, r
     assert r.json["directory"] == str(cache_dir())
-    assert r.json["entries"] == 8 and r.json["images"] == 8 and r.json["blobs"] == 8
-    assert r.json["bytes"] > 8 * 1000
+    assert r.json["entries"] == 11 and r.json["images"] == 11 and r.json["blobs"] == 11
+    assert r.json["bytes"] > 11 * 1000
     r = run(capsys, "cache", "info", "-C", str(built))
-    assert f"directory: {cache_dir()}" in r.out and "entries:   8 generation(s)" in r.out
+    assert f"directory: {cache_dir()}" in r.out and "entries:   11 generation(s)" in r.out
 
 
 def test_info_outside_a_project_uses_the_default_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -50,7 +50,7 @@ def test_project_cache_dir_setting_is_used(tmp_path: Path, capsys: pytest.Captur
 
 def test_verify_finds_a_damaged_blob(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = run(capsys, "cache", "verify", "--json")
-    assert r.code == 0 and r.json["blobs"] == 8 and r.json["damaged"] == [], r
+    assert r.code == 0 and r.json["blobs"] == 11 and r.json["damaged"] == [], r
     with Cache(cache_dir()) as cache:
         lock_key = next(iter(cache.entries()))
         digest = cache.entries()[lock_key][0]
@@ -83,7 +83,7 @@ def test_prune_lists_then_deletes_only_unreferenced(built: Path, capsys: pytest.
     with Cache(cache_dir()) as cache:
         (old_key,) = [k for k in before if k not in _lock_keys(built)]
         old_blobs = before[old_key]
-        assert len(cache.entries()) == 9
+        assert len(cache.entries()) == 12
 
     r = run(capsys, "cache", "prune", "-C", str(built), "--json")
     assert r.code == 0 and r.json["entries"] == [] and r.json["kept_recent"] == 1, r  # within the grace period
@@ -94,19 +94,19 @@ def test_prune_lists_then_deletes_only_unreferenced(built: Path, capsys: pytest.
     r = run(capsys, "cache", "prune", "-C", str(built))
     assert f"would delete: entry {old_key}" in r.out and "run with --yes to delete" in r.out
     with Cache(cache_dir()) as cache:
-        assert len(cache.entries()) == 9  # nothing deleted without --yes
+        assert len(cache.entries()) == 12  # nothing deleted without --yes
 
     r = run(capsys, "cache", "prune", "-C", str(built), "--yes")
     assert r.code == 0 and f"deleted: entry {old_key}" in r.out
     with Cache(cache_dir()) as cache:
-        assert sorted(cache.entries()) == sorted(_lock_keys(built)) and len(cache.blobs()) == 8
+        assert sorted(cache.entries()) == sorted(_lock_keys(built)) and len(cache.blobs()) == 11
     assert run(capsys, "cache", "verify").code == 0
     assert run(capsys, "cache", "prune", "-C", str(built)).out.strip() == "imgbuild: nothing to prune"
     # Every output can still be restored from the cache without a provider call.
     for out in (built / "assets" / "generated").rglob("*.*"):
         out.unlink()
     r = run(capsys, "build", "-C", str(built), "--json")
-    assert r.json["restored"] == 8 and r.json["provider_calls"] == 0
+    assert r.json["restored"] == 11 and r.json["provider_calls"] == 0
 
 
 def _lock_keys(site: Path) -> set[str]:
@@ -129,7 +129,7 @@ def test_prune_keeps_every_given_lockfile(built: Path, tmp_path: Path, capsys: p
             "--keep-lock", str(other / "imgbuild.lock"), "--yes", "--json")
     assert r.code == 0 and r.json["entries"] == [] and r.json["blobs"] == []
     with Cache(cache_dir()) as cache:
-        assert len(cache.entries()) == 9
+        assert len(cache.entries()) == 12
 
 
 def test_prune_refuses_to_guess(tmp_path: Path, capsys: pytest.CaptureFixture[str],

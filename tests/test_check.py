@@ -38,7 +38,7 @@ def statuses(r: object) -> dict[str, str]:
 def test_fresh_project_passes(built: Path, capsys: pytest.CaptureFixture[str], no_network: None) -> None:
     r = run(capsys, "check", "-C", str(built), "--allow-drafts", "--json")
     assert r.code == 0, r
-    assert r.json["up_to_date"] == 8 + 25 + 1 and r.json["stale"] == 0  # originals, derivatives, manifest
+    assert r.json["up_to_date"] == 11 + 27 + 1 and r.json["stale"] == 0  # originals, derivatives, manifest
 
 
 def test_drafts_fail_unless_allowed(built: Path, capsys: pytest.CaptureFixture[str], no_network: None) -> None:

@@ -12,11 +12,19 @@ def test_plan_prices_images_per_model(site: Path, capsys: pytest.CaptureFixture[
     r = run(capsys, "plan", "-C", str(site), "--json")
     cost = r.json["cost"]
     assert cost["currency"] == "CNY" and cost["region"] == "beijing" and cost["paid"] is False
-    assert cost["by_model"]["qwen-image-plus"] == {"images": 7, "unit_price": 0.2, "cost": 1.4}
+    # the hero, six product shots and the logo; each edit of the logo chain is one image more
+    assert cost["by_model"]["qwen-image-plus"] == {"images": 8, "unit_price": 0.2, "cost": 1.6}
     assert cost["by_model"]["wan2.6-t2i"]["images"] == 1
-    assert cost["total"] == pytest.approx(1.6)
+    assert cost["by_model"]["qwen-image-edit-plus"]["images"] == 1
+    assert cost["by_model"]["wan2.6-image"]["images"] == 1
+    assert cost["total"] == pytest.approx(2.2)
+    # the edit models' prices are from no official price page: the plan says so beside them
+    assert cost["by_model"]["qwen-image-edit-plus"]["price_unverified"] is True
+    assert cost["by_model"]["wan2.6-image"]["price_unverified"] is True
     text = run(capsys, "plan", "-C", str(site))
-    assert "total: 8 image(s), 1.60 CNY (beijing prices)" in text.out
+    assert "total: 11 image(s), 2.20 CNY (beijing prices)" in text.out
+    assert "  wan2.6-image: 1 × 0.2 = 0.20 CNY (price unverified)\n" in text.out
+    assert "  qwen-image-plus: 8 × 0.2 = 1.60 CNY\n" in text.out
 
 
 def test_region_changes_prices(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,10 +35,10 @@ def test_region_changes_prices(site: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_max_images_refuses_before_any_work(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    r = run(capsys, "build", "-C", str(site), "--max-images", "7")
-    assert r.code == 1 and "would generate 8 image(s), more than --max-images 7" in r.err
+    r = run(capsys, "build", "-C", str(site), "--max-images", "10")
+    assert r.code == 1 and "would generate 11 image(s), more than --max-images 10" in r.err
     assert not (site / "assets").exists() and not (site / "imgbuild.lock").exists()
-    assert run(capsys, "build", "-C", str(site), "--max-images", "8").code == 0
+    assert run(capsys, "build", "-C", str(site), "--max-images", "11").code == 0
 
 
 def test_budget_refuses_a_paid_build_before_any_request(site: Path, capsys: pytest.CaptureFixture[str],
@@ -38,7 +46,7 @@ def test_budget_refuses_a_paid_build_before_any_request(site: Path, capsys: pyte
     monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-test")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/api/v1")  # nothing listens
     r = run(capsys, "build", "-C", str(site), "--budget", "1.5")
-    assert r.code == 1 and "would cost 1.60 CNY, more than --budget 1.5" in r.err
+    assert r.code == 1 and "would cost 2.20 CNY, more than --budget 1.5" in r.err
     assert not (site / "assets").exists()
 
 

@@ -792,3 +792,74 @@ def test_the_build_learns_task_durations_and_polls_near_the_end(emu: Emulator) -
     gets = [r["time"] for r in api_calls(emu, "GET") if r["path"].endswith(second["task_id"])]
     assert gets[0] - second["submit"] >= 0.95 * expected  # not at 0.05 s: the learnt time
     assert second["polls"] < first["polls"]
+
+
+# --- image editing: the input images in each model's documented place ---------------------
+
+I2I_PATH = "/services/aigc/image2image/image-synthesis"  # wan2.5-i2i-preview's edit task
+
+
+def _data_uri(colour: tuple[int, int, int], size: tuple[int, int] = (400, 400)) -> str:
+    import base64
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+EDIT_CASES = [
+    # model, call, size, n, endpoint
+    ("qwen-image-edit-plus", None, "1024*1024", 2, SYNC_PATH),
+    ("wan2.6-image", None, "1280*1280", 2, SYNC_PATH),
+    ("wan2.6-image", "async", "1104*1472", 1, ASYNC_PATH),
+    ("wan2.5-i2i-preview", None, "1280*1280", 2, I2I_PATH),
+]
+
+
+@pytest.mark.parametrize(("model", "call", "size", "n", "endpoint"), EDIT_CASES,
+                         ids=[f"{c[0]}-{c[1] or 'default'}" for c in EDIT_CASES])
+def test_each_edit_model_sends_its_images_where_its_reference_puts_them(
+        emu: Emulator, model: str, call: str | None, size: str, n: int, endpoint: str) -> None:
+    from dataclasses import replace
+
+    images = (_data_uri((200, 20, 20)), _data_uri((20, 20, 200), (600, 400)))
+    request = replace(make_request(model, size, n=n, call=call), images=images)
+    gen = generate(emu, request)
+
+    (post,) = api_calls(emu, "POST")
+    assert post["path"] == PREFIX + endpoint
+    is_async = endpoint != SYNC_PATH
+    assert header(post, "X-DashScope-Async") == ("enable" if is_async else None)
+    body = post["json"]
+    params = body["parameters"]
+    assert params == {**params, "size": size, "n": n, "seed": 7, "prompt_extend": True,
+                      "watermark": False}
+    if endpoint == I2I_PATH:
+        assert body["input"] == {"prompt": "a red fox in snow", "images": list(images),
+                                 "negative_prompt": "blurry"}
+        assert "negative_prompt" not in params
+    else:
+        (message,) = body["input"]["messages"]
+        images_items = [{"image": uri} for uri in images]
+        if model.startswith("wan"):  # text first, then the images [wan2.6-image reference]
+            assert message["content"] == [{"text": "a red fox in snow"}, *images_items]
+            assert params["enable_interleave"] is False  # editing mode, said explicitly
+        else:  # Qwen-Image-Edit: the images, then the one text item
+            assert message["content"] == [*images_items, {"text": "a red fox in snow"}]
+            assert "enable_interleave" not in params
+        assert params["negative_prompt"] == "blurry"
+
+    polls = api_calls(emu, "GET")
+    if is_async:  # the task is polled until it is done, then its images downloaded
+        assert gen.task_id and polls
+        assert all(p["path"] == f"{PREFIX}/tasks/{gen.task_id}" for p in polls)
+    else:
+        assert gen.task_id is None and polls == []
+    assert len(downloads(emu)) == n
+    assert emu.billed_by_model == {model: n}
+    assert [image_size(i) for i in gen.images] == [(request.width, request.height)] * n
+    red, green, blue = Image.open(io.BytesIO(gen.images[0])).convert("RGB").getpixel(
+        (request.width - 20, request.height - 20))
+    assert red > green and red > blue  # derived from the first (red) input
+    if endpoint == I2I_PATH:
+        assert gen.actual_prompt == "a red fox in snow" + EXTENSION

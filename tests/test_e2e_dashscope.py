@@ -38,8 +38,12 @@ SITE_SIZES = {  # output -> (width, height) the specs ask for
     **{f"products/{sku}-{bag}.webp": (1328, 1328)
        for sku in ("ethiopia-guji", "colombia-huila", "house-espresso")
        for bag in ("kraft-paper", "matte-black")},
+    # the chain of edits: the logo, a poster edited from it, a winter poster edited from that
+    "brand/logo.png": (1328, 1328),
+    "brand/poster.png": (1104, 1472),
+    "brand/poster-winter.png": (1104, 1472),
 }
-SITE_BILLED = {"qwen-image-plus": 7, "wan2.6-t2i": 1}
+SITE_BILLED = {"qwen-image-plus": 8, "wan2.6-t2i": 1, "qwen-image-edit-plus": 1, "wan2.6-image": 1}
 
 # Several async targets (Wan 2.6 async endpoint and the legacy text2image endpoint), 5 images.
 ASYNC_PROJECT = """\
@@ -117,10 +121,10 @@ def test_site_builds_through_dashscope_then_reruns_and_restores_with_zero_reques
     r = build(capsys, site, "--json")
     assert r.code == 0, r
     assert (r.json["failed"], r.json["provider"]) == (0, PROVIDER)
-    assert r.json["images_bought"] == 8 and r.json["provider_calls"] == 8
+    assert r.json["images_bought"] == 11 and r.json["provider_calls"] == 11
     # Billed exactly what the specs need: one image per target, none twice.
-    assert emu.billed == 8 and emu.billed_by_model == SITE_BILLED
-    assert len(posts(emu)) == 8 and all(s["status"] == 200 for s in posts(emu))
+    assert emu.billed == 11 and emu.billed_by_model == SITE_BILLED
+    assert len(posts(emu)) == 11 and all(s["status"] == 200 for s in posts(emu))
 
     lock = assert_lock_matches_files(site, OUT)
     assert set(SITE_SIZES) <= set(lock)
@@ -151,7 +155,7 @@ def test_site_builds_through_dashscope_then_reruns_and_restores_with_zero_reques
     r = build(capsys, site, "--json")
     assert r.code == 0, r
     assert r.json["restored"] >= 2 and (r.json["built"], r.json["provider_calls"]) == (0, 0)
-    assert len(emu.requests) == before and emu.billed == 8
+    assert len(emu.requests) == before and emu.billed == 11
     for o in lost:
         assert (site / OUT / o).read_bytes() == originals[o]
     assert lock_outputs(site) == lock
@@ -165,15 +169,19 @@ def test_placeholder_drafts_are_replaced_by_dashscope_images(
     assert all(lock_outputs(site)[o]["draft"] is True for o in SITE_SIZES)
     assert len(emu.requests) == 0
     check = run(capsys, "check", "-C", str(site), "--json")
-    assert check.code == 1 and check.json["draft"] >= 8
+    assert check.code == 1 and check.json["draft"] >= 11
 
     plan = run(capsys, "plan", "--provider", "dashscope", "-C", str(site), "--json")
+    edits = {"brand/poster.png": "input logo changed", "brand/poster-winter.png": "input poster changed"}
     assert {(t["status"], t["action"]) for t in plan.json["targets"]
-            if t["output"] in SITE_SIZES} == {("draft", "generate")}
+            if t["output"] in SITE_SIZES and t["output"] not in edits} == {("draft", "generate")}
+    # an edit of a draft reads an input that will change (its key holds the provider): said so
+    assert {t["output"]: (t["status"], t["action"], t["reason"]) for t in plan.json["targets"]
+            if t["output"] in edits} == {o: ("changed", "generate", why) for o, why in edits.items()}
     r = build(capsys, site, "--json")
     assert r.code == 0, r
-    assert r.json["images_bought"] == 8 and r.json["failed"] == 0
-    assert emu.billed == 8 and emu.billed_by_model == SITE_BILLED
+    assert r.json["images_bought"] == 11 and r.json["failed"] == 0
+    assert emu.billed == 11 and emu.billed_by_model == SITE_BILLED
     lock = assert_lock_matches_files(site, OUT)
     assert {(lock[o]["provider"], lock[o]["draft"]) for o in SITE_SIZES} == {(PROVIDER, True)}  # an emulator: still drafts
     assert run(capsys, "check", "-C", str(site), "--allow-drafts").code == 0  # emulator images are drafts
@@ -252,7 +260,7 @@ def test_moderation_failure_names_the_spec_line_and_keep_going_builds_the_rest(
     assert r.code == 1, r
     assert "imgbuild.yaml:18: DataInspectionFailed" in r.out, r
     assert "request id" in r.out
-    assert emu.billed == 7
+    assert emu.billed == 10
     lock = assert_lock_matches_files(site, OUT)
     assert set(SITE_SIZES) - {"hero.png"} <= set(lock) and "hero.png" not in lock
     assert not (site / OUT / "hero.png").exists()
@@ -266,7 +274,7 @@ def test_without_keep_going_a_failure_stops_scheduling(
     moderate_hero(site)  # hero is the first target; one worker takes them in order
     r = build(capsys, site, "-j", "1", "--json")
     assert r.code == 1, r
-    assert r.json["failed"] >= 1 and r.json["skipped"] >= 7 and r.json["built"] == 0
+    assert r.json["failed"] >= 1 and r.json["skipped"] >= 10 and r.json["built"] == 0
     assert "imgbuild.yaml:18: DataInspectionFailed" in r.err
     assert "use -k to keep going" in r.err
     assert len(posts(emu)) == 1 and emu.billed == 0
@@ -294,7 +302,7 @@ def test_invalid_api_key_stops_the_build_at_once_even_with_keep_going(
     emu.configure(fail_next=["InvalidApiKey"])
     r = build(capsys, site, "-k", "-j", "1", "--json")
     assert r.code == 1
-    assert r.json["failed"] >= 1 and r.json["skipped"] >= 7 and r.json["built"] == 0
+    assert r.json["failed"] >= 1 and r.json["skipped"] >= 10 and r.json["built"] == 0
     assert len(posts(emu)) == 1 and emu.billed == 0
 
 
@@ -357,12 +365,12 @@ def test_a_burst_of_429s_is_retried_and_the_build_succeeds(
     emu.configure(fail_next=burst)
     r = build(capsys, site, "-j", "8", "--json")
     assert r.code == 0, r
-    assert r.json["images_bought"] == 8 and r.json["failed"] == 0
+    assert r.json["images_bought"] == 11 and r.json["failed"] == 0
     assert emu.stats()["throttled"] == len(burst)
     submissions = posts(emu)
-    assert len(submissions) == 8 + len(burst)  # each 429 retried once more, nothing else
+    assert len(submissions) == 11 + len(burst)  # each 429 retried once more, nothing else
     assert [s["status"] for s in submissions[:len(burst)]] == [429] * len(burst)
-    assert emu.billed == 8 and emu.billed_by_model == SITE_BILLED
+    assert emu.billed == 11 and emu.billed_by_model == SITE_BILLED
     assert_lock_matches_files(site, OUT)
 
 

@@ -25,6 +25,7 @@ from imgbuild.emulator import Emulator, EmulatorConfig
 A = "/services/aigc/multimodal-generation/generation"
 B = "/services/aigc/image-generation/generation"
 C = "/services/aigc/text2image/image-synthesis"
+I2I = "/services/aigc/image2image/image-synthesis"  # wan2.5-i2i-preview's edit task
 ASYNC = {"X-DashScope-Async": "enable"}
 KEY = "sk-emulator-secret-123"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$")
@@ -907,16 +908,19 @@ def test_the_clients_model_table_agrees_with_the_emulators() -> None:
     at its default size and largest n; one more n is refused."""
     from imgbuild.spec import catalogue
 
-    paths = {catalogue.SYNC: A, catalogue.ASYNC: B, catalogue.LEGACY: C, catalogue.LEGACY_SYNC: C}
+    paths = {catalogue.SYNC: A, catalogue.ASYNC: B, catalogue.LEGACY: C, catalogue.LEGACY_SYNC: C,
+             catalogue.I2I: I2I}
     for region in catalogue.REGIONS:
         with Emulator(EmulatorConfig(region=region, **UNLIMITED)) as emu:
             for model in catalogue.MODELS.values():
                 for endpoint in model.endpoints:
                     path = paths[endpoint]
                     params = {"size": model.default_size, "n": model.n_max, "seed": 1}
-                    body = (legacy_body(model.name, **params) if path == C
+                    body = (legacy_body(model.name, **params) if path in (C, I2I)
                             else messages_body(model.name, **params))
-                    if model.max_inputs:  # an edit model: its most images, beside the text
+                    if path == I2I:  # the image2image task: its most images, as input.images
+                        body["input"]["images"] = [_INPUT_URI] * model.max_inputs
+                    elif model.max_inputs:  # an edit model: its most images, beside the text
                         body["input"]["messages"][0]["content"][:0] = [
                             {"image": _INPUT_URI}] * model.max_inputs
                     headers = None if catalogue.is_sync_endpoint(endpoint) else ASYNC

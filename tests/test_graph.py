@@ -211,3 +211,83 @@ def test_the_no_op_snapshot_notices_a_changed_input_file(project: Path, capsys: 
     assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 1
     r = run(capsys, "build", "-C", str(project), "--json")
     assert _built({"targets": json.loads(r.out.strip().splitlines()[-1])["targets"]}) == ["poster", "winter"]
+
+
+WAN_CHAIN = """\
+version: 1
+images:
+  - name: logo
+    model: qwen-image-2.0
+    size: "1024*1024"
+    prompt: A round red logo
+  - name: poster
+    model: wan2.6-image
+    size: "1104*1472"
+    prompt: A concert poster built around this logo
+    inputs: [logo]
+  - name: poster-winter
+    model: wan2.5-i2i-preview
+    size: "1104*1472"
+    prompt: The same poster in winter
+    inputs: [poster]
+"""
+
+
+def test_a_chain_through_the_wan_edit_models(tmp_path: Path, emu: Emulator,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """logo (text to image) -> poster (wan2.6-image, sync, images in the message) ->
+    poster-winter (wan2.5-i2i-preview, the image2image task, polled and downloaded)."""
+    (tmp_path / "imgbuild.yaml").write_text(WAN_CHAIN)
+    summary = _build(capsys, tmp_path)
+    assert summary["code"] == 0, summary["err"]
+    assert _built(summary) == ["logo", "poster", "poster-winter"]
+    posts = {p["model"]: p for p in emu.stats()["submissions"]}
+    assert posts["wan2.6-image"]["endpoint"] == "multimodal-generation"
+    assert posts["wan2.6-image"]["content"] == ["text", "image"]
+    assert posts["wan2.5-i2i-preview"]["endpoint"] == "image2image"
+    assert posts["wan2.5-i2i-preview"]["content"] == ["prompt", "images[]"]
+    task = posts["wan2.5-i2i-preview"]["task_id"]
+    assert any(r["path"] == f"/api/v1/tasks/{task}" for r in emu.requests)
+    with Image.open(tmp_path / "generated" / "poster-winter.png") as winter:
+        assert winter.size == (1104, 1472)
+    # editing the logo's prompt rebuilds exactly the two edits below it
+    _edit(tmp_path, "A round red logo", "A square red logo")
+    assert _built(_build(capsys, tmp_path)) == ["logo", "poster", "poster-winter"]
+    _edit(tmp_path, "The same poster in winter", "The same poster in autumn")
+    assert _built(_build(capsys, tmp_path)) == ["poster-winter"]
+
+
+@pytest.mark.parametrize(("size", "why"), [
+    ((5001, 1500), "is 5001*1500; each side must be between 384 and 5000 pixels"),
+    ((2000, 400), "is 2000*400; its aspect ratio must be between 1:4 and 4:1"),
+])
+def test_an_input_file_over_a_wan_models_limits_is_refused_with_the_limit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], size: tuple[int, int],
+        why: str) -> None:
+    (tmp_path / "brand").mkdir()
+    (tmp_path / "brand" / "logo.png").write_bytes(_png((1, 2, 3), size))
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: poster\n    model: wan2.5-i2i-preview\n"
+        "    prompt: A poster around this logo\n    inputs: [brand/logo.png]\n")
+    r = run(capsys, "validate", "-C", str(tmp_path))
+    assert r.code == 2
+    assert f"images[poster].inputs[0]: input 'brand/logo.png' {why} by wan2.5-i2i-preview" in r.err
+
+
+def test_an_edit_gets_its_web_derivatives_and_check_agrees(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The variants of an edit follow the original the lock records (its key holds its input
+    identities, which only the plan computes): they are derived in the build that makes it, not
+    left waiting for ever."""
+    _edit(project, "    inputs: [brand/logo.png]\n",
+          "    inputs: [brand/logo.png]\n    formats: [webp]\n    widths: [200]\n")
+    r = run(capsys, "build", "-C", str(project))
+    assert r.code == 0, r.err
+    assert (project / "generated" / "poster-200.webp").is_file()
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 0
+    # the logo changes: the poster and its variant are stale; rebuilt, they are fresh again
+    (project / "brand" / "logo.png").write_bytes(_png((20, 200, 20)))
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 1
+    r = run(capsys, "build", "-C", str(project))
+    assert "poster-200.webp" in r.err + r.out
+    assert run(capsys, "check", "-C", str(project), "--allow-drafts").code == 0

@@ -18,7 +18,7 @@ def test_json_build_streams_one_event_per_state_change_and_ends_with_the_summary
     assert r.code == 0, r
     lines = [json.loads(line) for line in r.out.strip().splitlines()]
     events, summary = lines[:-1], lines[-1]
-    assert summary["command"] == "build" and summary["built"] == 8
+    assert summary["command"] == "build" and summary["built"] == 11
     assert all(e["event"] == "state" and set(e) == {"event", "name", "output", "state", "t"} for e in events)
     by_output: dict[str, list[str]] = {}
     for e in events:
@@ -40,7 +40,7 @@ def test_without_a_terminal_each_finished_target_is_one_plain_line(
     r = run(capsys, "build", "-C", str(site))
     assert r.code == 0, r
     assert "\r" not in r.out + r.err and "\x1b" not in r.out + r.err
-    assert sum(1 for line in r.out.splitlines() if " built " in line) == 8
+    assert sum(1 for line in r.out.splitlines() if " built " in line) == 11
 
 
 class FakeClock:

@@ -29,6 +29,7 @@ from helpers import Result, run
 from imgbuild.verbs import watch
 
 POSTER = {"poster-cupping-night"}
+BRAND = {"logo", "poster", "poster-winter"}  # the chain of edits: none reads style.j2
 PRODUCTS = {f"product-{sku}-{bag}" for sku in ("ethiopia-guji", "colombia-huila", "house-espresso")
             for bag in ("kraft-paper", "matte-black")}
 GAP = 30  # sweeps between two scripted edits: far more than a debounce needs
@@ -96,7 +97,7 @@ def test_a_prompt_a_template_partial_and_a_matrix_data_file_each_rebuild_exactly
         3 * GAP: edit(site / "data" / "products.yaml", "red apple, caramel", "red apple, toffee"),
     })
     assert len(builds) == 4, result  # the first build, then one per edit
-    assert rebuilt(builds[0]) == POSTER | PRODUCTS | {"hero"}
+    assert rebuilt(builds[0]) == POSTER | PRODUCTS | BRAND | {"hero"}
     assert rebuilt(builds[1]) == POSTER
     assert rebuilt(builds[2]) == PRODUCTS | {"hero"}  # every prompt that includes style.j2
     assert rebuilt(builds[3]) == {"product-colombia-huila-kraft-paper", "product-colombia-huila-matte-black"}
@@ -151,7 +152,7 @@ def test_a_spec_error_is_reported_and_watching_goes_on(
     failures = [doc for doc in map(json.loads, result.out.splitlines()) if "problems" in doc]
     assert [(f["command"], f["exit_code"], f["problems"][0]["file"]) for f in failures] == [
         ("build", 2, "specs/poster.yaml")]
-    assert rebuilt(builds[1]) == set() and builds[1]["up_to_date"] == 8
+    assert rebuilt(builds[1]) == set() and builds[1]["up_to_date"] == 11
     assert rebuilt(builds[2]) == POSTER
 
 
@@ -161,7 +162,7 @@ def test_a_spec_broken_from_the_start_is_watched_until_repaired(
     edit(poster, "seed:", "sede:")()  # no plan cache has ever listed this file
     result, builds = scripted_watch(capsys, monkeypatch, site, {GAP: edit(poster, "sede:", "seed:")})
     assert "unknown field 'sede'" in result.err
-    assert len(builds) == 1 and rebuilt(builds[0]) == POSTER | PRODUCTS | {"hero"}
+    assert len(builds) == 1 and rebuilt(builds[0]) == POSTER | PRODUCTS | BRAND | {"hero"}
 
 
 def test_ctrl_c_in_the_middle_of_a_rebuild_exits_130_and_keeps_what_it_finished(
@@ -219,7 +220,7 @@ def test_a_real_watch_rebuilds_an_edited_prompt_writes_nothing_else_and_stops_on
     reader.start()
     try:
         first = summaries.get(timeout=120)
-        assert rebuilt(first) == POSTER | PRODUCTS | {"hero"}
+        assert rebuilt(first) == POSTER | PRODUCTS | BRAND | {"hero"}
         before = _stamps(site)
         edit(site / "specs" / "poster.yaml", "Fridays 7pm", "Fridays 8pm")()
         second = summaries.get(timeout=120)

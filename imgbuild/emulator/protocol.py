@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 from . import tables
 from .faults import ERRORS, Fault
-from .tables import ASYNC, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, Model
+from .tables import ASYNC, I2I, LEGACY, NEGATIVE_PROMPT_MAX, SEED_MAX, SYNC, ImageRule, Model
 
 URL_ERROR = "url error, please check url!"
 ASYNC_UNSUPPORTED = "current user api does not support asynchronous calls"
@@ -114,17 +115,23 @@ def parse_generation(endpoint: str, model: Model, body: dict[str, Any]) -> GenRe
     if not isinstance(params, dict):
         raise bad("parameters must be a JSON object.")
     images: tuple[bytes, ...] = ()
-    if endpoint == LEGACY:
+    if endpoint in (LEGACY, I2I):
         prompt = _legacy_prompt(inp)
         negative = inp.get("negative_prompt", "")
+        if endpoint == I2I:
+            images = _listed_images(inp, model)
     else:
         prompt, images = _message_content(inp, model)
         negative = params.get("negative_prompt", "")
+        if model.size_tiers and _bool_param(params, "enable_interleave", False):
+            # the interleaved text-and-image mode is streaming-only with 0..1 images [EDIT]
+            raise bad("enable_interleave=true (interleaved text-and-image output) needs "
+                      "streaming output; the emulator serves image editing only.")
     if negative is None:
         negative = ""
     if not isinstance(negative, str):
         raise bad("negative_prompt must be a string.")
-    width, height = _size(model, params.get("size"))
+    width, height = _size(model, params.get("size"), images)
     n = _int_param(params, "n", model.n_default)
     if model.n_max == 1 and n != 1:
         raise bad(f"n must be 1 for model {model.name}.")
@@ -165,6 +172,16 @@ def _legacy_prompt(inp: dict[str, Any]) -> str:
     return prompt
 
 
+def _listed_images(inp: dict[str, Any], model: Model) -> tuple[bytes, ...]:
+    """wan2.5-i2i-preview's `input.images`: a list of 1..max_images images."""
+    listed = inp.get("images")
+    if not isinstance(listed, list) or not listed:
+        raise bad("input.images must be a non-empty array of images.")
+    if len(listed) > model.max_images:
+        raise bad(f"{model.name} accepts 1 to {model.max_images} input image(s); got {len(listed)}.")
+    return tuple(_input_image(item, model.image_rule) for item in listed)
+
+
 def _message_content(inp: dict[str, Any], model: Model) -> tuple[str, tuple[bytes, ...]]:
     """The one text item, and an edit model's `{"image": ...}` items beside it."""
     if not model.max_images:
@@ -179,22 +196,23 @@ def _message_content(inp: dict[str, Any], model: Model) -> tuple[str, tuple[byte
     text = texts[0]["text"]
     if not isinstance(text, str) or not text.strip():
         raise bad("The text prompt must be a non-empty string.")
-    return text, tuple(_input_image(item["image"]) for item in images)
+    return text, tuple(_input_image(item["image"], model.image_rule) for item in images)
 
 
-def _input_image(value: Any) -> bytes:
-    """A data URI's bytes, within the documented limits (URLs are not fetched here)."""
+def _input_image(value: Any, rule: ImageRule | None) -> bytes:
+    """A data URI's bytes, within the model's documented limits (URLs are not fetched here)."""
+    assert rule is not None  # every model with max_images has a rule (tables)
     if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value:
         raise bad("The emulator accepts input images as base64 data URIs only.")
     mime, _, payload = value[5:].partition(";base64,")
-    if mime.lower() not in tables.EDIT_IMAGE_TYPES:
+    if mime.lower() not in rule.types:
         raise bad(f"Unsupported image format: {mime}.")
     try:
         data = base64.b64decode(payload, validate=True)
     except ValueError:
         raise bad("The input image is not valid base64.") from None
-    if len(data) > tables.EDIT_IMAGE_BYTES:
-        raise bad(f"The input image exceeds {tables.EDIT_IMAGE_BYTES // 2**20} MB.")
+    if len(data) > rule.max_bytes:
+        raise bad(f"The input image exceeds {rule.max_bytes // 2**20} MB.")
     try:
         from PIL import Image
 
@@ -202,9 +220,12 @@ def _input_image(value: Any) -> bytes:
             width, height = img.size
     except Exception:  # noqa: BLE001 - anything Pillow cannot open is not an image
         raise bad("The input image cannot be decoded.") from None
-    low, high = tables.EDIT_IMAGE_SIDES
+    low, high = rule.min_side, rule.max_side
     if not (low <= width <= high and low <= height <= high):
         raise bad(f"Input image sides must be between {low} and {high} pixels; got {width}*{height}.")
+    if rule.max_aspect and max(width / height, height / width) > rule.max_aspect:
+        raise bad(f"Input image aspect ratio must be between 1:{rule.max_aspect:g} and "
+                  f"{rule.max_aspect:g}:1; got {width}*{height}.")
     return data
 
 
@@ -240,7 +261,12 @@ def _message_prompt(inp: dict[str, Any]) -> str:
     return text
 
 
-def _size(model: Model, value: Any) -> tuple[int, int]:
+def _size(model: Model, value: Any, images: tuple[bytes, ...] = ()) -> tuple[int, int]:
+    if model.size_tiers and images:
+        if value is None:  # default_tier "" names the pixel budget of an omitted size
+            return _tier_size(model.size_tiers[model.default_tier], images[-1])
+        if isinstance(value, str) and value and value in model.size_tiers:
+            return _tier_size(model.size_tiers[value], images[-1])
     text = model.default_size if value is None else value
     if not isinstance(text, str):
         raise bad("size must be a string like '1024*1024'.")
@@ -251,6 +277,18 @@ def _size(model: Model, value: Any) -> tuple[int, int]:
     if problem:
         raise bad(f"size {text} is not supported by model {model.name}: {problem}.")
     return int(w), int(h)
+
+
+def _tier_size(pixels: int, last_image: bytes) -> tuple[int, int]:
+    """About `pixels` in total at the last input image's aspect, sides multiples of 16 [EDIT]."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(last_image)) as img:
+        w, h = img.size
+    aspect = min(4.0, max(0.25, w / h))
+    width = max(16, round(math.sqrt(pixels * aspect) / 16) * 16)
+    height = max(16, round(math.sqrt(pixels / aspect) / 16) * 16)
+    return width, height
 
 
 def _int_param(params: dict[str, Any], name: str, default: int | None) -> int | None:

@@ -21,7 +21,7 @@ from . import protocol, tables
 from .faults import EmulatorConfig
 from .protocol import ApiError, new_request_id
 from .state import State, now_str, redact_headers
-from .tables import API_PREFIX, ASYNC, LEGACY, ROUTES, SYNC
+from .tables import API_PREFIX, ASYNC, I2I, LEGACY, ROUTES, SYNC
 from .tasks import TERMINAL, TaskManager, produce_slots
 
 STATE_KEY = web.AppKey("state", State)
@@ -180,7 +180,13 @@ def _log_submission(
 
 
 def _content_kinds(body: Any) -> list[str]:
-    """The message's items as "text" / "image" (in order): where the input images went."""
+    """The message's items as "text" / "image" (in order): where the input images went. For
+    the image2image task: "prompt", then one "images[]" per item of `input.images`."""
+    inp = body.get("input") if isinstance(body, dict) else None
+    if isinstance(inp, dict) and "messages" not in inp:
+        listed = inp.get("images")
+        return (["prompt"] if "prompt" in inp else []) + ["images[]"] * (
+            len(listed) if isinstance(listed, list) else 0)
     try:
         content = body["input"]["messages"][0]["content"]
         return [("image" if "image" in item else "text" if "text" in item else "?")
@@ -234,7 +240,7 @@ async def _generate(request: web.Request, endpoint: str) -> web.StreamResponse:
     if endpoint == SYNC and is_async:
         raise ApiError(403, "AccessDenied", protocol.ASYNC_UNSUPPORTED)
     legacy_sync = endpoint == LEGACY and not is_async and model.legacy_sync
-    if endpoint in (ASYNC, LEGACY) and not is_async and not legacy_sync:
+    if endpoint in (ASYNC, LEGACY, I2I) and not is_async and not legacy_sync:
         raise ApiError(403, "AccessDenied", protocol.SYNC_UNSUPPORTED)
     wait = state.check_rate(model.name, tables.documented_limit(model, state.config.region).rps)
     if wait is not None:

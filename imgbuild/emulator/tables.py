@@ -9,6 +9,9 @@ rest of imgbuild, and each value says where it comes from:
   [T2I]     ../shared/reference/model-studio-text-to-image.txt (the public docs page)
   [SDK]     the official Python SDK, dashscope 1.26.2
   [3P]      a third-party observation of the live service
+  [EDIT]    the Model Studio guide "图像编辑 - 万相2.7/2.6/2.5" (a stored copy of
+            platform.qianwenai.com/docs), and docs.qwencloud.com's wan2.6-image and wan2.5 edit
+            API pages
 
 Where the docs say nothing the emulator does not invent a rule; the comment says so.
 """
@@ -24,10 +27,14 @@ API_PREFIX = "/api/v1"
 SYNC = "multimodal-generation"  # A: one request, the answer holds the images
 ASYNC = "image-generation"  # B: wan2.6 task submission (X-DashScope-Async: enable)
 LEGACY = "text2image"  # C: the older task submission (X-DashScope-Async: enable)
+# wan2.5-i2i-preview's edit task: async header required, `input.prompt` + `input.images`
+# [EDIT: "API参考" table; docs.qwencloud.com wan25-general-image-editing/create-task].
+I2I = "image2image"
 ROUTES = {
     SYNC: "/services/aigc/multimodal-generation/generation",
     ASYNC: "/services/aigc/image-generation/generation",
     LEGACY: "/services/aigc/text2image/image-synthesis",
+    I2I: "/services/aigc/image2image/image-synthesis",
 }
 
 SEED_MAX = 2147483647  # seed in [0, 2147483647] [API §4.1]
@@ -88,6 +95,17 @@ WAN_SIDES = SizeRule("side", min_side=512, max_side=1440)
 
 
 @dataclass(frozen=True)
+class ImageRule:
+    """What an edit model accepts as an input image. `max_aspect` 0 = any aspect."""
+
+    types: tuple[str, ...]  # MIME types of the data URI
+    min_side: int
+    max_side: int
+    max_bytes: int
+    max_aspect: float = 0.0
+
+
+@dataclass(frozen=True)
 class Limit:
     """Account limits of one model in one region [API §8]. rps 0 = none documented."""
 
@@ -109,16 +127,31 @@ class Model:
     # `ImageSynthesis.sync_call` posts to endpoint C *without* the async header; the SDK says
     # only wan2.2-t2i-flash/plus support that [SDK image_synthesis.py; API §6].
     legacy_sync: bool = False
-    # Edit models: how many `{"image": ...}` items the message takes (0 = none: text only).
+    # Edit models: how many input images a request takes (0 = none: text only), and which.
     max_images: int = 0
+    image_rule: ImageRule | None = None
+    # Sizes named by a tier ("1K", "2K") instead of W*H: the tier's total pixels, the output
+    # taking the last input image's aspect. Also what an omitted size means, when set.
+    size_tiers: dict[str, int] = field(default_factory=dict)
+    default_tier: str = ""
 
 
 # Qwen-Image-Edit input images: JPG, JPEG, PNG, BMP, TIFF, WEBP or GIF; each side 384..3072
 # pixels; at most 10 MB [qwen-image-edit API reference, "Input image requirements"].
-EDIT_IMAGE_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/bmp", "image/tiff",
-                    "image/webp", "image/gif")
-EDIT_IMAGE_SIDES = (384, 3072)
-EDIT_IMAGE_BYTES = 10 * 2**20
+QWEN_EDIT_IMAGES = ImageRule(("image/jpeg", "image/jpg", "image/png", "image/bmp", "image/tiff",
+                              "image/webp", "image/gif"), 384, 3072, 10 * 2**20)
+# Wan editing input images [EDIT "输入图像规格"]: JPEG, JPG, PNG (no alpha channel: not checked
+# by the emulator, whose own images have none), BMP, WEBP; at most 10 MB. wan2.6-image: sides
+# 240..8000, any aspect; wan2.5-i2i-preview: sides 384..5000, aspect 1:4..4:1.
+_WAN_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/bmp", "image/webp")
+WAN26_EDIT_IMAGES = ImageRule(_WAN_TYPES, 240, 8000, 10 * 2**20)
+WAN25_EDIT_IMAGES = ImageRule(_WAN_TYPES, 384, 5000, 10 * 2**20, max_aspect=4.0)
+# Output sizes [EDIT "设置输出图像分辨率"]. wan2.6-image: "1K" (default, about 1280*1280) or "2K"
+# (about 2048*2048) following the last input's aspect, or W*H with total pixels in
+# [768*768, 2048*2048] and aspect 1:4..4:1. wan2.5-i2i-preview: W*H only, total pixels in
+# [768*768, 1280*1280], aspect 1:4..4:1; omitted: 1280*1280 total at the last input's aspect.
+WAN26_EDIT_SIZE = SizeRule("pixels", min_px=768 * 768, max_px=2048 * 2048, max_aspect=4.0)
+WAN25_EDIT_SIZE = SizeRule("pixels", min_px=768 * 768, max_px=1280 * 1280, max_aspect=4.0)
 
 
 _QWEN_SG_BJ = ("beijing", "singapore")  # the Qwen models' regions [API §6]
@@ -142,7 +175,17 @@ def _qwen(name: str, endpoints: frozenset[str], size: SizeRule, default: str, n_
 def _edit(name: str, n_max: int, max_images: int) -> Model:
     # sync multimodal endpoint only; output about the input's aspect, 512*512..2048*2048 px
     return Model(name, "qwen", _A, QWEN_FREE, "1024*1024", n_max, 1, 800, _QWEN_PLUS,
-                 max_images=max_images)
+                 max_images=max_images, image_rule=QWEN_EDIT_IMAGES)
+
+
+def _wan_edit(name: str, endpoints: frozenset[str], size: SizeRule, max_images: int,
+              images: ImageRule, regions: tuple[str, ...], tiers: dict[str, int]) -> Model:
+    # n 1..4 in editing mode [EDIT]; 4 when omitted is in third-party copies only (the
+    # emulator follows them, as for wan t2i). Prompt <= 2000 [EDIT "指令遵循"]. No rate limit:
+    # the stored rate-limit page does not list these models.
+    return Model(name, "wan", endpoints, size, "1280*1280", 4, 4, 2000, {r: Limit() for r in regions},
+                 max_images=max_images, image_rule=images, size_tiers=tiers,
+                 default_tier="1K" if "1K" in tiers else "")
 
 
 def _wan(name: str, endpoints: frozenset[str], size: SizeRule, prompt_max: int,
@@ -187,6 +230,13 @@ _ALL = (
     # qwen-image-edit: one input image, n = 1; -plus: 1..3 images, n 1..6 [edit API reference]
     _edit("qwen-image-edit", 1, 1),
     _edit("qwen-image-edit-plus", 6, 3),
+    # wan2.6-image: sync (A) and async (B), messages with 1..4 image items in editing mode; the
+    # reference lists Beijing, Singapore and Virginia hosts for it [EDIT; wan2.6-image API ref]
+    _wan_edit("wan2.6-image", frozenset({SYNC, ASYNC}), WAN26_EDIT_SIZE, 4, WAN26_EDIT_IMAGES,
+              ("beijing", "singapore", "virginia"), {"1K": 1280 * 1280, "2K": 2048 * 2048}),
+    # wan2.5-i2i-preview: the image2image task only, 1..3 images; Beijing and Singapore [EDIT]
+    _wan_edit("wan2.5-i2i-preview", frozenset({I2I}), WAN25_EDIT_SIZE, 3, WAN25_EDIT_IMAGES,
+              ("beijing", "singapore"), {"": 1280 * 1280}),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}
@@ -202,6 +252,6 @@ def documented_limit(model: Model, region: str) -> Limit:
     return model.regions.get(region, Limit())
 
 
-__all__ = ["API_PREFIX", "ASYNC", "LEGACY", "MODELS", "NEGATIVE_PROMPT_MAX", "REGIONS",
+__all__ = ["API_PREFIX", "ASYNC", "I2I", "ImageRule", "LEGACY", "MODELS", "NEGATIVE_PROMPT_MAX", "REGIONS",
            "ROUTES", "SEED_MAX", "SYNC", "Limit", "Model", "SizeRule", "documented_limit",
            "model_in"]

@@ -21,6 +21,11 @@ def unit_price(model: str, region: str, overrides: Mapping[str, Any] | None = No
     return models.price(m, region) if m is not None else None
 
 
+def _unverified(model: str, overrides: Mapping[str, Any] | None) -> bool:
+    m = models.get(model)
+    return m is not None and m.price_unverified and not (overrides and model in overrides)
+
+
 def estimate(steps: Iterable[Step], region: str = DEFAULT_REGION,
              overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     by_model: dict[str, dict[str, Any]] = {}
@@ -31,6 +36,8 @@ def estimate(steps: Iterable[Step], region: str = DEFAULT_REGION,
         if step.action == GENERATE:
             row = by_model.setdefault(req.model, {"images": 0, "unit_price": price})
             row["images"] += req.n
+            if price is not None and _unverified(req.model, overrides):
+                row["price_unverified"] = True  # not from an official price page
         elif step.action == RESTORE:
             saved += req.n * (price or 0.0)
     total = 0.0

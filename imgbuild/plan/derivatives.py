@@ -37,7 +37,7 @@ def plan_variants(targets: list[Target], lock: Lock, output_dir: Path,
             source = lock.get(v.source)
             source_key = source.get("key") if source else None
             fresh_source = (source is not None and source_key ==
-                            generation_key(source.get("provider", ""), target.request))
+                            generation_key(source.get("provider", ""), _as_made(target, source)))
             if not fresh_source:
                 steps.append(VariantStep(target, v, WAITING, f"its source {v.source} is not built yet", None))
                 continue
@@ -64,3 +64,19 @@ def plan_variants(targets: list[Target], lock: Lock, output_dir: Path,
                 else:
                     steps.append(VariantStep(target, v, UP_TO_DATE, "", source_key))
     return steps
+
+
+def _as_made(target: Target, source: dict[str, Any]) -> Any:
+    """The request the locked original was made from. A target without inputs: its request
+    as it stands. One with inputs (an edit): its request carries the identities of its input
+    images, which only the plan knows (it hashes them in graph order); the lock recorded
+    them, so the variants follow the original that is there. Whether that original is itself
+    stale (an input changed) is the plan's row for it, not this one's."""
+    if not target.inputs:
+        return target.request
+    from dataclasses import replace
+
+    recorded = (source.get("request") or {}).get("inputs")
+    if not isinstance(recorded, list):
+        return target.request
+    return replace(target.request, inputs=tuple(str(i) for i in recorded))

@@ -18,12 +18,16 @@ LEGACY = "text2image"  # C: POST /services/aigc/text2image/image-synthesis (+ as
 # C without the async header: the SDK's ImageSynthesis.sync_call, which it documents for
 # wan2.2-t2i-flash/plus only (§6). The answer is the finished task, in one response.
 LEGACY_SYNC = "text2image-sync"
+# wan2.5-i2i-preview's edit task: like C (async header, `input.prompt`, task polling), with the
+# input images as the `input.images` list [Wan 2.5 image edit API reference].
+I2I = "image2image"
 
 ENDPOINT_PATHS = {
     SYNC: "/services/aigc/multimodal-generation/generation",
     ASYNC: "/services/aigc/image-generation/generation",
     LEGACY: "/services/aigc/text2image/image-synthesis",
     LEGACY_SYNC: "/services/aigc/text2image/image-synthesis",
+    I2I: "/services/aigc/image2image/image-synthesis",
 }
 SYNC_ENDPOINTS = frozenset({SYNC, LEGACY_SYNC})
 
@@ -156,6 +160,7 @@ class InputRule:
     min_side: int
     max_side: int
     max_bytes: int  # of the image as sent, before base64
+    max_aspect: float = 0.0  # longer side / shorter side at most this; 0 = any aspect
 
     def check(self, fmt: str | None, width: int, height: int, size: int) -> str | None:
         """None when acceptable, else a sentence with the limit that is broken."""
@@ -166,6 +171,9 @@ class InputRule:
                     f"{self.max_side} pixels")
         if size > self.max_bytes:
             return f"is {size:,} bytes; at most {self.max_bytes:,} are accepted"
+        if self.max_aspect and max(width / height, height / width) > self.max_aspect:
+            return (f"is {width}*{height}; its aspect ratio must be between "
+                    f"1:{self.max_aspect:g} and {self.max_aspect:g}:1")
         return None
 
 
@@ -189,6 +197,8 @@ class Model:
     # Edit models read images (`inputs:`); 0 = a text-to-image model, which takes none.
     max_inputs: int = 0
     input_rule: InputRule | None = None
+    # The price is not from an official price page (the plan says so beside it).
+    price_unverified: bool = False
 
     @property
     def default_call(self) -> str:
@@ -258,10 +268,28 @@ def _wan(name: str, endpoints: tuple[str, ...], rule: SizeRule, prompt_max: int,
 
 # Qwen-Image-Edit (sync multimodal endpoint, `{"image": ...}` items beside the one text item):
 # input JPG/PNG/BMP/TIFF/WEBP/GIF, each side 384..3072 px, at most 10 MB.
-# UNVERIFIED: the endpoint and the message shape are in the API notes (§2, §3); these input
-# limits, the n ranges and the prices below are not (no stored page covers the edit models).
-# Check them against the Model Studio qwen-image-edit reference before trusting an estimate.
+# The official qwen-image-edit API reference (help.aliyun.com, stored copy) confirms the models,
+# the endpoint, that qwen-image-edit answers exactly 1 image at a size it chooses (no custom
+# size) and that -plus answers 1..6 images; the input limits above and the 1..3 input images of
+# -plus are only in third-party copies of that page (which call 384..3072 a *recommended*
+# range), and the prices below in none: those stay UNVERIFIED. Check them against the Model
+# Studio reference before trusting an estimate.
 _EDIT_INPUT = InputRule(("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF"), 384, 3072, 10 * 2**20)
+# Wan editing [the Model Studio guide "图像编辑 - 万相2.7/2.6/2.5" (stored copy), table 输入图像规格;
+# docs.qwencloud.com wan26-image-gen-edit and wan25-general-image-editing]: JPEG, JPG, PNG
+# without an alpha channel (not checked here), BMP, WEBP; at most 10 MB; wan2.6-image: sides
+# 240..8000 px, any aspect, 1..4 images in editing mode; wan2.5-i2i-preview: sides 384..5000
+# px, aspect within 1:4..4:1, 1..3 images.
+_WAN26_INPUT = InputRule(("JPEG", "PNG", "BMP", "WEBP"), 240, 8000, 10 * 2**20)
+_WAN25_INPUT = InputRule(("JPEG", "PNG", "BMP", "WEBP"), 384, 5000, 10 * 2**20, max_aspect=4.0)
+# Output sizes [same guide, 设置输出图像分辨率]: wan2.6-image takes W*H with total pixels in
+# [768*768, 2048*2048] and aspect 1:4..4:1, answering "the multiple of 16 near" the request
+# (or a "1K"/"2K" tier following the last input's aspect, which imgbuild never sends: it always
+# sends W*H); wan2.5-i2i-preview takes W*H with total pixels in [768*768, 1280*1280], aspect
+# 1:4..4:1, and states no multiple.
+_WAN26_EDIT = SizeRule("pixels", min_pixels=768 * 768, max_pixels=2048 * 2048, max_aspect=4.0,
+                       multiple=16)
+_WAN25_EDIT = SizeRule("pixels", min_pixels=768 * 768, max_pixels=1280 * 1280, max_aspect=4.0)
 
 
 def _qwen_edit(name: str, n_max: int, max_inputs: int, price_bj: float, price_sg: float,
@@ -270,7 +298,28 @@ def _qwen_edit(name: str, n_max: int, max_inputs: int, price_bj: float, price_sg
         name, "qwen-image-edit", (SYNC,), _QWEN2, "1024*1024", _QWEN2_RECOMMENDED,
         n_max=n_max, prompt_max=800, price={"beijing": price_bj, "singapore": price_sg},
         rps=2, concurrency=2, snapshot_of=snapshot_of, max_inputs=max_inputs,
-        input_rule=_EDIT_INPUT,
+        input_rule=_EDIT_INPUT, price_unverified=True,
+        notes="input limits and price unverified (third-party copies of the reference only)",
+    )
+
+
+def _wan_edit(name: str, endpoints: tuple[str, ...], rule: SizeRule, max_inputs: int,
+              input_rule: InputRule, regions: tuple[str, ...]) -> Model:
+    # n 1..4 in editing mode [guide; docs.qwencloud.com]; what the service makes when n is
+    # omitted is 4 in third-party copies only (imgbuild always sends n). Prompt <= 2000 chars,
+    # negative_prompt <= 500 [guide, 指令遵循]. Prices: one copy of the Beijing console page
+    # says 0.2 CNY per image for wan2.5-i2i-preview; nothing official was found for
+    # wan2.6-image or for Singapore, so both use the wan2.6-t2i/wan2.5-t2i prices: UNVERIFIED.
+    # Rate limits: not in the stored rate-limit page; the wan2.5/2.6 t2i figures (5 tasks/s,
+    # 5 concurrent) are assumed, UNVERIFIED.
+    return Model(
+        name, "wan", endpoints, rule, "1280*1280", _WAN_PIXELS_RECOMMENDED,
+        n_max=4, n_default_server=4, prompt_max=2000,
+        price={r: p for r, p in (("beijing", 0.20), ("singapore", 0.220177), ("virginia", 0.20))
+               if r in regions},
+        regions=regions, rps=5, concurrency=5, max_inputs=max_inputs, input_rule=input_rule,
+        price_unverified=True,
+        notes="price, rate limits and server default n unverified",
     )
 
 
@@ -311,6 +360,12 @@ _ALL = (
     # Prices UNVERIFIED (see _EDIT_INPUT): plan shows them, but they are not from the docs.
     _qwen_edit("qwen-image-edit", 1, 1, 0.30, 0.330266),
     _qwen_edit("qwen-image-edit-plus", 6, 3, 0.20, 0.220177),
+    # wan2.6-image: sync is "recommended for most scenarios" [wan2.6-image API reference], so
+    # it is the default; the async task (B) is there for `call: async`.
+    _wan_edit("wan2.6-image", (SYNC, ASYNC), _WAN26_EDIT, 4, _WAN26_INPUT,
+              ("beijing", "singapore", "virginia")),
+    # wan2.5-i2i-preview: async only ("HTTP requests only support asynchronous processing")
+    _wan_edit("wan2.5-i2i-preview", (I2I,), _WAN25_EDIT, 3, _WAN25_INPUT, ("beijing", "singapore")),
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in _ALL}
@@ -461,7 +516,7 @@ def is_sync_endpoint(endpoint: str) -> bool:
 
 
 __all__ = [
-    "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "LEGACY", "LEGACY_SYNC", "MODELS",
+    "ASYNC", "CURRENCY", "DEFAULT_MODEL", "ENDPOINT_PATHS", "I2I", "LEGACY", "LEGACY_SYNC", "MODELS",
     "Model", "NEGATIVE_PROMPT_MAX", "RATIOS", "REGIONS", "SEED_MAX", "SYNC", "SYNC_ENDPOINTS",
     "SizeRule", "get", "is_sync_endpoint", "offered_in", "parse_size", "price", "region_problem",
     "request_problems", "resolve_size", "suggest",

@@ -224,8 +224,10 @@ def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimat
                 rows.append(Row(outcome.step.target.name, output, "built", "kept from a partial result"))
             else:
                 rows.append(Row(outcome.step.target.name, output, outcome.status, reason, failure=outcome.failure))
+    # what stopped submissions: a target never started for it. A dependant skipped because its
+    # input failed (InputFailed) was not stopped by anything but that input: not the reason.
     stopped = next((o.failure for o in run.outcomes if o.status == "skipped" and o.failure
-                    and o.failure.code != "Interrupted"), None)
+                    and o.failure.code not in ("Interrupted", "InputFailed")), None)
     paid = ctx.choice.name != "placeholder"
     return BuildResult(
         provider=ctx.identity, changed=rows, fresh=fresh,

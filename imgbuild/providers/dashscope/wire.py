@@ -23,7 +23,7 @@ SUCCEEDED, FAILED, CANCELED, UNKNOWN = "SUCCEEDED", "FAILED", "CANCELED", "UNKNO
 # --- requests -----------------------------------------------------------------------------
 
 def build_body(req: Request, endpoint: str) -> dict[str, Any]:
-    """The JSON body for `req` on `endpoint` (models.SYNC / ASYNC / LEGACY).
+    """The JSON body for `req` on `endpoint` (models.SYNC / ASYNC / LEGACY / I2I).
 
     n and seed are always sent: wan's server default n is 4 (billed per image) and an omitted
     seed is random, which would make the cache key lie about the pixels.
@@ -35,20 +35,36 @@ def build_body(req: Request, endpoint: str) -> dict[str, Any]:
         "prompt_extend": req.prompt_extend,
         "watermark": req.watermark,
     }
-    if endpoint in (models.LEGACY, models.LEGACY_SYNC):
+    model = models.get(req.model)
+    if endpoint == models.I2I:
+        # wan2.5-i2i-preview: the prompt and the images as a list in `input`, negative_prompt
+        # beside them (as on the legacy text2image task) [Wan 2.5 image edit reference].
+        inp: dict[str, Any] = {"prompt": req.prompt, "images": list(req.images)}
+        if req.negative_prompt:
+            inp["negative_prompt"] = req.negative_prompt
+    elif endpoint in (models.LEGACY, models.LEGACY_SYNC):
         # Legacy text2image keeps negative_prompt in `input`, not `parameters` (§4.3).
-        inp: dict[str, Any] = {"prompt": req.prompt}
+        inp = {"prompt": req.prompt}
         if req.negative_prompt:
             inp["negative_prompt"] = req.negative_prompt
     else:
-        # an edit model's input images come first, as `{"image": data URI}` items, beside
-        # the one text item (§3)
-        content: list[dict[str, str]] = [{"image": uri} for uri in req.images]
-        content.append({"text": req.prompt})
-        inp = {"messages": [{"role": "user", "content": content}]}
+        inp = {"messages": [{"role": "user", "content": _content(req, model)}]}
         if req.negative_prompt:
             params["negative_prompt"] = req.negative_prompt
+        if req.images and model is not None and model.family == "wan":
+            # wan2.6-image: editing mode, sent explicitly (interleaved text-and-image output
+            # is another, streaming-only mode with other image counts)
+            params["enable_interleave"] = False
     return {"model": req.model, "input": inp, "parameters": params}
+
+
+def _content(req: Request, model: models.Model | None) -> list[dict[str, str]]:
+    """The message's items: an edit model's `{"image": data URI}` items beside the one text
+    item (§3), in the order its reference shows them: Qwen-Image-Edit images first, wan2.6-image
+    the text first [wan2.6-image API reference, request examples]."""
+    images = [{"image": uri} for uri in req.images]
+    text = [{"text": req.prompt}]
+    return text + images if model is not None and model.family == "wan" else images + text
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -57,7 +73,7 @@ def encode(body: dict[str, Any]) -> bytes:
 
 
 def is_async(endpoint: str) -> bool:
-    return endpoint in (models.ASYNC, models.LEGACY)
+    return endpoint in (models.ASYNC, models.LEGACY, models.I2I)
 
 
 # --- text from the server ---------------------------------------------------------------
