@@ -580,9 +580,20 @@ def _render_cache_verify(d: dict[str, Any]) -> tuple[list[str], str, bool]:
                    "image again (paid); `imgbuild cache verify --yes` removes them now."), True
 
 
+def _unpicked(u: dict[str, Any]) -> str:
+    return f"{u['target'] or '?'}: {u['reason'] or 'not picked'} on {u['since'][:10]}"
+
+
 def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     verb = "deleted" if d["deleted"] else "would delete"
-    lines = [f"{verb}: entry {key}" for key in d["entries"]] + [f"{verb}: blob {b}" for b in d["blobs"]]
+    expired = {u["key"]: u for u in d.get("expired_unpicked", [])}
+    days = d.get("keep_unpicked_days")
+    lines = [f"{verb}: entry {key}" + (f" ({_unpicked(expired[key])}; to be kept until "
+                                       f"{expired[key]['until'][:10]}, keep_unpicked_days: {days})"
+                                       if key in expired else "")
+             for key in d["entries"]] + [f"{verb}: blob {b}" for b in d["blobs"]]
+    lines[:0] = [f"keeping: entry {u['key']} ({_unpicked(u)}; kept until {u['until'][:10]}, "
+                 f"keep_unpicked_days: {days})" for u in d.get("kept_unpicked", [])]
     keys, blobs = len(d["entries"]), len(d["blobs"])
     if keys or blobs:
         lines.insert(0, f"keeping what {', '.join(d['keep_locks'])} reference(s); the cache at "

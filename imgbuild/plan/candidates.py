@@ -30,6 +30,7 @@ from imgbuild.plan.states import (
 from imgbuild.spec.types import Target
 
 SEED_SPACE = 2**31
+DRAFT_PROVIDER = "placeholder"  # its candidates never stand for real ones
 
 
 def candidate_seeds(seed: int, k: int, rejected: Iterable[int] = ()) -> list[int]:
@@ -84,11 +85,31 @@ def pinned(targets: list[Target], lock: Any) -> list[Target]:
     return out
 
 
+def live_record(target: Target, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pending record when its k candidates are for the target's current request."""
+    if not record or len(record.get("candidates", [])) != target.candidates:
+        return None
+    if record.get("base_key") != generation_key(str(record.get("provider", "")), target.request):
+        return None
+    return record
+
+
 def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView | None,
-                    plan_one: Callable[[Target], Step]) -> list[Step]:
+                    plan_one: Callable[[Target], Step], provider_draft: bool = False) -> list[Step]:
     entry = lock.get(target.outputs[0])
     pin = pin_of(target, entry)
+    record = live_record(target, lock.pending.get(target.name))
     reasons: list[str] = []
+    if (pin is not None and pin.get("draft") and record is not None
+            and record.get("provider") not in (pin.get("provider"), DRAFT_PROVIDER)):
+        # A pick among drafts, and real candidates made since: the draft never stands for them.
+        pin = None
+        reasons = [f"the accepted pick is a draft by {entry.get('provider')}; the {record.get('provider')} "
+                   "candidates wait for a pick"]
+    if provider_draft and record is not None and record.get("provider") != provider:
+        kept = recorded_steps(target, record, cache, reasons)
+        if kept:  # drafts never replace candidates a real provider made (and were paid for)
+            return kept
     if pin is not None:
         step = plan_one(with_seed(target, int(pin["seed"])))
         if step.state != DRAFT and (step.action != GENERATE or cache is None):
@@ -100,7 +121,7 @@ def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView |
                          [f"the accepted original (sha256 {str(pin.get('original', ''))[:12]}) is not "
                           "in the cache: restore the cache, or `imgbuild reject` it for new candidates"],
                          candidate=0)]
-    elif entry and entry.get("picked_from"):
+    elif entry and entry.get("picked_from") and not reasons:
         reasons = explain_change(entry.get("request"), with_seed(target, int(entry.get("seed", 0))).request)
     k = target.candidates
     seeds = current_seeds(target, lock.pending.get(target.name), k)
@@ -113,6 +134,22 @@ def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView |
         steps.append(Step(candidate, PENDING, NOTHING if cached else GENERATE, key, provider,
                           reasons + [f"candidate {i} of {k}: seed {seed}"
                                      + (" (in the cache)" if cached else "")], candidate=i))
+    return steps
+
+
+def recorded_steps(target: Target, record: dict[str, Any], cache: CacheView | None,
+                   reasons: list[str]) -> list[Step]:
+    """The recorded candidates as they are (none when the cache has lost one of them)."""
+    k = len(record["candidates"])
+    steps = []
+    for i, c in enumerate(record["candidates"], 1):
+        if cache is not None and not cache.complete(str(c["key"]), 1):
+            return []
+        steps.append(Step(with_seed(target, int(c["seed"])), PENDING, NOTHING, str(c["key"]),
+                          str(record.get("provider", "")),
+                          reasons + [f"pending: {k} candidates, run `imgbuild accept {target.name} --pick N`",
+                                     f"candidate {i} of {k}: seed {c['seed']} (made by {record.get('provider')})"],
+                          candidate=i))
     return steps
 
 
