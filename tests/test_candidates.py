@@ -246,3 +246,46 @@ def test_accept_at_a_terminal_lists_then_asks_for_the_number(
     out = done.stdout.decode()
     assert done.returncode == 0 and "imgbuild accept a --pick 3" in out and "1 accepted" in out, (out, done.stderr)
     assert lock(tmp_path)["outputs"]["a.png"]["seed"] == derive_seed("a") + 2
+
+
+def test_a_pick_made_among_drafts_never_passes_for_the_real_image(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picked while the provider was the placeholder: once the real provider is configured the
+    draft pin does not apply (a draft's composition says nothing of the real image's), the
+    target is pending again with k real candidates, and check fails until one is accepted."""
+    root = project(tmp_path)
+    assert cli(capsys, root, "build", "--provider", "placeholder").code == 0
+    assert cli(capsys, root, "accept", "hero", "--pick", "2").code == 0
+    draft = lock(root)["outputs"]["hero.png"]
+    assert draft["draft"] is True and draft["picked_from"] == 3
+    assert cli(capsys, root, "check", "--allow-drafts").code == 0
+    assert emu.billed == 0
+
+    p = cli(capsys, root, "plan", "--provider", "dashscope", "--json")
+    assert p.json["cost"]["by_model"]["qwen-image-plus"]["images"] == 4, p  # 3 real candidates + plain
+    p = cli(capsys, root, "plan", "--provider", "dashscope")
+    assert "the accepted pick is a draft" in p.out, p
+    monkeypatch.setenv("CI", "true")  # CI does not pick either
+    r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
+    assert r.code == 1 and emu.billed == 4, r
+    assert [t["status"] for t in r.json["targets"] if t["name"] == "hero"] == ["pending"]
+    monkeypatch.delenv("CI")
+    record = lock(root)["pending"]["hero"]
+    assert len(record["candidates"]) == 3 and record["provider"] != "placeholder"
+    assert lock(root)["outputs"]["hero.png"]["key"] == draft["key"]  # nothing accepted for us
+    for flags in ((), ("--allow-drafts",)):  # pending, whatever drafts are allowed
+        c = cli(capsys, root, "check", *flags)
+        assert c.code == 1 and "pending: 3 candidates" in c.out, c
+    # a build without the key (drafts) never replaces the paid candidates with drafts
+    r = cli(capsys, root, "build", "--provider", "placeholder", "--json")
+    assert r.code == 0 and lock(root)["pending"]["hero"] == record and emu.billed == 4, r
+
+    requests = len(emu.requests)
+    assert cli(capsys, root, "accept", "hero", "--pick", "1").code == 0
+    real = lock(root)["outputs"]["hero.png"]
+    assert real["provider"] == record["provider"] and real["original"] == record["candidates"][0]["sha256"]
+    assert pixels((root / "out" / "hero.png").read_bytes()) == pixels(cached_original(record["candidates"][0]["key"]))
+    assert cli(capsys, root, "check", "--allow-drafts").code == 0  # (an emulator's image is a draft too)
+    r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
+    assert (r.code, r.json["provider_calls"]) == (0, 0) and len(emu.requests) == requests, r
