@@ -285,7 +285,8 @@ def test_a_pick_made_among_drafts_never_passes_for_the_real_image(
     assert cli(capsys, root, "accept", "hero", "--pick", "1").code == 0
     real = lock(root)["outputs"]["hero.png"]
     assert real["provider"] == record["provider"] and real["original"] == record["candidates"][0]["sha256"]
-    assert pixels((root / "out" / "hero.png").read_bytes()) == pixels(cached_original(record["candidates"][0]["key"]))
+    picked = cached_original(record["candidates"][0]["key"])
+    assert pixels((root / "out" / "hero.png").read_bytes()) == pixels(picked)
     assert cli(capsys, root, "check", "--allow-drafts").code == 0  # (an emulator's image is a draft too)
     r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
     assert (r.code, r.json["provider_calls"]) == (0, 0) and len(emu.requests) == requests, r

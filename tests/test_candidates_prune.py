@@ -180,3 +180,23 @@ def test_a_bad_retention_setting_is_a_located_error(root: Path, capsys: pytest.C
     assert r.code == 2 and "imgbuild.yaml:9:21: keep_unpicked_days" in r.err and "Traceback" not in r.err, r
     r = cli(capsys, root, "cache", "prune", "--keep-unpicked-days", "-3")
     assert r.code == 2 and "--keep-unpicked-days" in r.err, r
+
+
+def test_holds_that_are_not_ours_keep_nothing_and_run_nothing(
+        root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hold row written by someone else (garbage, a far-future time, or a pickle from stock
+    diskcache) is no hold: prune reads it as data or not at all."""
+    import diskcache
+
+    assert cli(capsys, root, "build").code == 0
+    keys = candidate_keys(root)
+    assert cli(capsys, root, "reject", "a").code == 0
+    with Cache(cache_dir()) as cache:
+        cache._store.set(f"hold:{keys[0]}", b"not json")
+        cache._store.set(f"hold:{keys[1]}", json.dumps({"since": 1e300}).encode())
+    stock = diskcache.Cache(str(cache_dir()))
+    stock.set(f"hold:{keys[2]}", {"since": 4e9, "reason": "would unpickle"})  # a pickled row
+    stock.close()
+    age_cache(cache_dir())
+    r = cli(capsys, root, "cache", "prune", "--json")
+    assert r.code == 0 and r.json["kept_unpicked"] == [] and r.json["entries"] == sorted(keys), r

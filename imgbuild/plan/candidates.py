@@ -10,6 +10,11 @@ original, plus every seed rejected so far. An accepted pick is an ordinary outpu
 `picked_from: k`, its seed and `base_key`: while the target's request keeps that base key the
 pick is restored by its generation key (the cached bytes, never a new generation); when the
 request changes the pin no longer applies and the target is pending again.
+
+A pick made among drafts stands for drafts only: a provider that replaces drafts makes k new
+candidates, and once they are recorded the draft pin no longer applies (check reports the target
+pending, drafts allowed or not). A draft build never draws over recorded candidates another
+provider made: it keeps them as they are while the cache holds them.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from imgbuild.plan.states import (
     generation_key,
 )
 from imgbuild.spec.types import Target
+from imgbuild.store.lockfile import is_draft
 
 SEED_SPACE = 2**31
 DRAFT_PROVIDER = "placeholder"  # its candidates never stand for real ones
@@ -100,7 +106,7 @@ def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView |
     pin = pin_of(target, entry)
     record = live_record(target, lock.pending.get(target.name))
     reasons: list[str] = []
-    if (pin is not None and pin.get("draft") and record is not None
+    if (pin is not None and is_draft(pin) and record is not None
             and record.get("provider") not in (pin.get("provider"), DRAFT_PROVIDER)):
         # A pick among drafts, and real candidates made since: the draft never stands for them.
         pin = None

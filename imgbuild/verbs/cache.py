@@ -1,8 +1,9 @@
 """`imgbuild cache info | verify | prune`: look after the store of paid originals.
 
 The cache is found as a build finds it ($IMGBUILD_CACHE_DIR, else the project's `cache_dir`, else
-$XDG_CACHE_HOME/imgbuild). Only the project file's `cache_dir` is read, so a project whose specs
-do not validate can still have its cache inspected. Each function returns a `DataResult`.
+$XDG_CACHE_HOME/imgbuild). Only the project file's `cache_dir` and `keep_unpicked_days` are read,
+so a project whose specs do not validate can still have its cache inspected. Each function returns
+a `DataResult`.
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def keep_unpicked_days(where: Where, flag: int | None = None) -> int:
         from imgbuild.spec import yamlio
 
         line, col = yamlio.locate(settings, [UNPICKED_SETTING])
-        raise UsageError(f"{display_path(project_file) if project_file else PROJECT_FILE}:{line}:{col}: {UNPICKED_SETTING}: {value!r} is not a "
-                         "whole number of days (0 or more) for which `cache prune` keeps the candidates "
-                         "that were not picked")
+        where_ = f"{display_path(project_file) if project_file else PROJECT_FILE}:{line}:{col}"
+        raise UsageError(f"{where_}: {UNPICKED_SETTING}: {value!r} is not a whole number of days "
+                         "(0 or more) for which `cache prune` keeps the candidates that were not picked")
     return value
 
 
@@ -159,7 +160,7 @@ def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False, 
 
 
 def _held(cache: Cache, keep: set[str], cutoff: float) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """The holds of entries no kept lock references, each marked `kept` while it is younger than
+    """The holds of entries no kept lock references, each marked `kept` when it was recorded after
     `cutoff`; and the holds whose entry is gone (forgotten by a prune with --yes)."""
     entries = set(cache.keys())
     held, stale = {}, []
