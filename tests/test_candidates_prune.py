@@ -200,3 +200,22 @@ def test_holds_that_are_not_ours_keep_nothing_and_run_nothing(
     age_cache(cache_dir())
     r = cli(capsys, root, "cache", "prune", "--json")
     assert r.code == 0 and r.json["kept_unpicked"] == [] and r.json["entries"] == sorted(keys), r
+
+
+def test_candidates_replaced_before_any_pick_are_kept_too(
+        root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A prompt edit while candidates wait: the new ones take their place in the lock, and the
+    old ones (never picked, and paid for) are kept for the retention period like the others."""
+    assert cli(capsys, root, "build").code == 0
+    old = candidate_keys(root)
+    (root / "imgbuild.yaml").write_text(PROJECT.replace("at dawn", "at dusk"), encoding="utf-8")
+    assert cli(capsys, root, "build").code == 0
+    new = candidate_keys(root)
+    assert not set(old) & set(new)
+    age_cache(cache_dir())
+    r = cli(capsys, root, "cache", "prune", "--yes", "--json")
+    assert r.code == 0 and r.json["entries"] == [], r
+    assert {u["key"]: u["reason"] for u in r.json["kept_unpicked"]} == {k: "replaced by new candidates" for k in old}
+    age_holds(cache_dir(), 31)
+    r = cli(capsys, root, "cache", "prune", "--yes", "--json")
+    assert r.json["entries"] == sorted(old) and in_cache() >= set(new), r

@@ -168,15 +168,19 @@ def current_seeds(target: Target, record: dict[str, Any] | None, k: int) -> list
     return candidate_seeds(target.request.seed, k, rejected)
 
 
-def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: Any) -> None:
+def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: Any) -> dict[str, str]:
     """Write `lock.pending` from the plan's candidate steps (those now in the cache), and drop
     the records of targets that are no longer pending (accepted, or without candidates), except
-    for the seeds they rejected."""
+    for the seeds they rejected. Returns {generation key: target name} of the candidates no
+    record names any more (new ones replaced them before any pick: `cache prune` keeps them
+    a while)."""
     by_name: dict[str, list[Step]] = {}
     for step in steps:
         if step.state == PENDING and step.candidate:
             by_name.setdefault(step.target.name, []).append(step)
     own = {t.name: t for t in targets}  # a build of some targets leaves the others' records
+    before = {str(c["key"]): name for name, r in lock.pending.items() if name in own
+              for c in r.get("candidates", [])}
     for name in [n for n in lock.pending if n in own and n not in by_name]:
         rejected = lock.pending[name].get("rejected")
         if rejected:
@@ -198,3 +202,5 @@ def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: A
             "candidates": found,
             **({"rejected": old["rejected"]} if old.get("rejected") else {}),
         }
+    named = {str(c["key"]) for r in lock.pending.values() for c in r.get("candidates", [])}
+    return {key: name for key, name in before.items() if key not in named}

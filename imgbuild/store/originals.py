@@ -14,7 +14,7 @@ files only by the names diskcache itself makes, inside the cache folder. Records
 JSON, originals as raw bytes checked against their sha256, and anything that does not parse is
 a miss. Records from imgbuild 0.x (pickled plain data) are read as data by `pickledata`.
 
-Candidates that were not picked (and rejected ones, and picks replaced by another) get a *hold*
+Candidates that were not picked (and rejected or replaced ones, and replaced picks) get a *hold*
 row, `hold:KEY` -> JSON {since, target, reason, project}: local to this cache, never in the
 committed lock (which stays free of timestamps), read by `cache prune` to keep them a while.
 """

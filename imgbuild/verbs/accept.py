@@ -12,7 +12,7 @@ from imgbuild.errors import ImgbuildError, UsageError
 from imgbuild.plan.candidates import pin_of, with_seed
 from imgbuild.plan.states import generation_key
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, adopt, load, open_cache, project_lock, select
+from imgbuild.verbs.common import Where, adopt, hold_unpicked, load, open_cache, project_lock, select
 from imgbuild.verbs.results import BuildResult, DataResult, Row
 
 
@@ -41,7 +41,7 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
                 accepted.extend(_accept_one(project, target, lock, cache, choice, unpicked))
             lockfile.write(project.lock_path, lock)
             picked = {lock.outputs[o]["key"] for t in chosen for o in t.outputs if o in lock.outputs}
-            _hold(cache, unpicked, picked, sink)
+            hold_unpicked(cache, unpicked, picked, sink.notice)
         from imgbuild.verbs.build import BuildOptions, _build
 
         # derivatives and the manifest, exactly as a build makes them (no generation: every
@@ -121,19 +121,6 @@ def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choi
                                             f"sha256 {cand['sha256'][:12]})") for o in entries]
 
 
-def _hold(cache: Any, notes: dict[str, dict[str, str]], picked: set[str], sink: Any) -> None:
-    """Remember when candidates stopped being wanted, for `cache prune` (local to the cache:
-    the lock stays free of timestamps). A cache that cannot take it costs the note, not the pick."""
-    from imgbuild.store.originals import CacheError
-
-    try:
-        cache.release(sorted(picked))  # a pick is kept by the lock; an old hold would mislead
-        cache.hold({k: v for k, v in notes.items() if k not in picked})
-    except CacheError as e:
-        sink.notice(f"the candidates not picked could not be marked in the cache ({e}): "
-                    "`imgbuild cache prune` keeps them only while they are recent")
-
-
 def listing(targets: list[Any], lock: lockfile.Lock, cache: Any, folder: Any) -> DataResult:
     """What `accept TARGET` without a choice shows: each candidate, a copy of its original to
     look at (.imgbuild/candidates/NAME/N.png, local and disposable) and the command to pick it."""
@@ -182,6 +169,6 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
         lockfile.write(project.lock_path, lock)
         if unwanted:
             with open_cache(project) as cache:
-                _hold(cache, unwanted, set(), sink)
+                hold_unpicked(cache, unwanted, set(), sink.notice)
     return DataResult("reject", {"targets": done})
 
