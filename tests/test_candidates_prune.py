@@ -150,7 +150,7 @@ def test_the_accepted_pick_is_never_pruned_while_the_lock_references_it(
     assert r.code == 0 and first[0] not in r.json["entries"], r
     assert first[0] in in_cache() and sorted(r.json["entries"]) == sorted(first[1:])
 
-    # New candidates, a new pick: the old pick is now a pick replaced, kept 30 days from now.
+    # New candidates, a new pick: the old pick is now replaced by a pick, kept 30 days from now.
     assert cli(capsys, root, "build").code == 0
     second = candidate_keys(root)
     assert cli(capsys, root, "accept", "a", "--pick", "3").code == 0
@@ -158,7 +158,7 @@ def test_the_accepted_pick_is_never_pruned_while_the_lock_references_it(
     r = cli(capsys, root, "cache", "prune", "--yes", "--json")
     assert r.json["entries"] == [], r
     kept = {u["key"]: u["reason"] for u in r.json["kept_unpicked"]}
-    assert kept == {first[0]: "pick replaced", second[0]: "not picked", second[1]: "not picked"}
+    assert kept == {first[0]: "replaced by a pick", second[0]: "not picked", second[1]: "not picked"}
     age_holds(cache_dir(), 31)
     r = cli(capsys, root, "cache", "prune", "--yes", "--json")
     assert sorted(r.json["entries"]) == sorted([first[0], *second[:2]]), r

@@ -103,7 +103,7 @@ def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choi
     note = {"target": target.name, "project": str(project.root)}
     for old in (lock.outputs.get(o) for o in target.outputs):
         if old and old.get("key") != cand["key"]:
-            unpicked[old["key"]] = {**note, "reason": "pick replaced"}
+            unpicked[old["key"]] = {**note, "reason": "replaced by a pick"}
     for i, other in enumerate(record["candidates"], 1):
         if i != number:
             unpicked[other["key"]] = {**note, "reason": "not picked"}
