@@ -162,9 +162,10 @@ def prune(where: Where, *, keep_locks: tuple[str, ...] = (), yes: bool = False, 
 def _held(cache: Cache, keep: set[str], cutoff: float) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The holds of entries no kept lock references, each marked `kept` when it was recorded after
     `cutoff`; and the holds whose entry is gone (forgotten by a prune with --yes)."""
-    entries = set(cache.keys())
+    holds = cache.holds()
+    entries = set(cache.keys()) if holds else set()
     held, stale = {}, []
-    for key, hold in cache.holds().items():
+    for key, hold in holds.items():
         if key not in entries:
             stale.append(key)
         elif key not in keep:  # a lockfile's entry is kept anyway (an accepted pick, a pending one)
