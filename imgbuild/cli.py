@@ -447,17 +447,21 @@ def cache_verify(yes: bool, directory: str | None, project_file: str | None, jso
 @cache.command("prune")
 @click.option("--keep-lock", "keep_locks", metavar="PATH", multiple=True,
               help="Keep every entry this lockfile references (repeatable; default: this project's imgbuild.lock).")
+@click.option("--keep-unpicked-days", "days", metavar="DAYS", type=click.IntRange(min=0), default=None,
+              help="Keep candidates that were not picked (or were rejected) this many days after the "
+                   "pick (default: the project's keep_unpicked_days, else 30).")
 @click.option("--yes", is_flag=True, help="Really delete (default: only list).")
 @_project_options
 @_output_options
-def cache_prune(keep_locks: tuple[str, ...], yes: bool, directory: str | None, project_file: str | None,
-                json_mode: bool, verbose: int, quiet: int) -> int:
-    """Delete entries no given lockfile references, and blobs no remaining entry uses."""
+def cache_prune(keep_locks: tuple[str, ...], days: int | None, yes: bool, directory: str | None,
+                project_file: str | None, json_mode: bool, verbose: int, quiet: int) -> int:
+    """Delete entries no given lockfile references, and blobs no remaining entry uses; candidates
+    not picked are kept for a while after the pick."""
     from imgbuild.verbs import cache as cachecmd
 
     return _run("cache prune", (json_mode, verbose, quiet),
                 lambda sink: cachecmd.prune(_where(directory, project_file), keep_locks=keep_locks, yes=yes,
-                                            on_wait=sink.notice))
+                                            days=days, on_wait=sink.notice))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -581,9 +581,20 @@ def _render_cache_verify(d: dict[str, Any]) -> tuple[list[str], str, bool]:
                    "image again (paid); `imgbuild cache verify --yes` removes them now."), True
 
 
+def _unpicked(u: dict[str, Any]) -> str:
+    return f"{u['target'] or '?'}: {u['reason'] or 'not picked'} on {u['since'][:10]}"
+
+
 def _render_cache_prune(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     verb = "deleted" if d["deleted"] else "would delete"
-    lines = [f"{verb}: entry {key}" for key in d["entries"]] + [f"{verb}: blob {b}" for b in d["blobs"]]
+    expired = {u["key"]: u for u in d.get("expired_unpicked", [])}
+    days = d.get("keep_unpicked_days")
+    lines = [f"{verb}: entry {key}" + (f" ({_unpicked(expired[key])}; to be kept until "
+                                       f"{expired[key]['until'][:10]}, keep_unpicked_days: {days})"
+                                       if key in expired else "")
+             for key in d["entries"]] + [f"{verb}: blob {b}" for b in d["blobs"]]
+    lines[:0] = [f"keeping: entry {u['key']} ({_unpicked(u)}; kept until {u['until'][:10]}, "
+                 f"keep_unpicked_days: {days})" for u in d.get("kept_unpicked", [])]
     keys, blobs = len(d["entries"]), len(d["blobs"])
     if keys or blobs:
         lines.insert(0, f"keeping what {', '.join(d['keep_locks'])} reference(s); the cache at "
@@ -618,9 +629,12 @@ def _render_review(r: Any, verbosity: int) -> tuple[list[str], str, bool]:
     shown = [c for c in r.comparison.changes if c.kind != UNCHANGED or verbosity > 0]
     lines = [f"{c.kind:<10} {c.output} ({c.name})" + (f": {describe(c)}" if c.kind != UNCHANGED else "")
              for c in shown]
+    lines += [f"{'pending':<10} {p['name']}: {len(p['candidates'])} candidates to pick from on the page "
+              f"(or list them with `imgbuild accept {p['name']}`)" for p in r.picks]
     counts, m = r.counts, r.comparison
     text = (f"imgbuild: against {r.base.ref} ({r.base.commit[:10]}): "
             + ", ".join(f"{counts[k]} {k}" for k in KINDS)
+            + (f", {len(r.picks)} waiting for a pick" if r.picks else "")
             + f"; {m.images_paid} image(s) paid, {m.spent:.2f} {m.currency}"
             + f"\nimgbuild: report: {display_path(r.index)}")
     if r.markdown is not None:
@@ -635,9 +649,21 @@ def _render_watch(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     return [], text, False
 
 
+def _near(path: str) -> str:
+    """A path as typed from here when it is under the current folder, else in full."""
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def _render_accept_list(d: dict[str, Any]) -> tuple[list[str], str, bool]:
     lines = [f"{c['name']}  candidate {c['pick']}: seed {c['seed']}  sha256 {c['sha256'][:12]}  "
-             f"{c['file'] or '(not in the cache)'}  ->  {c['command']}" for c in d["candidates"]]
+             f"{_near(c['file']) if c['file'] else '(not in the cache)'}  ->  {c['command']}"
+             for c in d["candidates"]]
     return lines, "imgbuild: pick one with --pick N or --digest PREFIX (or --all-first)", True
 
 

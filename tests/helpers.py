@@ -32,6 +32,18 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     return Result(code, out, err)
 
 
+def age_holds(directory: Any, days: float) -> None:
+    """Move the time recorded for every candidate not picked (or rejected) `days` into the past,
+    as if that much time had passed since the pick: `cache prune` keeps them for a while after it."""
+    from pathlib import Path
+
+    from imgbuild.store.originals import Cache
+
+    with Cache(Path(directory)) as cache:
+        for key, hold in cache.holds().items():
+            cache.hold({key: hold}, since=hold["since"] - days * 86400)
+
+
 def age_cache(directory: Any, seconds: float = 2 * 3600) -> None:
     """Make every row of a cache of originals look `seconds` older, as if that much time had
     passed: `cache prune` spares whatever was stored within its grace period."""

@@ -65,6 +65,19 @@ def pixels(data: bytes) -> bytes:
         return im.convert("RGB").tobytes()
 
 
+def without_provenance(png: bytes) -> bytes:
+    """The output minus the iTXt chunks imgbuild inserts right after IHDR (it never re-encodes
+    a PNG original): the original's exact bytes."""
+    import struct
+
+    end = 8 + 12 + struct.unpack(">I", png[8:12])[0]  # signature + IHDR
+    rest = end
+    while png[rest + 4:rest + 8] == b"iTXt":
+        rest += 12 + struct.unpack(">I", png[rest:rest + 4])[0]
+    assert rest > end, "no provenance chunks after IHDR"
+    return png[:end] + png[rest:]
+
+
 def cached_original(key: str) -> bytes:
     with Cache(Path(os.environ["IMGBUILD_CACHE_DIR"])) as cache:
         found = cache.get(key)
@@ -73,7 +86,8 @@ def cached_original(key: str) -> bytes:
 
 
 def test_three_candidates_bill_three_then_accept_pins_the_pick_by_digest(
-        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     root = project(tmp_path)
     plan = cli(capsys, root, "plan", "--provider", "dashscope", "--json")
     assert plan.json["cost"]["by_model"]["qwen-image-plus"]["images"] == 4  # 3 candidates + plain
@@ -100,6 +114,7 @@ def test_three_candidates_bill_three_then_accept_pins_the_pick_by_digest(
     original = cached_original(chosen["key"])
     assert hashlib.sha256(original).hexdigest() == chosen["sha256"]
     written = (root / "out" / "hero.png").read_bytes()
+    assert hashlib.sha256(without_provenance(written)).hexdigest() == chosen["sha256"]  # its very bytes
     assert pixels(written) == pixels(original)
     entry = lock(root)["outputs"]["hero.png"]
     assert (entry["original"], entry["seed"], entry["picked_from"]) == (chosen["sha256"], base + 1, 3)
@@ -116,7 +131,7 @@ def test_three_candidates_bill_three_then_accept_pins_the_pick_by_digest(
     r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
     assert (r.code, r.json["provider_calls"], r.json["restored"]) == (0, 0, 1), r
     assert len(emu.requests) == requests
-    assert pixels((root / "out" / "hero.png").read_bytes()) == pixels(original)
+    assert without_provenance((root / "out" / "hero.png").read_bytes()) == original
 
     # A prompt edit: the pin no longer applies; 3 new candidates, pending again
     project(tmp_path, "A red fox in the rain.")
@@ -127,6 +142,17 @@ def test_three_candidates_bill_three_then_accept_pins_the_pick_by_digest(
     new = lock(root)["pending"]["hero"]["candidates"]
     assert len(new) == 3 and not {c["sha256"] for c in new} & {c["sha256"] for c in record["candidates"]}
     assert cli(capsys, root, "check", "--allow-drafts").code == 1
+
+    # The salted service really answers the pick's request (its seed) with other bytes: a project
+    # asking for exactly that request, with an empty cache, gets a different image.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "imgbuild.yaml").write_text(PROJECT.format(prompt="A red fox in the snow.").replace(
+        "candidates: 3", f"seed: {base + 1}"), encoding="utf-8")
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path / "other-cache"))
+    assert cli(capsys, other, "build", "--provider", "dashscope").code == 0
+    assert lock(other)["outputs"]["hero.png"]["key"] == chosen["key"]  # the same request...
+    assert pixels((other / "out" / "hero.png").read_bytes()) != pixels(original)  # ...other pixels
 
 
 def test_reject_asks_for_seeds_never_asked_before(
@@ -246,3 +272,47 @@ def test_accept_at_a_terminal_lists_then_asks_for_the_number(
     out = done.stdout.decode()
     assert done.returncode == 0 and "imgbuild accept a --pick 3" in out and "1 accepted" in out, (out, done.stderr)
     assert lock(tmp_path)["outputs"]["a.png"]["seed"] == derive_seed("a") + 2
+
+
+def test_a_pick_made_among_drafts_never_passes_for_the_real_image(
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picked while the provider was the placeholder: once the real provider is configured the
+    draft pin does not apply (a draft's composition says nothing of the real image's), the
+    target is pending again with k real candidates, and check fails until one is accepted."""
+    root = project(tmp_path)
+    assert cli(capsys, root, "build", "--provider", "placeholder").code == 0
+    assert cli(capsys, root, "accept", "hero", "--pick", "2").code == 0
+    draft = lock(root)["outputs"]["hero.png"]
+    assert draft["draft"] is True and draft["picked_from"] == 3
+    assert cli(capsys, root, "check", "--allow-drafts").code == 0
+    assert emu.billed == 0
+
+    p = cli(capsys, root, "plan", "--provider", "dashscope", "--json")
+    assert p.json["cost"]["by_model"]["qwen-image-plus"]["images"] == 4, p  # 3 real candidates + plain
+    p = cli(capsys, root, "plan", "--provider", "dashscope")
+    assert "the accepted pick is a draft" in p.out, p
+    monkeypatch.setenv("CI", "true")  # CI does not pick either
+    r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
+    assert r.code == 1 and emu.billed == 4, r
+    assert [t["status"] for t in r.json["targets"] if t["name"] == "hero"] == ["pending"]
+    monkeypatch.delenv("CI")
+    record = lock(root)["pending"]["hero"]
+    assert len(record["candidates"]) == 3 and record["provider"] != "placeholder"
+    assert lock(root)["outputs"]["hero.png"]["key"] == draft["key"]  # nothing accepted for us
+    for flags in ((), ("--allow-drafts",)):  # pending, whatever drafts are allowed
+        c = cli(capsys, root, "check", *flags)
+        assert c.code == 1 and "pending: 3 candidates" in c.out, c
+    # a build without the key (drafts) never replaces the paid candidates with drafts
+    r = cli(capsys, root, "build", "--provider", "placeholder", "--json")
+    assert r.code == 0 and lock(root)["pending"]["hero"] == record and emu.billed == 4, r
+
+    requests = len(emu.requests)
+    assert cli(capsys, root, "accept", "hero", "--pick", "1").code == 0
+    real = lock(root)["outputs"]["hero.png"]
+    assert real["provider"] == record["provider"] and real["original"] == record["candidates"][0]["sha256"]
+    picked = cached_original(record["candidates"][0]["key"])
+    assert without_provenance((root / "out" / "hero.png").read_bytes()) == picked
+    assert cli(capsys, root, "check", "--allow-drafts").code == 0  # (an emulator's image is a draft too)
+    r = cli(capsys, root, "build", "--provider", "dashscope", "--json")
+    assert (r.code, r.json["provider_calls"]) == (0, 0) and len(emu.requests) == requests, r

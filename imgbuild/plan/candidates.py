@@ -10,6 +10,11 @@ original, plus every seed rejected so far. An accepted pick is an ordinary outpu
 `picked_from: k`, its seed and `base_key`: while the target's request keeps that base key the
 pick is restored by its generation key (the cached bytes, never a new generation); when the
 request changes the pin no longer applies and the target is pending again.
+
+A pick made among drafts stands for drafts only: a provider that replaces drafts makes k new
+candidates, and once they are recorded the draft pin no longer applies (check reports the target
+pending, drafts allowed or not). A draft build never draws over recorded candidates another
+provider made: it keeps them as they are while the cache holds them.
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from imgbuild.plan.states import (
     generation_key,
 )
 from imgbuild.spec.types import Target
+from imgbuild.store.lockfile import is_draft
 
 SEED_SPACE = 2**31
+DRAFT_PROVIDER = "placeholder"  # its candidates never stand for real ones
 
 
 def candidate_seeds(seed: int, k: int, rejected: Iterable[int] = ()) -> list[int]:
@@ -84,11 +91,31 @@ def pinned(targets: list[Target], lock: Any) -> list[Target]:
     return out
 
 
+def live_record(target: Target, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pending record when its k candidates are for the target's current request."""
+    if not record or len(record.get("candidates", [])) != target.candidates:
+        return None
+    if record.get("base_key") != generation_key(str(record.get("provider", "")), target.request):
+        return None
+    return record
+
+
 def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView | None,
-                    plan_one: Callable[[Target], Step]) -> list[Step]:
+                    plan_one: Callable[[Target], Step], provider_draft: bool = False) -> list[Step]:
     entry = lock.get(target.outputs[0])
     pin = pin_of(target, entry)
+    record = live_record(target, lock.pending.get(target.name))
     reasons: list[str] = []
+    if (pin is not None and is_draft(pin) and record is not None
+            and record.get("provider") not in (pin.get("provider"), DRAFT_PROVIDER)):
+        # A pick among drafts, and real candidates made since: the draft never stands for them.
+        pin = None
+        reasons = [f"the accepted pick is a draft by {entry.get('provider')}; the {record.get('provider')} "
+                   "candidates wait for a pick"]
+    if provider_draft and record is not None and record.get("provider") != provider:
+        kept = recorded_steps(target, record, cache, reasons)
+        if kept:  # drafts never replace candidates a real provider made (and were paid for)
+            return kept
     if pin is not None:
         step = plan_one(with_seed(target, int(pin["seed"])))
         if step.state != DRAFT and (step.action != GENERATE or cache is None):
@@ -100,7 +127,7 @@ def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView |
                          [f"the accepted original (sha256 {str(pin.get('original', ''))[:12]}) is not "
                           "in the cache: restore the cache, or `imgbuild reject` it for new candidates"],
                          candidate=0)]
-    elif entry and entry.get("picked_from"):
+    elif entry and entry.get("picked_from") and not reasons:
         reasons = explain_change(entry.get("request"), with_seed(target, int(entry.get("seed", 0))).request)
     k = target.candidates
     seeds = current_seeds(target, lock.pending.get(target.name), k)
@@ -116,6 +143,22 @@ def candidate_steps(target: Target, lock: Any, provider: str, cache: CacheView |
     return steps
 
 
+def recorded_steps(target: Target, record: dict[str, Any], cache: CacheView | None,
+                   reasons: list[str]) -> list[Step]:
+    """The recorded candidates as they are (none when the cache has lost one of them)."""
+    k = len(record["candidates"])
+    steps = []
+    for i, c in enumerate(record["candidates"], 1):
+        if cache is not None and not cache.complete(str(c["key"]), 1):
+            return []
+        steps.append(Step(with_seed(target, int(c["seed"])), PENDING, NOTHING, str(c["key"]),
+                          str(record.get("provider", "")),
+                          reasons + [f"pending: {k} candidates, run `imgbuild accept {target.name} --pick N`",
+                                     f"candidate {i} of {k}: seed {c['seed']} (made by {record.get('provider')})"],
+                          candidate=i))
+    return steps
+
+
 def current_seeds(target: Target, record: dict[str, Any] | None, k: int) -> list[int]:
     """The pending record's seeds while it is for this request and k; else fresh ones."""
     rejected = [int(s) for s in (record or {}).get("rejected", [])]
@@ -125,15 +168,19 @@ def current_seeds(target: Target, record: dict[str, Any] | None, k: int) -> list
     return candidate_seeds(target.request.seed, k, rejected)
 
 
-def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: Any) -> None:
+def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: Any) -> dict[str, str]:
     """Write `lock.pending` from the plan's candidate steps (those now in the cache), and drop
     the records of targets that are no longer pending (accepted, or without candidates), except
-    for the seeds they rejected."""
+    for the seeds they rejected. Returns {generation key: target name} of the candidates no
+    record names any more (new ones replaced them before any pick: `cache prune` keeps them
+    a while)."""
     by_name: dict[str, list[Step]] = {}
     for step in steps:
         if step.state == PENDING and step.candidate:
             by_name.setdefault(step.target.name, []).append(step)
     own = {t.name: t for t in targets}  # a build of some targets leaves the others' records
+    before = {str(c["key"]): name for name, r in lock.pending.items() if name in own
+              for c in r.get("candidates", [])}
     for name in [n for n in lock.pending if n in own and n not in by_name]:
         rejected = lock.pending[name].get("rejected")
         if rejected:
@@ -155,3 +202,5 @@ def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: A
             "candidates": found,
             **({"rejected": old["rejected"]} if old.get("rejected") else {}),
         }
+    named = {str(c["key"]) for r in lock.pending.values() for c in r.get("candidates", [])}
+    return {key: name for key, name in before.items() if key not in named}

@@ -121,7 +121,7 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
             return _step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
 
         steps += [s for t in targets if t.candidates > 1
-                  for s in candidate_steps(t, lock, provider, cache, one)]
+                  for s in candidate_steps(t, lock, provider, cache, one, provider_draft)]
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     if lock.adopted_from is not None:  # the shared lock's other entries are other files'
         for other in [o for o in lock.outputs if o not in produced]:

@@ -13,6 +13,10 @@ a `Disk` subclass returns pickled rows as inert bytes, refuses pickled keys, and
 files only by the names diskcache itself makes, inside the cache folder. Records are stored as
 JSON, originals as raw bytes checked against their sha256, and anything that does not parse is
 a miss. Records from imgbuild 0.x (pickled plain data) are read as data by `pickledata`.
+
+Candidates that were not picked (and rejected or replaced ones, and replaced picks) get a *hold*
+row, `hold:KEY` -> JSON {since, target, reason, project}: local to this cache, never in the
+committed lock (which stays free of timestamps), read by `cache prune` to keep them a while.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ MAX_IMAGES = 16
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _VALUE_FILE = re.compile(r"[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val")
 _TEXT_FIELDS = ("provider", "request_id", "task_id", "actual_prompt")
+_HOLD_FIELDS = ("target", "reason", "project")
 
 
 class CacheError(ImgbuildError):
@@ -332,11 +337,55 @@ class Cache:
 
     @_reading
     def delete(self, keys: list[str], blobs: list[str]) -> None:
-        """Records first, then blobs, so a record never names a deleted blob."""
+        """Records first, then blobs, so a record never names a deleted blob (and a record's
+        hold goes with it)."""
         for key in keys:
             self._store.delete(f"gen:{key}")
+            self._store.delete(f"hold:{key}")
         for digest in blobs:
             self._store.delete(f"blob:{digest}")
+
+    # --- candidates not picked (`imgbuild accept | reject`; `cache prune` keeps them a while) ---
+
+    def hold(self, notes: dict[str, dict[str, str]], since: float | None = None) -> None:
+        """Record that each generation key in `notes` stopped being wanted at `since` (default:
+        now) and why (`target`, `reason`, `project`): a candidate not picked, rejected, or a pick
+        replaced. `cache prune` keeps such an entry for a retention period after that time even
+        when no lockfile references it. Without `since`, an earlier hold is moved forward, never
+        back. A cache that cannot take it raises CacheWriteError."""
+        import sqlite3
+
+        now = time.time() if since is None else since
+        try:
+            for key, note in notes.items():
+                old = self._hold(key) if since is None else None
+                at = max(now, old["since"]) if old else now
+                row = {**{f: str(note[f])[:1000] for f in _HOLD_FIELDS if note.get(f)}, "since": at}
+                self._store.set(f"hold:{key}", json.dumps(row, sort_keys=True).encode("utf-8"))
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise CacheWriteError(_write_failure(self.directory, e)) from None
+        except CacheError as e:
+            raise CacheWriteError(str(e)) from None
+
+    def _hold(self, key: str) -> dict[str, Any] | None:
+        return parse_hold(self._store.get(f"hold:{key}"))
+
+    @_reading
+    def holds(self) -> dict[str, dict[str, Any]]:
+        """{generation key: its hold} for every readable hold (one that does not parse is none)."""
+        found = {}
+        for row in list(self._store.iterkeys()):
+            if type(row) is str and row.startswith("hold:"):
+                hold = self._hold(row[5:])
+                if hold is not None:
+                    found[row[5:]] = hold
+        return found
+
+    @_reading
+    def release(self, keys: list[str]) -> None:
+        """Forget the holds of `keys` (picked after all, or their entry is gone)."""
+        for key in keys:
+            self._store.delete(f"hold:{key}")
 
 
 def _write_failure(directory: Path, error: Exception) -> str:
@@ -348,6 +397,24 @@ def _write_failure(directory: Path, error: Exception) -> str:
     if getattr(error, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text:
         return f"the image cache ({directory}) is read-only"
     return f"cannot store in the image cache ({directory}): {text}"
+
+
+def parse_hold(value: Any) -> dict[str, Any] | None:
+    """A hold as data ({'since': epoch seconds, 'target', 'reason', 'project'}), or None."""
+    if type(value) is not bytes:
+        return None  # a pickle (never loaded) or anything else
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return None
+    since = doc.get("since") if isinstance(doc, dict) else None
+    if type(since) not in (int, float) or not 0 <= since < 1e11:  # NaN and inf fail too
+        return None
+    hold: dict[str, Any] = {"since": float(since)}
+    for name in _HOLD_FIELDS:
+        if isinstance(doc.get(name), str) and len(doc[name]) <= 1000:
+            hold[name] = doc[name]
+    return hold
 
 
 def parse_record(value: Any) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from imgbuild.errors import ImgbuildError, UsageError
 from imgbuild.plan.candidates import pin_of, with_seed
 from imgbuild.plan.states import generation_key
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, adopt, load, open_cache, project_lock, select
+from imgbuild.verbs.common import Where, adopt, hold_unpicked, load, open_cache, project_lock, select
 from imgbuild.verbs.results import BuildResult, DataResult, Row
 
 
@@ -35,10 +35,13 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
             with open_cache(project) as cache:
                 return listing(chosen, lock, cache, project.state_dir / "candidates")
         accepted: list[Row] = []
+        unpicked: dict[str, dict[str, str]] = {}
         with open_cache(project) as cache:
             for target in chosen:
-                accepted.extend(_accept_one(project, target, lock, cache, choice))
-        lockfile.write(project.lock_path, lock)
+                accepted.extend(_accept_one(project, target, lock, cache, choice, unpicked))
+            lockfile.write(project.lock_path, lock)
+            picked = {lock.outputs[o]["key"] for t in chosen for o in t.outputs if o in lock.outputs}
+            hold_unpicked(cache, unpicked, picked, sink.notice)
         from imgbuild.verbs.build import BuildOptions, _build
 
         # derivatives and the manifest, exactly as a build makes them (no generation: every
@@ -80,7 +83,9 @@ def _candidate(name: str, record: dict[str, Any], choice: Choice) -> tuple[int, 
     return hits[0]
 
 
-def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choice: Choice) -> list[Row]:
+def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choice: Choice,
+                unpicked: dict[str, dict[str, str]]) -> list[Row]:
+    """Pin one candidate; note in `unpicked` the others and the pick this one replaces."""
     from imgbuild.store.outputs import write_target
 
     record = lock.pending[target.name]
@@ -95,6 +100,13 @@ def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choi
     images, meta = found
     picked = with_seed(target, int(cand["seed"]))
     k = len(record["candidates"])
+    note = {"target": target.name, "project": str(project.root)}
+    for old in (lock.outputs.get(o) for o in target.outputs):
+        if old and old.get("key") != cand["key"]:
+            unpicked[old["key"]] = {**note, "reason": "replaced by a pick"}
+    for i, other in enumerate(record["candidates"], 1):
+        if i != number:
+            unpicked[other["key"]] = {**note, "reason": "not picked"}
     entries = write_target(project.output_dir, picked, images[:1], cand["key"], record["provider"], meta)
     for entry in entries.values():
         entry.update(picked_from=k, base_key=record["base_key"], original=cand["sha256"],
@@ -137,19 +149,26 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
         lock = lockfile.read(project.lock_path)
         targets = adopt(targets, lock)
         done = []
+        unwanted: dict[str, dict[str, str]] = {}  # for `cache prune`: when and why
         for t in select(targets, patterns):
             if t.candidates == 1:
                 raise UsageError(f"{t.name} has no `candidates:`: nothing to reject")
             record = lock.pending.get(t.name, {})
             seen = {int(s) for s in record.get("rejected", [])}
             seen |= {int(c["seed"]) for c in record.get("candidates", [])}
+            note = {"target": t.name, "project": str(project.root)}
+            unwanted.update({c["key"]: {**note, "reason": "rejected"} for c in record.get("candidates", [])})
             for output in t.outputs:
                 entry = lock.outputs.get(output)
                 if entry and entry.get("picked_from"):
                     seen |= {int(entry["seed"]), *map(int, entry.get("candidate_seeds", []))}
                     lock.outputs[output] = {k: v for k, v in entry.items() if k not in ("picked_from", "base_key")}
+                    unwanted[entry["key"]] = {**note, "reason": "pick rejected"}
             lock.pending[t.name] = {"rejected": sorted(seen), "k": t.candidates}
             done.append({"name": t.name, "rejected_seeds": sorted(seen)})
         lockfile.write(project.lock_path, lock)
+        if unwanted:
+            with open_cache(project) as cache:
+                hold_unpicked(cache, unwanted, set(), sink.notice)
     return DataResult("reject", {"targets": done})
 

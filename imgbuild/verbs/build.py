@@ -178,7 +178,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         if any(t.candidates > 1 for t in selected) or lock.pending:
-            record_pending(plan.steps, selected, lock, ctx.cache)
+            record_pending(plan.steps, selected, lock, ctx.cache, project, ctx.sink.notice)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
         # file's entries still live in the folder's shared imgbuild.lock)
         if (todo or run.derived or prune or moved or lock.adopted_from is not None

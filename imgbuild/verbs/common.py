@@ -140,7 +140,26 @@ def as_made(targets: list[Target], lock: Any) -> list[Target]:
     return pinned(targets, lock)
 
 
-def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any) -> None:
+def record_pending(steps: list[Any], targets: list[Target], lock: Any, cache: Any,
+                   project: Project, notice: Any) -> None:
+    """Record the pending candidates in the lock; candidates new ones replaced before any pick
+    are marked in the cache, as accept and reject mark theirs, for `cache prune`."""
     from imgbuild.plan import candidates
 
-    candidates.record_pending(steps, targets, lock, cache)
+    replaced = candidates.record_pending(steps, targets, lock, cache)
+    if replaced:
+        note = {"project": str(project.root), "reason": "replaced by new candidates"}
+        hold_unpicked(cache, {k: {**note, "target": name} for k, name in replaced.items()}, set(), notice)
+
+
+def hold_unpicked(cache: Any, notes: dict[str, dict[str, str]], picked: set[str], notice: Any) -> None:
+    """Remember when candidates stopped being wanted, for `cache prune` (local to the cache:
+    the lock stays free of timestamps). A cache that cannot take it costs the note, not the pick."""
+    from imgbuild.store.originals import CacheError
+
+    try:
+        cache.release(sorted(picked))  # a pick is kept by the lock; an old hold would mislead
+        cache.hold({k: v for k, v in notes.items() if k not in picked})
+    except CacheError as e:
+        notice(f"the candidates not picked could not be marked in the cache ({e}): "
+               "`imgbuild cache prune` keeps them only while they are recent")
