@@ -60,6 +60,7 @@ _FAULT_TEXT = {
     FAILED: "the request failed",
 }
 
+IN_FLIGHT = 16  # requests at once: enough to fill a link with ~1 MB originals
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -205,7 +206,8 @@ class Stats:
 class Remote:
     """Get and put originals and records. Thread-safe: callers run many at once."""
 
-    def __init__(self, config: RemoteConfig, env: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, config: RemoteConfig, env: Mapping[str, str] = os.environ,
+                 in_flight: int = IN_FLIGHT) -> None:
         import threading
         from datetime import timedelta
 
@@ -216,6 +218,9 @@ class Remote:
         self.down: Fault | None = None  # set once the store proved unreachable or refused us
         self.writes_denied: Fault | None = None
         self._lock = threading.Lock()
+        # At most `in_flight` requests at once, however many threads call: hashing, decoding and
+        # writing to the local cache happen outside, so the link stays busy while they run.
+        self._slots = threading.BoundedSemaphore(max(1, in_flight))
         self._secrets = [env[n] for n in _SECRET_ENV if env.get(n)]
         options, credentials = store_options(config, env)
         endpoint = options.get("endpoint") or ""
@@ -308,7 +313,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            return bytes(obstore.get(self._store, path).bytes())
+            with self._slots:
+                return bytes(obstore.get(self._store, path).bytes())
         except FileNotFoundError:
             return None
         except Exception as e:  # obstore raises its BaseError family and builtins
@@ -319,7 +325,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            obstore.head(self._store, path)
+            with self._slots:
+                obstore.head(self._store, path)
             return True
         except FileNotFoundError:
             return False
@@ -333,7 +340,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            obstore.put(self._store, path, data, mode="create")
+            with self._slots:
+                obstore.put(self._store, path, data, mode="create")
             return True
         except (AlreadyExistsError, PreconditionError):
             return False
