@@ -19,7 +19,7 @@ from helpers import Result, run
 
 from imgbuild.emulator import Emulator, EmulatorConfig
 from imgbuild.store import remote as rm
-from s3_support import BUCKET, RW, S3Server, start_server
+from s3_support import BUCKET, RW, S3Server
 
 OUT = "out"
 EMULATOR = "dashscope@127.0.0.1"
@@ -222,20 +222,8 @@ def test_two_builds_uploading_the_same_originals_at_once_write_each_once(
     assert sum(s["uploaded"] + s["already_there"] for s in summaries) == 12
 
 
-@pytest.fixture
-def own_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    """A store of this test's own, so that it can be killed."""
-    server = start_server(tmp_path_factory.mktemp("seaweedfs-own"))
-    try:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("required", [False, True])
-def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_server: S3Server, emu: Emulator,
+def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_s3_server: S3Server, emu: Emulator,
                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "p"
     project(root, f"s3://{BUCKET}/killed", 3, variants=0)
@@ -243,7 +231,7 @@ def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_server: 
 
     def upload_then_kill(self: rm.Remote, *args: Any) -> bool:
         created = real_upload(self, *args)
-        own_server.kill()  # held at a known point: right after the first upload
+        own_s3_server.kill()  # held at a known point: right after the first upload
         return created
 
     monkeypatch.setattr(rm.Remote, "upload", upload_then_kill)
