@@ -374,17 +374,25 @@ class Remote:
 
         detail = self._scrub(error)
         if isinstance(error, (PermissionDeniedError, UnauthenticatedError)):
-            failure = self._fault(DENIED, path, detail)
-            if writing:
-                self.writes_denied = failure.fault  # a read-only identity: reads may still work
-            else:
-                self.down = failure.fault
-            return failure
+            # a read-only identity refused a write: uploads stop, reads may still work
+            return self._once("writes_denied" if writing else "down", DENIED, path, detail)
         if self._answers():
             return self._fault(FAILED, path, detail)
-        failure = self._fault(UNREACHABLE, path, detail)
-        self.down = failure.fault
-        return failure
+        return self._once("down", UNREACHABLE, path, detail)
+
+    def _once(self, attribute: str, kind: str, path: str, detail: str) -> RemoteError:
+        """The first such failure is the error; requests that were in flight at the same time
+        and fail for the same reason count as not tried, so one cause is one error."""
+        with self._lock:
+            known = getattr(self, attribute)
+            if known is None:
+                known = Fault(kind, path, detail)
+                setattr(self, attribute, known)
+                self.stats.errors += 1
+                self.stats.faults.append(known)
+            else:
+                self.stats.skipped += 1
+        return RemoteError(known, self.url)
 
     def _answers(self) -> bool:
         """Whether the store's endpoint answers HTTP at all (whatever the status). One probe at
