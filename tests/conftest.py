@@ -58,3 +58,18 @@ def s3_url(s3_server: object, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in s3_server.env().items():  # type: ignore[attr-defined]
         monkeypatch.setenv(name, value)
     return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def own_s3_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A store of the test's own (so that it can be killed or paused), with read-write
+    credentials in the standard AWS variables."""
+    from s3_support import start_server
+
+    server = start_server(tmp_path_factory.mktemp("seaweedfs-own"))
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+    finally:
+        server.stop()

@@ -145,12 +145,22 @@ class S3Server:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        os.killpg(process.pid, signal.SIGCONT)  # a paused store must be able to exit
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
+
+    def pause(self) -> None:
+        """The store hangs (SIGSTOP): connections are still accepted by the kernel, nothing answers."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """The store dies at once (SIGKILL), as a crashed or unplugged server would."""

@@ -19,7 +19,7 @@ from helpers import Result, run
 
 from imgbuild.emulator import Emulator, EmulatorConfig
 from imgbuild.store import remote as rm
-from s3_support import BUCKET, RW, S3Server, start_server
+from s3_support import BUCKET, RO, RW, S3Server
 
 OUT = "out"
 EMULATOR = "dashscope@127.0.0.1"
@@ -111,6 +111,7 @@ def test_two_shards_split_the_work_and_an_assembling_build_pays_nothing(
     specs = tmp_path / "specs"
     project(specs, s3_url, 12, variants=1)
     shard_sets = []
+    fragments: dict[str, dict[str, Any]] = {}
     for i in (1, 2):
         before = emu.billed
         root = clone(specs, tmp_path / f"shard{i}", lock=False)
@@ -119,7 +120,9 @@ def test_two_shards_split_the_work_and_an_assembling_build_pays_nothing(
         assert r.code == 0, r
         names = {row["name"] for row in r.json["targets"] if row["status"] == "built"}
         assert emu.billed - before == len(names) and r.json["remote"]["uploaded"] == len(names)
-        assert json.loads((root / ".imgbuild" / f"lock-shard-{i}-of-2.json").read_text())["outputs"]
+        fragment = json.loads((root / ".imgbuild" / f"lock-shard-{i}-of-2.json").read_text())["outputs"]
+        assert {e["name"] for e in fragment.values()} == names
+        fragments.update(fragment)
         shard_sets.append(names)
     assert shard_sets[0] and shard_sets[1] and not shard_sets[0] & shard_sets[1]
     assert len(shard_sets[0] | shard_sets[1]) == 12 and emu.billed == 12  # each billed once
@@ -130,6 +133,10 @@ def test_two_shards_split_the_work_and_an_assembling_build_pays_nothing(
     assert r.code == 0, r
     assert (r.json["restored"], r.json["built"], r.json["remote"]["hits"]) == (12, 0, 12)
     assert emu.requests == [] and emu.billed == 0
+    # Assembled exactly: every entry as the shard that paid for it recorded it (same request
+    # ids, same file hashes), derivatives included, and nothing else.
+    assert lock_outputs(final) == fragments
+    assert_lock_matches_files(final, OUT)
 
     single = clone(specs, tmp_path / "single", lock=False)
     single_yaml = single / "imgbuild.yaml"
@@ -182,18 +189,30 @@ def test_a_tampered_original_is_named_and_never_used(
     assert built.json["remote"]["errors"] == 1
 
 
+@pytest.mark.parametrize("flagged", [True, False], ids=["read-only flag", "identity only"])
 def test_a_read_only_identity_builds_and_writes_nothing(
-        tmp_path: Path, s3_url: str, s3_server: S3Server, emu: Emulator,
+        flagged: bool, tmp_path: Path, s3_url: str, s3_server: S3Server, emu: Emulator,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With IMGBUILD_REMOTE_READ_ONLY=1 (a pull-request job) no write is tried; a read-only
+    identity without the flag (a misconfigured job) is refused once, then not asked again."""
     root = tmp_path / "p"
     project(root, s3_url, 3, variants=0)
     for name, value in s3_server.env(read_only=True).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv(rm.READ_ONLY_ENV, "1")
-    r = cli(capsys, monkeypatch, tmp_path / "cache", "build", "-C", str(root), "--remote-required")
+    if flagged:
+        monkeypatch.setenv(rm.READ_ONLY_ENV, "1")
+    r = cli(capsys, monkeypatch, tmp_path / "cache", "build", "-C", str(root),
+            *(["--remote-required"] if flagged else []))
     assert r.code == 0, r
-    assert remote_line(r) == ("imgbuild: remote: 0 hits, 0 uploaded, 0 already there, 0 errors "
-                              "(read-only: uploads skipped)")
+    assert "imgbuild: 3 images built" in r.out
+    if flagged:
+        assert remote_line(r) == ("imgbuild: remote: 0 hits, 0 uploaded, 0 already there, 0 errors "
+                                  "(read-only: uploads skipped)")
+    else:
+        assert remote_line(r) == ("imgbuild: remote: 0 hits, 0 uploaded, 0 already there, 1 error "
+                                  "(writes denied: uploads skipped)")
+        assert r.err.count("access denied") == 1  # the first refused write, said once
+    assert RO[1] not in r.out + r.err
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     writer = rm.Remote(rm.RemoteConfig(BUCKET, s3_url.split("/", 3)[3]))
@@ -222,20 +241,8 @@ def test_two_builds_uploading_the_same_originals_at_once_write_each_once(
     assert sum(s["uploaded"] + s["already_there"] for s in summaries) == 12
 
 
-@pytest.fixture
-def own_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    """A store of this test's own, so that it can be killed."""
-    server = start_server(tmp_path_factory.mktemp("seaweedfs-own"))
-    try:
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("required", [False, True])
-def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_server: S3Server, emu: Emulator,
+def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_s3_server: S3Server, emu: Emulator,
                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "p"
     project(root, f"s3://{BUCKET}/killed", 3, variants=0)
@@ -243,7 +250,7 @@ def test_the_store_killed_mid_build(required: bool, tmp_path: Path, own_server: 
 
     def upload_then_kill(self: rm.Remote, *args: Any) -> bool:
         created = real_upload(self, *args)
-        own_server.kill()  # held at a known point: right after the first upload
+        own_s3_server.kill()  # held at a known point: right after the first upload
         return created
 
     monkeypatch.setattr(rm.Remote, "upload", upload_then_kill)
@@ -278,14 +285,20 @@ def test_shard_must_be_i_of_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_without_a_remote_no_object_store_code_is_imported(tmp_path: Path) -> None:
+    """The no-op build of a project without a remote must not get slower: obstore (and the
+    transfer code) is imported only once a remote is opened, which the same probe then shows."""
     root = tmp_path / "p"
     project(root, "s3://unused/x", 2, variants=0)
     text = (root / "imgbuild.yaml").read_text().split("limits:")[1]
     (root / "imgbuild.yaml").write_text(f"version: 1\noutput_dir: {OUT}\nlimits:{text}")
-    probe = ("import sys; from imgbuild.cli import main\n"
+    probe = ("import os, sys; from imgbuild.cli import main\n"
+             "remote = lambda: [m for m in sys.modules if m.startswith(('obstore', 'imgbuild.run.transfer'))]\n"
              f"assert main(['build', '-q', '-C', {str(root)!r}]) == 0\n"
              f"assert main(['build', '-q', '-C', {str(root)!r}]) == 0\n"
-             "assert not [m for m in sys.modules if m.startswith(('obstore', 'imgbuild.verbs.remote_link'))]")
+             "assert not remote(), remote()\n"
+             "os.environ['IMGBUILD_REMOTE'] = 's3://team-art/imgbuild'  # no credentials: said, not fatal\n"
+             f"assert main(['build', '-q', '-C', {str(root)!r}]) == 0\n"
+             "assert 'obstore' in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(
         IMGBUILD_CACHE_DIR=str(tmp_path / "cache")), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

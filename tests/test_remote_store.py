@@ -14,7 +14,7 @@ from PIL import Image
 
 from imgbuild.errors import UsageError
 from imgbuild.store import remote as rm
-from s3_support import BUCKET, RO, RW
+from s3_support import BUCKET, RO, RW, S3Server
 
 KEY = "a" * 64
 RECORD = {"provider": "dashscope", "request": {"model": "qwen-image-plus", "seed": 7},
@@ -204,13 +204,68 @@ def test_credentials_come_from_a_profile_of_the_shared_file(s3_url: str, tmp_pat
     assert RW[1] not in repr(remote._store)
 
 
-def test_wrong_credentials_are_denied_and_never_echoed(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-SENTINEL")
+@pytest.mark.parametrize("identity", ["wrong secret", "unknown key"])
+def test_wrong_credentials_are_denied_and_never_echoed(identity: str, s3_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    if identity == "wrong secret":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-SENTINEL")
+    else:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody-SENTINEL")
     remote = open_remote(s3_url)
     with pytest.raises(rm.RemoteError) as caught:
         remote.fetch(KEY)
+    # a 403 (SignatureDoesNotMatch / InvalidAccessKeyId): denied, by the exception's type
     assert caught.value.fault.kind == rm.DENIED and remote.down is not None
+    assert "403" in caught.value.fault.detail
     assert "SENTINEL" not in str(caught.value)
+    with pytest.raises(rm.RemoteError):
+        remote.fetch("b" * 64)  # not asked again
+    assert (remote.stats.errors, remote.stats.skipped) == (1, 1)
+
+
+def test_a_killed_store_is_unreachable_and_asked_no_more(own_s3_server: S3Server) -> None:
+    url = f"s3://{BUCKET}/killed"
+    remote = open_remote(url)
+    assert remote.upload(KEY, [png((8, 8, 8))], RECORD) is True and remote._answers()
+    own_s3_server.kill()
+    with pytest.raises(rm.RemoteError) as caught:
+        remote.fetch(KEY)
+    assert caught.value.fault.kind == rm.UNREACHABLE and remote.down == caught.value.fault
+    with pytest.raises(rm.RemoteError):
+        remote.upload("b" * 64, [png((9, 8, 8))], RECORD)
+    assert (remote.stats.errors, remote.stats.skipped) == (1, 1)
+    assert RW[1] not in str(caught.value)
+
+
+def test_a_stopped_store_is_unreachable_after_the_read_timeout(own_s3_server: S3Server) -> None:
+    """SIGSTOP: the kernel still accepts connections, nothing answers; without a read timeout
+    every request would wait for the whole request timeout (minutes with the retries)."""
+    url = f"s3://{BUCKET}/stopped"
+    config = rm.configure({"remote": {"url": url}})
+    assert config is not None
+    remote = rm.Remote(config, read_timeout=1.0)
+    assert remote.upload(KEY, [png((7, 8, 8))], RECORD) is True
+    own_s3_server.pause()
+    try:
+        with pytest.raises(rm.RemoteError) as caught:
+            remote.fetch(KEY)
+        assert caught.value.fault.kind == rm.UNREACHABLE and remote.down is not None
+        assert caught.value.fault.detail == "timed out"
+    finally:
+        own_s3_server.resume()
+    # the store is back: a new run finds everything the first one wrote
+    again = rm.Remote(config).fetch(KEY)
+    assert again is not None and again[0] == [png((7, 8, 8))]
+
+
+def test_a_failure_of_a_store_that_answers_is_not_unreachable(s3_url: str) -> None:
+    """Whatever an error's text says, the store is out of reach only if it answers nothing."""
+    from obstore.exceptions import GenericError
+
+    remote = open_remote(s3_url)
+    failure = remote._failure(GenericError("error sending request: connection refused, timed out"),
+                              rm.blob_path("c" * 64))
+    assert failure.fault.kind == rm.FAILED and remote.down is None
 
 
 def test_configure_reads_the_setting_and_the_environment() -> None:

@@ -24,6 +24,7 @@ from imgbuild.store.outputs import render
 from imgbuild.store.remote import Fault, Remote, RemoteConfig, RemoteError
 
 REMOTE_JOBS = 16  # objects in flight: enough to fill a link with ~2 MB originals
+VERIFIERS = 4  # threads beyond REMOTE_JOBS, checking originals while the requests go on
 CACHE_WRITERS = 2  # threads putting verified originals into the local cache (measured: 1 < 2 ≈ 4)
 
 
@@ -87,7 +88,9 @@ def fetch(remote: Remote, wants: list[Want], cache: Any, jobs: int = REMOTE_JOBS
             return
 
     with _CacheWriter(cache, jobs) as writer:
-        _each(one, list(by_target.values()), jobs)
+        # More threads than requests in flight (the remote bounds those): while some hash and
+        # decode what arrived, the others keep the link busy.
+        _each(one, list(by_target.values()), jobs + VERIFIERS)
     return result
 
 

@@ -60,6 +60,9 @@ _FAULT_TEXT = {
     FAILED: "the request failed",
 }
 
+IN_FLIGHT = 16  # requests at once: enough to fill a link with ~1 MB originals
+READ_TIMEOUT = 30.0  # seconds without a byte from the store before a request fails
+PROBE_TIMEOUT = 5.0  # seconds the store has to answer any HTTP request at all
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -205,7 +208,8 @@ class Stats:
 class Remote:
     """Get and put originals and records. Thread-safe: callers run many at once."""
 
-    def __init__(self, config: RemoteConfig, env: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, config: RemoteConfig, env: Mapping[str, str] = os.environ,
+                 in_flight: int = IN_FLIGHT, read_timeout: float = READ_TIMEOUT) -> None:
         import threading
         from datetime import timedelta
 
@@ -216,14 +220,23 @@ class Remote:
         self.down: Fault | None = None  # set once the store proved unreachable or refused us
         self.writes_denied: Fault | None = None
         self._lock = threading.Lock()
+        # At most `in_flight` requests at once, however many threads call: hashing, decoding and
+        # writing to the local cache happen outside, so the link stays busy while they run.
+        self._slots = threading.BoundedSemaphore(max(1, in_flight))
         self._secrets = [env[n] for n in _SECRET_ENV if env.get(n)]
         options, credentials = store_options(config, env)
         endpoint = options.get("endpoint") or ""
+        region = options.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self._probe_url = endpoint or f"https://s3.{region}.amazonaws.com"
+        self._probe_lock = threading.Lock()
+        self._silent = False  # the endpoint did not answer a probe
         self._store = S3Store(
             config.bucket, prefix=config.prefix or None, checksum_algorithm="SHA256",
             credential_provider=credentials,
+            # read_timeout: a store that accepts connections but stops answering (a hung or
+            # stopped server) costs seconds, not the whole request timeout.
             client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s",
-                            "timeout": "120s"},
+                            "timeout": "120s", "read_timeout": timedelta(seconds=read_timeout)},
             # Retries with backoff on 5xx, 429 and dropped connections, bounded so that a dead
             # store costs seconds, not the minutes of the library's defaults.
             retry_config={"max_retries": 3, "retry_timeout": timedelta(seconds=20),
@@ -308,7 +321,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            return bytes(obstore.get(self._store, path).bytes())
+            with self._slots:
+                return bytes(obstore.get(self._store, path).bytes())
         except FileNotFoundError:
             return None
         except Exception as e:  # obstore raises its BaseError family and builtins
@@ -319,7 +333,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            obstore.head(self._store, path)
+            with self._slots:
+                obstore.head(self._store, path)
             return True
         except FileNotFoundError:
             return False
@@ -333,7 +348,8 @@ class Remote:
 
         self._check_up(path)
         try:
-            obstore.put(self._store, path, data, mode="create")
+            with self._slots:
+                obstore.put(self._store, path, data, mode="create")
             return True
         except (AlreadyExistsError, PreconditionError):
             return False
@@ -347,22 +363,58 @@ class Remote:
 
     def _failure(self, error: Exception, path: str, *, writing: bool = False) -> RemoteError:
         """Classify a library error; a store out of reach, or refusing to be read, is not
-        asked again (one message, not one per object); refused writes stop uploads only."""
+        asked again (one message, not one per object); refused writes stop uploads only.
+
+        By what obstore exposes, never by its message text: a 401/403 is an
+        UnauthenticatedError/PermissionDeniedError. Every other failure (connection refused,
+        DNS, timeouts, 5xx after the retries) is one GenericError with no status attribute, so
+        whether the store is out of reach is asked of the store itself: any HTTP answer to a
+        plain request to its endpoint means it is up and this object's request failed."""
         from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
         detail = self._scrub(error)
-        unreachable = _looks_unreachable(str(error))
         if isinstance(error, (PermissionDeniedError, UnauthenticatedError)):
-            failure = self._fault(DENIED, path, detail)
-            if writing:
-                self.writes_denied = failure.fault  # a read-only identity: reads may still work
+            # a read-only identity refused a write: uploads stop, reads may still work
+            return self._once("writes_denied" if writing else "down", DENIED, path, detail)
+        if self._answers():
+            return self._fault(FAILED, path, detail)
+        return self._once("down", UNREACHABLE, path, detail)
+
+    def _once(self, attribute: str, kind: str, path: str, detail: str) -> RemoteError:
+        """The first such failure is the error; requests that were in flight at the same time
+        and fail for the same reason count as not tried, so one cause is one error."""
+        with self._lock:
+            known = getattr(self, attribute)
+            if known is None:
+                known = Fault(kind, path, detail)
+                setattr(self, attribute, known)
+                self.stats.errors += 1
+                self.stats.faults.append(known)
             else:
-                self.down = failure.fault
-            return failure
-        failure = self._fault(UNREACHABLE if unreachable else FAILED, path, detail)
-        if failure.fault.kind == UNREACHABLE:
-            self.down = failure.fault
-        return failure
+                self.stats.skipped += 1
+        return RemoteError(known, self.url)
+
+    def _answers(self) -> bool:
+        """Whether the store's endpoint answers HTTP at all (whatever the status). One probe at
+        a time; once the store is known to be down, it is not probed again."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        with self._probe_lock:
+            if self._silent or (self.down is not None and self.down.kind == UNREACHABLE):
+                return False
+            url = urlsplit(self._probe_url)
+            kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+            connection = kind(url.hostname or "", url.port, timeout=PROBE_TIMEOUT)
+            try:
+                connection.request("HEAD", "/")
+                connection.getresponse().close()
+            except (OSError, http.client.HTTPException):  # refused, reset, timeout, DNS, TLS
+                self._silent = True  # the threads failing at the same moment need not ask again
+                return False
+            finally:
+                connection.close()
+            return True
 
     def _fault(self, kind: str, path: str, detail: str = "") -> RemoteError:
         fault = Fault(kind, path, detail)
@@ -378,8 +430,13 @@ class Remote:
         status = re.search(r"status code: (\d{3} [A-Za-z ]+?)[:.]", full)
         if status:
             return status.group(1)
+        # object_store's HttpErrorKind, from the debug dump: only to word the message
+        kind = re.search(r"\bkind: (Connect|Timeout|Request|Interrupted|Decode)\b", full)
+        words = {"Connect": "could not connect", "Timeout": "timed out", "Request": "request failed",
+                 "Interrupted": "connection interrupted", "Decode": "unreadable response"}
         reason = re.search(r"(Connection refused|Connection reset|timed out|dns error[^\n,]*)", full, re.I)
-        text = reason.group(1) if reason else (full.splitlines()[0] if full else type(error).__name__)
+        text = (reason.group(1) if reason else words[kind.group(1)] if kind
+                else full.splitlines()[0] if full else type(error).__name__)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text if len(text) <= 160 else text[:157] + "..."
@@ -395,12 +452,6 @@ def blob_path(digest: str) -> str:
 
 def record_path(key: str) -> str:
     return f"ac/v1/{key}.json"
-
-
-def _looks_unreachable(detail: str) -> bool:
-    text = detail.lower()
-    return any(word in text for word in ("connect", "timed out", "timeout", "dns", "reset",
-                                          "refused", "broken pipe", "error sending request"))
 
 
 def _portable(record: Mapping[str, Any]) -> dict[str, Any]:
