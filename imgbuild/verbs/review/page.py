@@ -26,10 +26,13 @@ MARKDOWN_ROWS = 50  # a PR comment holds 65,536 characters; the page has the res
 _THUMB_NAME = re.compile(r"^(diff-)?[0-9a-f]{12,64}(-[0-9a-f]{12})?\.webp$")
 
 
-def card(change: diff.Change, pair: tuple[Any, Any], folder: Path) -> dict[str, Any]:
+def card(change: diff.Change, pair: tuple[Any, Any], folder: Path, images: Any = None) -> dict[str, Any]:
     """What the page, review.json and the summary say about one output."""
+    from imgbuild.verbs.review.inputs import card_inputs
+
     before, after = pair
     doc = change.to_dict()
+    doc["inputs"] = card_inputs(change, images, folder, _thumbnail) if images is not None else []
     doc["id"] = ""  # numbered once all cards exist (see `number`)
     doc["ops"] = {name: p["ops"] for name, p in change.prompts.items()}
     doc["before"] = _side(change.before, before, folder) if change.before is not None else None
@@ -159,7 +162,9 @@ def _drop_unused_thumbnails(folder: Path, cards: list[dict[str, Any]]) -> None:
 
 
 def _thumb_paths(c: dict[str, Any]) -> list[str]:
-    return [s["thumb"] for s in (c["before"], c["after"], c["diff"]) if s and s.get("thumb")]
+    shown = [c["before"], c["after"], c["diff"]]
+    shown += [side for i in c.get("inputs", ()) for side in (i["image"], i["before"])]
+    return [s["thumb"] for s in shown if s and s.get("thumb")]
 
 
 def render_markdown(result: Any, link: str) -> str:
@@ -186,9 +191,14 @@ def _markdown_change(card: dict[str, Any]) -> str:
         return "new image"
     if card["kind"] == diff.REMOVED:
         return "no longer produced"
-    parts = [f"{name.replace('_', ' ')}: {_marked(card['ops'][name])}" for name in card["prompts"]]
+    parts = [_cell(why) for why in card.get("input_changes", ())]
+    parts += [f"{name.replace('_', ' ')}: {_marked(card['ops'][name])}" for name in card["prompts"]]
     parts += [f"{p['field']}: {_cell(json.dumps(p['before']))} → {_cell(json.dumps(p['after']))}"
               for p in card["params"]]
+    if card.get("inputs"):
+        parts.append("reads " + ", ".join(f"`{_cell(i['ref'])}`" + (" (changed)" if i["changed"] else "")
+                                          + ("" if i["image"]["thumb"] else " (image not found)")
+                                          for i in card["inputs"]))
     if card["kind"] == diff.MODIFIED:
         note = (card.get("diff") or {}).get("note")
         parts.insert(0, "same request, other bytes" + (f" ({note})" if note else ""))
