@@ -158,3 +158,22 @@ def test_a_changed_root_makes_the_candidates_pending_again_and_accept_refuses_st
     assert a.code == 2 and "an image it reads changed since these candidates were made" in a.err, a
     assert lock(root)["pending"]["poster"] == pending
     assert emu.billed == billed + 4
+
+
+def test_candidates_on_the_command_line_apply_to_the_named_target_not_to_what_it_reads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write(tmp_path)
+    (root / "imgbuild.yaml").write_text(
+        (root / "imgbuild.yaml").read_text().replace("    candidates: 3\n", ""))
+    r = cli(capsys, root, "build", "--candidates", "2", "winter", "--json")  # placeholder drafts
+    assert r.code == 0, r
+    assert {t["name"]: t["status"] for t in r.json["targets"]} == {
+        "base": "built", "poster": "built", "winter": "pending"}
+    assert len(lock(root)["pending"]["winter"]["candidates"]) == 2
+    assert (root / "out" / "poster.png").is_file() and not (root / "out" / "winter.png").exists()
+    r = cli(capsys, root, "accept", "winter", "--pick", "2")
+    assert r.code == 0, r
+    assert (root / "out" / "winter.png").is_file()
+    assert cli(capsys, root, "check", "--allow-drafts").code == 1  # other was never built
+    assert cli(capsys, root, "build", "--json").json["built"] == 1  # other; winter stays picked
+    assert cli(capsys, root, "check", "--allow-drafts").code == 0

@@ -12,7 +12,7 @@ from imgbuild.errors import ImgbuildError, UsageError
 from imgbuild.plan.candidates import pin_of, with_seed
 from imgbuild.plan.states import generation_key
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, adopt, load, open_cache, project_lock, select
+from imgbuild.verbs.common import Where, adopt, load, named, open_cache, project_lock
 from imgbuild.verbs.results import BuildResult, DataResult, Row
 
 
@@ -28,7 +28,7 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
         project, targets = load(where)
         lock = lockfile.read(project.lock_path)
         targets = adopt(targets, lock)
-        chosen = _pending(_named(targets, patterns) if patterns else targets, lock, strict=bool(patterns))
+        chosen = _pending(named(targets, patterns) if patterns else targets, lock, strict=bool(patterns))
         if not chosen:
             raise UsageError("no target is pending: nothing to accept")
         if choice.pick is None and choice.digest is None and not choice.all_first:
@@ -53,15 +53,6 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
         result.changed = accepted + [r for r in result.changed if r.status != "pending"]
         result.nothing_to_do = False
         return result
-
-
-def _named(targets: list[Any], patterns: tuple[str, ...]) -> list[Any]:
-    """The targets the patterns name, without what they read (`select` brings that along, as
-    `build TARGET` needs it; a pick is made on the named target only)."""
-    import fnmatch
-
-    return [t for t in select(targets, patterns)
-            if any(fnmatch.fnmatchcase(x, p) for p in patterns for x in (t.name, *t.outputs))]
 
 
 def _keyed(project: Any, targets: list[Any], lock: lockfile.Lock) -> dict[str, Any]:
@@ -161,7 +152,7 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
         lock = lockfile.read(project.lock_path)
         targets = adopt(targets, lock)
         done = []
-        for t in _named(targets, patterns):
+        for t in named(targets, patterns):
             if t.candidates == 1:
                 raise UsageError(f"{t.name} has no `candidates:`: nothing to reject")
             record = lock.pending.get(t.name, {})
