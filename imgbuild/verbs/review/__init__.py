@@ -54,9 +54,9 @@ def review(where: Where, sink: Any, options: ReviewOptions) -> ReviewResult:
     out = Path(options.out_dir).resolve() if options.out_dir else project.state_dir / REVIEW_DIR
     with Images(project, repo, revision, (base_lock, lock)) as images:
         cards = _cards(comparison.changes, images, out / review_page.THUMBS)
+        picks = review_page.pending_picks(project, out / review_page.THUMBS, images)
         notices = images.notices
     review_page.number(cards)
-    picks = review_page.pending_picks(project, out / review_page.THUMBS)
     for note in notices:
         sink.notice(note)
     result = ReviewResult(project=repo.relative(project.file), base=revision, comparison=comparison,

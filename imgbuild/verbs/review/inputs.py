@@ -60,6 +60,18 @@ def card_inputs(change: diff.Change, images: Any, folder: Path, thumbnail: Any) 
     return rows
 
 
+def made_from(record: dict[str, Any], images: Any, folder: Path, thumbnail: Any) -> list[dict[str, Any]]:
+    """The images the candidates of a pending target were made from (its record's request)."""
+    rows = []
+    for identity in identities(record):
+        parsed = parse(identity)
+        if parsed is not None:
+            kind, ref, digest = parsed
+            rows.append({"ref": ref, "kind": kind, "identity": identity, "short": digest[:12], "changed": False,
+                         "image": _shown(images, kind, ref, digest, folder, thumbnail), "before": None})
+    return rows
+
+
 def _shown(images: Any, kind: str, ref: str, digest: str, folder: Path, thumbnail: Any) -> dict[str, Any]:
     found = images.input_image(kind, ref, digest)
     if found is None:

@@ -43,11 +43,12 @@ def card(change: diff.Change, pair: tuple[Any, Any], folder: Path, images: Any =
     return doc
 
 
-def pending_picks(project: Any, folder: Path) -> list[dict[str, Any]]:
-    """Targets waiting for `imgbuild accept`, each with its candidates' thumbnails (review.picks)."""
+def pending_picks(project: Any, folder: Path, images: Any = None) -> list[dict[str, Any]]:
+    """Targets waiting for `imgbuild accept`, each with its candidates' thumbnails and the images
+    they were made from (review.picks)."""
     from imgbuild.verbs.review.picks import pending_picks as find
 
-    return find(project, folder)
+    return find(project, folder, images)
 
 
 def number(cards: list[dict[str, Any]]) -> None:
@@ -120,7 +121,9 @@ def write(result: Any, options: Any) -> None:
                                                        ensure_ascii=False) + "\n").encode("utf-8"))
     picks = getattr(result, "picks", [])
     _drop_unused_thumbnails(out / THUMBS, [*result.cards, *({"before": None, "after": c, "diff": None}
-                                                             for p in picks for c in p["candidates"])])
+                                                             for p in picks for c in p["candidates"]),
+                                           *({"before": None, "after": None, "diff": None,
+                                              "inputs": p.get("inputs", [])} for p in picks)])
     if options.markdown:
         path = Path(options.markdown).resolve()
         link = options.report_url or os.path.relpath(out / "index.html", path.parent)
