@@ -86,7 +86,7 @@ def rows(r: Result) -> dict[str, dict]:
 
 
 def test_candidates_of_an_edit_and_a_dependant_that_waits_for_the_pick(
-        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     root = write(tmp_path)
     r = build(capsys, root)
     assert r.code == 0, r
@@ -131,6 +131,16 @@ def test_candidates_of_an_edit_and_a_dependant_that_waits_for_the_pick(
 
     r = build(capsys, root)
     assert (r.code, r.json["provider_calls"], emu.billed) == (0, 0, 6), r
+
+    # The pick's output and its cached original both lost: the poster is pending (never
+    # generated again with that seed), and what reads it says why it cannot be rebuilt.
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path / "empty-cache"))
+    (root / "out" / "poster.png").unlink()
+    p = cli(capsys, root, "plan", "--provider", "dashscope", "--json")
+    status = rows(p)
+    assert status["poster"]["status"] == "pending" and status["winter"]["status"] == "pending", p
+    assert "input poster is pending (its accepted pick is not in the cache)" in status["winter"]["reason"]
+    assert p.json["cost"]["images"] == 0
 
 
 def test_a_changed_root_makes_the_candidates_pending_again_and_accept_refuses_stale_ones(

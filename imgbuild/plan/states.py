@@ -145,7 +145,7 @@ def _graph_steps(targets: list[Target], lock: Lock, output_dir: Path, provider: 
     target with candidates is read by its dependants only once a pick is accepted: until then
     they are pending too (its key, the pick's, is not known), never built from candidate 1."""
     keys: dict[str, str] = {}  # name -> the key its dependants read
-    waits: dict[str, str] = {}  # name -> the candidate target whose pick it waits for
+    waits: dict[str, Step] = {}  # name -> the pending step of the candidate target it waits for
     steps = []
     for target in graph.topological(targets):
         waiting = [waits[i.ref] for i in target.inputs if i.kind == graph.TARGET and i.ref in waits]
@@ -166,17 +166,19 @@ def _graph_steps(targets: list[Target], lock: Lock, output_dir: Path, provider: 
             step.sources = sources
         steps += made
         if made[0].state == PENDING:
-            waits[target.name] = target.name
+            waits[target.name] = made[0]
         else:
             keys[target.name] = made[0].key
     return steps
 
 
-def _waiting(target: Target, ref: str) -> Step:
-    """A target that reads (directly or not) `ref`, a target still waiting for a pick."""
+def _waiting(target: Target, pending: Step) -> Step:
+    """A target that reads (directly or not) a target still waiting for a pick."""
+    ref = pending.target.name
+    why = (f"is waiting for a pick (`imgbuild accept {ref} --pick N`)" if pending.candidate else
+           "is pending (its accepted pick is not in the cache)")
     return Step(target, PENDING, NOTHING, "", "", [
-        f"pending: input {ref} is waiting for a pick (`imgbuild accept {ref} --pick N`); "
-        "built from the accepted image after that"])
+        f"pending: input {ref} {why}; built from the accepted image after that"])
 
 
 def _source(item: Input, keys: dict[str, str], hasher: Hasher, root: Path) -> Source:
