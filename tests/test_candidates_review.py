@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,35 @@ def test_the_pick_grid_works_in_chromium_and_its_command_accepts_that_candidate(
     assert run(capsys, *command[1:], "-C", str(root)).code == 0
     entry = json.loads((root / "imgbuild.lock").read_text())["outputs"]["hero.png"]
     assert entry["original"] == record["candidates"][1]["sha256"]
+
+
+def test_the_candidates_of_an_edit_show_the_image_they_were_made_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from imgbuild.store.originals import Cache
+
+    monkeypatch.delenv("CI", raising=False)
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / "imgbuild.yaml").write_text(
+        "version: 1\nprovider: placeholder\nimages:\n  - name: logo\n    prompt: A round logo\n"
+        "  - name: poster\n    model: qwen-image-edit-plus\n    size: \"512*512\"\n"
+        "    prompt: A poster around this logo\n    inputs: [logo]\n    candidates: 2\n")
+    (root / ".gitignore").write_text(".imgbuild/\n")
+    assert run(capsys, "build", "-C", str(root), "-q").code == 0
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "two candidates of an edit")
+    assert run(capsys, "review", "-C", str(root)).code == 0
+    report = root / ".imgbuild" / "review"
+    (pick,) = json.loads((report / "review.json").read_text())["pending"]
+    (logo,) = pick["inputs"]
+    assert (logo["ref"], logo["kind"], logo["image"]["source"]) == ("logo", "target", "local cache")
+    key = json.loads((root / "imgbuild.lock").read_text())["outputs"]["logo.png"]["key"]
+    with Cache(Path(os.environ["IMGBUILD_CACHE_DIR"])) as cache:
+        found = cache.get(key)
+    assert found is not None
+    assert logo["image"]["thumb"] == f"thumbs/{hashlib.sha256(found[0][0]).hexdigest()[:32]}.webp"
+    assert (report / logo["image"]["thumb"]).is_file()
+    assert 'alt="input logo"' in (report / "index.html").read_text()

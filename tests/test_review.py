@@ -301,3 +301,101 @@ def test_a_damaged_lock_at_the_base_is_a_located_error(
     (repo / "imgbuild.lock").write_text(json.dumps({"version": 1, "generator": "imgbuild", "outputs": {}}))
     r = run(capsys, "review", "-C", str(repo), "--base", "HEAD")
     assert r.code == 1 and "HEAD:imgbuild.lock: not an imgbuild lockfile" in r.err
+
+
+CHAIN = """\
+version: 1
+output_dir: out
+defaults: {model: qwen-image-edit-plus, size: "512*512"}
+images:
+  - name: logo
+    model: qwen-image-2.0
+    prompt: a round logo with a thin ring
+  - name: poster
+    prompt: a poster built around this logo and mark
+    inputs: [logo, brand/mark.png]
+  - name: winter
+    prompt: the same poster in winter
+    inputs: [poster]
+  - name: other
+    model: qwen-image-2.0
+    prompt: an unrelated grey wall
+"""
+
+
+def cached(key: str) -> bytes:
+    from imgbuild.store.originals import Cache
+
+    with Cache(Path(os.environ["IMGBUILD_CACHE_DIR"])) as cache:
+        found = cache.get(key)
+    assert found is not None
+    return found[0][0]
+
+
+def make_chain(root: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """main: logo -> poster (also reading brand/mark.png) -> winter, built and committed;
+    working tree: the logo's prompt changed, built (so both edits below it are rebuilt)."""
+    (root / "brand").mkdir(parents=True)
+    Image.new("RGB", (400, 400), (20, 120, 200)).save(root / "brand" / "mark.png")
+    git(root, "init", "-q")
+    (root / "imgbuild.yaml").write_text(CHAIN)
+    (root / ".gitignore").write_text(".imgbuild/\n")
+    assert run(capsys, "build", "-C", str(root), "-q").code == 0
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "chain")
+    (root / "imgbuild.yaml").write_text(CHAIN.replace("a thin ring", "a thick ring"))
+    assert run(capsys, "build", "-C", str(root), "-q").code == 0
+    return root
+
+
+def test_a_changed_chain_root_shows_the_dependants_with_their_inputs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    root = tmp_path / "chain"
+    make_chain(root, capsys)
+    before = json.loads(git(root, "show", "HEAD:imgbuild.lock"))["outputs"]
+    after = json.loads((root / "imgbuild.lock").read_text())["outputs"]
+
+    r = run(capsys, "review", "-C", str(root), "--markdown", str(root / "summary.md"))
+    assert r.code == 0, r
+    assert "changed    poster.png (poster): input logo changed" in r.out
+    assert "changed    winter.png (winter): input poster changed" in r.out
+    targets = by_output(review_doc(root))
+    assert {o: t["kind"] for o, t in targets.items()} == {
+        "logo.png": "changed", "poster.png": "changed", "winter.png": "changed", "other.png": "unchanged"}
+    assert targets["poster.png"]["input_changes"] == ["input logo changed"]
+    assert targets["winter.png"]["input_changes"] == ["input poster changed"]
+    assert targets["logo.png"]["input_changes"] == [] and targets["other.png"]["inputs"] == []
+
+    logo, mark = targets["poster.png"]["inputs"]
+    assert (logo["ref"], logo["kind"], logo["changed"]) == ("logo", "target", True)
+    assert (mark["ref"], mark["kind"], mark["changed"], mark["before"]) == ("brand/mark.png", "file", False, None)
+    assert mark["image"]["source"] == "repository file"
+    # each thumbnail shows the very bytes the edit was sent: the logo's original, new and old
+    report = root / ".imgbuild" / "review"
+    for side, entry in ((logo["image"], after["logo.png"]), (logo["before"], before["logo.png"])):
+        assert side["source"] == "local cache"
+        assert side["thumb"] == f"thumbs/{hashlib.sha256(cached(entry['key'])).hexdigest()[:32]}.webp"
+        with Image.open(report / side["thumb"]) as thumb:
+            assert thumb.format == "WEBP"
+    (poster,) = targets["winter.png"]["inputs"]
+    assert poster["ref"] == "poster" and poster["changed"] and poster["image"]["thumb"]
+    page = (report / "index.html").read_text()
+    assert 'alt="input logo after"' in page and 'alt="input brand/mark.png"' in page
+    assert "input poster changed" in page
+    summary = (root / "summary.md").read_text()
+    assert "| changed | [winter](" in summary and "input poster changed; reads `poster` (changed)" in summary
+
+    # No cache: the inputs come from the output files the locks record with their keys; an
+    # image found nowhere is shown as missing, and says where it was looked for.
+    monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert run(capsys, "review", "-C", str(root)).code == 0
+    logo = by_output(review_doc(root))["poster.png"]["inputs"][0]
+    assert (logo["image"]["source"], logo["before"]["source"]) == ("output file", "git main")
+    (root / "out" / "logo.png").unlink()
+    assert run(capsys, "review", "-C", str(root)).code == 0
+    logo = by_output(review_doc(root))["poster.png"]["inputs"][0]
+    assert logo["image"]["thumb"] is None
+    assert logo["image"]["missing"] == "not in the caches, the output tree or git"
+    assert "not in the caches, the output tree or git" in (report / "index.html").read_text()

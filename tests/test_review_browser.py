@@ -21,7 +21,7 @@ from PIL import Image, ImageChops
 
 from cdp import Chromium, Page, require_chromium
 from helpers import run
-from test_review import make_repo
+from test_review import make_chain, make_repo
 
 from imgbuild.plan.compare import compare
 from imgbuild.store.gitref import Revision
@@ -167,6 +167,42 @@ def test_the_review_page_works_in_chromium(
     asyncio.run(asyncio.wait_for(exercise(browser, index.as_uri(), tmp_path / "review.png"), 120))
     with Image.open(tmp_path / "review.png") as image:
         assert image.size == (1280, 900)
+
+
+INPUTS = """(async () => {
+  document.getElementById("f-all").checked = true;
+  const found = [];
+  for (const img of document.querySelectorAll(".inputs img")) {
+    img.scrollIntoView();
+    let error = null;
+    try { await img.decode(); } catch (e) { error = String(e); }
+    found.push({alt: img.alt, naturalWidth: img.naturalWidth, error});
+  }
+  return found;
+})()"""
+
+
+async def input_thumbnails(chromium: Chromium, url: str, screenshot: Path) -> list[dict[str, Any]]:
+    async with chromium.page(url) as page:
+        found = await page.eval(INPUTS)
+        await page.eval("document.getElementById('t-poster-png').scrollIntoView()")
+        screenshot.write_bytes(await page.screenshot())
+        return found  # type: ignore[no-any-return]
+
+
+def test_a_dependant_shows_its_input_thumbnails_in_chromium(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], browser: Chromium) -> None:
+    """The screenshot `inputs.png` (left in the test's temp folder) shows the poster card: the
+    before and after posters, "input logo changed", and under "reads" the logo as it was and as
+    it is now, then brand/mark.png (a flat blue square, unchanged)."""
+    repo = make_chain(tmp_path / "chain", capsys)
+    assert run(capsys, "review", "-C", str(repo)).code == 0
+    index = repo / ".imgbuild" / "review" / "index.html"
+    found = asyncio.run(asyncio.wait_for(input_thumbnails(browser, index.as_uri(), tmp_path / "inputs.png"), 60))
+    assert sorted(i["alt"] for i in found) == [
+        "input brand/mark.png", "input logo after", "input logo before", "input poster after",
+        "input poster before"], found
+    assert all(i["naturalWidth"] > 0 and i["error"] is None for i in found), found
 
 
 # --- 500 targets ---------------------------------------------------------------------------------

@@ -175,8 +175,36 @@ def _log_submission(
             "code": ctx(request).error_code,
             "task_id": ctx(request).task_id,
             "content": _content_kinds(body),
+            "image_sha256": _image_digests(body),
         }
     )
+
+
+def _image_digests(body: Any) -> list[str]:
+    """sha256 of each input image sent as a data URI, in order: which bytes an edit read."""
+    import base64
+    import binascii
+    import hashlib
+
+    inp = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(inp, dict):
+        return []
+    if "messages" in inp:
+        try:
+            items = [i.get("image") for i in inp["messages"][0]["content"] if isinstance(i, dict)]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return []
+    else:
+        items = inp.get("images") if isinstance(inp.get("images"), list) else []
+    digests = []
+    for item in items:
+        if isinstance(item, str) and item.startswith("data:") and ";base64," in item:
+            try:
+                data = base64.b64decode(item.split(";base64,", 1)[1], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            digests.append(hashlib.sha256(data).hexdigest())
+    return digests
 
 
 def _content_kinds(body: Any) -> list[str]:

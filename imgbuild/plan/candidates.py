@@ -60,9 +60,22 @@ def pin_of(target: Target, entry: dict[str, Any] | None) -> dict[str, Any] | Non
     """The accepted pick in `entry` when it still applies to the target's current request."""
     if not entry or not entry.get("picked_from") or "seed" not in entry:
         return None
-    if entry.get("base_key") != generation_key(str(entry.get("provider", "")), target.request):
+    if entry.get("base_key") != generation_key(str(entry.get("provider", "")), _keyed(target, entry)):
         return None
     return entry
+
+
+def _keyed(target: Target, recorded: dict[str, Any]) -> Any:
+    """The target's request with the identities of its input images. The plan sets them (it
+    hashes the graph in order); a target that comes without them (derivatives and the
+    manifest follow the original the lock holds) takes those its entry recorded: whether an
+    input changed since is the plan's row for the target, not this one's."""
+    if not target.inputs or target.request.inputs:
+        return target.request
+    inputs = (recorded.get("request") or {}).get("inputs")
+    if not isinstance(inputs, list):
+        return target.request
+    return replace(target.request, inputs=tuple(str(i) for i in inputs))
 
 
 def adopt(targets: list[Target], lock: Any) -> list[Target]:
@@ -195,10 +208,12 @@ def record_pending(steps: list[Step], targets: list[Target], lock: Any, cache: A
                 found.append({"seed": step.target.request.seed, "key": step.key, "sha256": got[0]})
         old = lock.pending.get(name, {})
         provider = group[0].provider
+        # the plan's request (with the identities of the images it reads), at the target's seed
+        request = replace(group[0].target.request, seed=own[name].request.seed)
         lock.pending[name] = {
             "provider": provider,
-            "base_key": generation_key(provider, own[name].request),
-            "request": own[name].request.pixel_fields(),
+            "base_key": generation_key(provider, request),
+            "request": request.pixel_fields(),
             "candidates": found,
             **({"rejected": old["rejected"]} if old.get("rejected") else {}),
         }

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild.plan.cost import unit_price
-from imgbuild.plan.states import word_diff
+from imgbuild.plan.states import input_changes, word_diff
 from imgbuild.spec import catalogue
 from imgbuild.spec.types import PIXEL_FIELDS
 from imgbuild.store.lockfile import Lock
@@ -44,12 +44,14 @@ class Change:
     paid: bool = False  # the later image was bought between the two locks
     price: float = 0.0
     on_disk: str | None = None  # "modified" when the file differs from the later lock
+    inputs: list[str] = field(default_factory=list)  # "input logo changed": the plan's reasons
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": self.output, "name": self.name, "kind": self.kind,
                 "params": self.params, "prompts": {k: {x: v[x] for x in ("before", "after", "diff")}
                                                    for k, v in self.prompts.items()},
-                "paid": self.paid, "price": round(self.price, 6), "on_disk": self.on_disk}
+                "paid": self.paid, "price": round(self.price, 6), "on_disk": self.on_disk,
+                "input_changes": self.inputs}
 
 
 @dataclass
@@ -110,7 +112,15 @@ def _change(output: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
     else:
         kind = UNCHANGED
     return Change(output, name, kind, old, new, params=_params(old, new),
-                  prompts=_prompts(old, new), on_disk=on_disk)
+                  prompts=_prompts(old, new), on_disk=on_disk, inputs=_inputs(old, new))
+
+
+def _inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why an edit changed because an image it reads changed, as the plan says it."""
+    a, b = _request(old).get("inputs") or [], _request(new).get("inputs") or []
+    if a == b or not isinstance(b, list) or not b:
+        return []
+    return input_changes(a, [str(i) for i in b])
 
 
 def _request(entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -156,8 +166,9 @@ def word_ops(old: str, new: str) -> list[tuple[str, str]]:
 
 def describe(change: Change) -> str:
     """One line: what changed, for the terminal and the PR summary."""
-    parts = [f"{name}: {p['diff']}" for name, p in change.prompts.items()
-             if change.kind in (CHANGED, MODIFIED)]
+    parts = list(change.inputs) if change.kind == CHANGED else []
+    parts += [f"{name}: {p['diff']}" for name, p in change.prompts.items()
+              if change.kind in (CHANGED, MODIFIED)]
     parts += [f"{p['field']}: {json.dumps(p['before'])} -> {json.dumps(p['after'])}" for p in change.params]
     if change.kind == MODIFIED:
         parts.insert(0, "same request, other bytes (edited by hand?)")

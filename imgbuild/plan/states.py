@@ -94,6 +94,9 @@ class Source:
 class Plan:
     steps: list[Step]
     orphans: list[str]  # lock entries no spec produces any more
+    # name -> the request of each target that reads images, with their identities (so its key
+    # as the plan computed it): what `accept` compares a pending record with
+    requests: dict[str, Request] = field(default_factory=dict)
 
     def count(self, *states: str) -> int:
         return sum(1 for s in self.steps if s.state in states)
@@ -107,45 +110,75 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
               hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
     """Steps, inputs before the targets that read them. `root` (the project root) is needed
     only when a target reads a repository file."""
-    ordinary = [t for t in targets if t.candidates == 1]
-    if not any(t.inputs for t in ordinary):  # the common case: no graph, no reordering
+    requests: dict[str, Request] = {}
+    if not any(t.inputs for t in targets):  # the common case: no graph, no reordering
         steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
-                 for t in ordinary]
+                 for t in targets if t.candidates == 1]
+        if len(steps) != len(targets):
+            steps += [s for t in targets if t.candidates > 1
+                      for s in _candidates(t, lock, output_dir, provider, provider_draft, cache, force, hasher)]
     else:
-        steps = _graph_steps(ordinary, lock, output_dir, provider, provider_draft, cache, force,
-                             hasher, root or output_dir)
-    if len(steps) != len(targets):
-        from imgbuild.plan.candidates import candidate_steps
-
-        def one(t: Target) -> Step:
-            return _step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
-
-        steps += [s for t in targets if t.candidates > 1
-                  for s in candidate_steps(t, lock, provider, cache, one, provider_draft)]
+        steps = _graph_steps(targets, lock, output_dir, provider, provider_draft, cache, force,
+                             hasher, root or output_dir, requests)
     produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
     if lock.adopted_from is not None:  # the shared lock's other entries are other files'
         for other in [o for o in lock.outputs if o not in produced]:
             del lock.outputs[other]
     orphans = sorted(o for o in lock.outputs if o not in produced)
-    return Plan(steps, orphans)
+    return Plan(steps, orphans, requests)
+
+
+def _candidates(target: Target, lock: Lock, output_dir: Path, provider: str, provider_draft: bool,
+                cache: CacheView | None, force: bool, hasher: Hasher) -> list[Step]:
+    from imgbuild.plan.candidates import candidate_steps
+
+    def one(t: Target) -> Step:
+        return _step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
+
+    return candidate_steps(target, lock, provider, cache, one, provider_draft)
 
 
 def _graph_steps(targets: list[Target], lock: Lock, output_dir: Path, provider: str,
                  provider_draft: bool, cache: CacheView | None, force: bool, hasher: Hasher,
-                 root: Path) -> list[Step]:
-    """Each target after its inputs, its request carrying their identities (so its key)."""
-    keys: dict[str, str] = {}
+                 root: Path, requests: dict[str, Request]) -> list[Step]:
+    """Each target after its inputs, its request carrying their identities (so its key). A
+    target with candidates is read by its dependants only once a pick is accepted: until then
+    they are pending too (its key, the pick's, is not known), never built from candidate 1."""
+    keys: dict[str, str] = {}  # name -> the key its dependants read
+    waits: dict[str, Step] = {}  # name -> the pending step of the candidate target it waits for
     steps = []
     for target in graph.topological(targets):
-        sources = [_source(i, keys, hasher, root) for i in target.inputs]
+        waiting = [waits[i.ref] for i in target.inputs if i.kind == graph.TARGET and i.ref in waits]
+        sources = [] if waiting else [_source(i, keys, hasher, root) for i in target.inputs]
         if sources:
             request = replace(target.request, inputs=tuple(s.identity for s in sources))
             target = replace(target, request=request)
-        step = _step(target, lock, output_dir, provider, provider_draft, cache, force, hasher)
-        step.sources = sources
-        keys[target.name] = step.key
-        steps.append(step)
+            requests[target.name] = request
+        if waiting:
+            steps.append(_waiting(target, waiting[0]))
+            waits[target.name] = waiting[0]
+            continue
+        if target.candidates > 1:
+            made = _candidates(target, lock, output_dir, provider, provider_draft, cache, force, hasher)
+        else:
+            made = [_step(target, lock, output_dir, provider, provider_draft, cache, force, hasher)]
+        for step in made:
+            step.sources = sources
+        steps += made
+        if made[0].state == PENDING:
+            waits[target.name] = made[0]
+        else:
+            keys[target.name] = made[0].key
     return steps
+
+
+def _waiting(target: Target, pending: Step) -> Step:
+    """A target that reads (directly or not) a target still waiting for a pick."""
+    ref = pending.target.name
+    why = (f"is waiting for a pick (`imgbuild accept {ref} --pick N`)" if pending.candidate else
+           "is pending (its accepted pick is not in the cache)")
+    return Step(target, PENDING, NOTHING, "", "", [
+        f"pending: input {ref} {why}; built from the accepted image after that"])
 
 
 def _source(item: Input, keys: dict[str, str], hasher: Hasher, root: Path) -> Source:
@@ -258,7 +291,7 @@ def explain_change(old: Any, new: Request) -> list[str]:
         if before == value:
             continue
         if name == "inputs":
-            reasons += _input_changes(before, value)
+            reasons += input_changes(before, value)
         elif name in ("prompt", "negative_prompt") and isinstance(before, str):
             reasons.append(f"{name}: {word_diff(before, str(value))}")
         else:
@@ -268,7 +301,7 @@ def explain_change(old: Any, new: Request) -> list[str]:
     return reasons
 
 
-def _input_changes(before: Any, now: list[str]) -> list[str]:
+def input_changes(before: Any, now: list[str]) -> list[str]:
     """`input hero changed` per input whose identity moved (see plan/graph.py for the form)."""
     old = before if isinstance(before, list) else []
     said = [f"input {i.split('@', 1)[0]} changed" for i in now if i not in old]

@@ -407,8 +407,6 @@ class _Expander:
         if candidates > 1 and n > 1:  # one output to pin per target: a pick among n-image sets is ambiguous
             problems.append(("candidates", f"candidates: {candidates} needs n: 1 (n is {n}); "
                                            "use candidates to choose one image, or n for several outputs"))
-        if candidates > 1 and spec.get("inputs"):  # a pick's key could not be read by dependants yet
-            problems.append(("candidates", "candidates and inputs together are not supported yet"))
         return problems
 
     def pending_inputs(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],

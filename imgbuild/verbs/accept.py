@@ -5,14 +5,14 @@ targets, which derives their web variants and rewrites the manifest."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from imgbuild.errors import ImgbuildError, UsageError
 from imgbuild.plan.candidates import pin_of, with_seed
 from imgbuild.plan.states import generation_key
 from imgbuild.store import lockfile
-from imgbuild.verbs.common import Where, adopt, hold_unpicked, load, open_cache, project_lock, select
+from imgbuild.verbs.common import Where, adopt, hold_unpicked, load, named, open_cache, project_lock
 from imgbuild.verbs.results import BuildResult, DataResult, Row
 
 
@@ -28,7 +28,7 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
         project, targets = load(where)
         lock = lockfile.read(project.lock_path)
         targets = adopt(targets, lock)
-        chosen = _pending(select(targets, patterns) if patterns else targets, lock, strict=bool(patterns))
+        chosen = _pending(named(targets, patterns) if patterns else targets, lock, strict=bool(patterns))
         if not chosen:
             raise UsageError("no target is pending: nothing to accept")
         if choice.pick is None and choice.digest is None and not choice.all_first:
@@ -36,8 +36,11 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
                 return listing(chosen, lock, cache, project.state_dir / "candidates")
         accepted: list[Row] = []
         unpicked: dict[str, dict[str, str]] = {}
+        keyed = _keyed(project, targets, lock) if any(t.inputs for t in chosen) else {}
         with open_cache(project) as cache:
             for target in chosen:
+                if target.name in keyed:
+                    target = replace(target, request=keyed[target.name])
                 accepted.extend(_accept_one(project, target, lock, cache, choice, unpicked))
             lockfile.write(project.lock_path, lock)
             picked = {lock.outputs[o]["key"] for t in chosen for o in t.outputs if o in lock.outputs}
@@ -53,6 +56,18 @@ def accept(where: Where, sink: Any, patterns: tuple[str, ...], choice: Choice) -
         result.changed = accepted + [r for r in result.changed if r.status != "pending"]
         result.nothing_to_do = False
         return result
+
+
+def _keyed(project: Any, targets: list[Any], lock: lockfile.Lock) -> dict[str, Any]:
+    """The requests of targets that read images, with the identities of those images as they
+    are now (offline: an input that changed since the candidates were made makes them stale)."""
+    from imgbuild.plan.states import make_plan
+
+    copy = lockfile.Lock(dict(lock.outputs))  # planning may drop a shared lock's other entries
+    copy.pending = dict(lock.pending)
+    plan = make_plan(targets, copy, project.output_dir, provider="placeholder", provider_draft=True,
+                     cache=None, root=project.root)
+    return plan.requests
 
 
 def _pending(targets: list[Any], lock: lockfile.Lock, strict: bool) -> list[Any]:
@@ -90,7 +105,7 @@ def _accept_one(project: Any, target: Any, lock: lockfile.Lock, cache: Any, choi
 
     record = lock.pending[target.name]
     if record.get("base_key") != generation_key(str(record.get("provider", "")), target.request):
-        raise UsageError(f"{target.name}: its spec changed since these candidates were made; "
+        raise UsageError(f"{target.name}: its spec or an image it reads changed since these candidates were made; "
                          "run `imgbuild build` for new ones")
     number, cand = _candidate(target.name, record, choice)
     found = cache.get(cand["key"])
@@ -150,7 +165,7 @@ def reject(where: Where, sink: Any, patterns: tuple[str, ...]) -> DataResult:
         targets = adopt(targets, lock)
         done = []
         unwanted: dict[str, dict[str, str]] = {}  # for `cache prune`: when and why
-        for t in select(targets, patterns):
+        for t in named(targets, patterns):
             if t.candidates == 1:
                 raise UsageError(f"{t.name} has no `candidates:`: nothing to reject")
             record = lock.pending.get(t.name, {})

@@ -22,6 +22,7 @@ from imgbuild.verbs.common import (
     adopt,
     as_made,
     load,
+    named,
     lock_stamp,
     open_cache,
     project_folder,
@@ -83,10 +84,12 @@ def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | Plan
     if known is not None:
         return known
     project, targets = load(where)
-    if options.candidates:
+    if options.candidates:  # for the targets named, not for those they read (their inputs)
         from dataclasses import replace
 
-        targets = [replace(t, candidates=options.candidates) if t.request.n == 1 else t for t in targets]
+        wanted = {t.name for t in named(targets, options.patterns)}
+        targets = [replace(t, candidates=options.candidates) if t.request.n == 1 and t.name in wanted else t
+                   for t in targets]
     selected = select(targets, options.patterns)
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)

@@ -81,7 +81,8 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
 
 def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
     if step.state == "pending":
-        why = ("the accepted pick is not in the cache" if not step.candidate else
+        waiting = next((r for r in step.reasons if r.startswith("pending: input")), None)
+        why = (waiting or "the accepted pick is not in the cache" if not step.candidate else
                f"pending: {step.target.candidates} candidates, run imgbuild review / imgbuild accept")
         return "pending", why
     if step.state in ("new", "changed"):

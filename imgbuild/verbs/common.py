@@ -45,7 +45,14 @@ def _plain(value: Any) -> Any:
 
 
 def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
-    """Targets whose name or any output matches one of the glob patterns (all when none)."""
+    """Targets whose name or any output matches one of the glob patterns (all when none), with
+    the targets they read."""
+    return closure(named(targets, patterns), targets)  # as `make target`: a target comes with what it reads
+
+
+def named(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
+    """Targets whose name or any output matches one of the glob patterns (all when none); a
+    pattern that matches none is a usage error."""
     if not patterns:
         return targets
     chosen = []
@@ -63,7 +70,7 @@ def select(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
         hints = {p: difflib.get_close_matches(p, names, n=1) for p in sorted(unmatched)}
         text = "; ".join(f"'{p}'" + (f" (did you mean '{h[0]}'?)" if h else "") for p, h in hints.items())
         raise UsageError(f"no target matches {text}")
-    return closure(chosen, targets)  # as `make target`: a target comes with what it reads
+    return chosen
 
 
 def stat_cache(project: Project) -> Any:

@@ -44,18 +44,19 @@ def review(where: Where, sink: Any, options: ReviewOptions) -> ReviewResult:
     repo = Repo.containing(project.root)
     revision = repo.resolve(options.base)
     base_lock = _lock_at(repo, revision, repo.relative(project.lock_path))
+    lock = lockfile.read(project.lock_path)
     stats = StatCache(project.state_dir)
     output_dir = str(project.output_dir)
-    comparison = diff.compare(base_lock, lockfile.read(project.lock_path),
+    comparison = diff.compare(base_lock, lock,
                               region=project.settings.get("region", "beijing"),
                               file_sha256=lambda o: stats.sha256(os.path.join(output_dir, o)))
     stats.save()
     out = Path(options.out_dir).resolve() if options.out_dir else project.state_dir / REVIEW_DIR
-    with Images(project, repo, revision) as images:
+    with Images(project, repo, revision, (base_lock, lock)) as images:
         cards = _cards(comparison.changes, images, out / review_page.THUMBS)
+        picks = review_page.pending_picks(project, out / review_page.THUMBS, images)
         notices = images.notices
     review_page.number(cards)
-    picks = review_page.pending_picks(project, out / review_page.THUMBS)
     for note in notices:
         sink.notice(note)
     result = ReviewResult(project=repo.relative(project.file), base=revision, comparison=comparison,
@@ -94,4 +95,4 @@ def _cards(changes: list[diff.Change], images: Images, thumbs: Path) -> list[dic
     thumbs.mkdir(parents=True, exist_ok=True)
     workers = min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda c: card(c, images.pair(c), thumbs), changes))
+        return list(pool.map(lambda c: card(c, images.pair(c), thumbs, images), changes))

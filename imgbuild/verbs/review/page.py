@@ -26,10 +26,13 @@ MARKDOWN_ROWS = 50  # a PR comment holds 65,536 characters; the page has the res
 _THUMB_NAME = re.compile(r"^(diff-)?[0-9a-f]{12,64}(-[0-9a-f]{12})?\.webp$")
 
 
-def card(change: diff.Change, pair: tuple[Any, Any], folder: Path) -> dict[str, Any]:
+def card(change: diff.Change, pair: tuple[Any, Any], folder: Path, images: Any = None) -> dict[str, Any]:
     """What the page, review.json and the summary say about one output."""
+    from imgbuild.verbs.review.inputs import card_inputs
+
     before, after = pair
     doc = change.to_dict()
+    doc["inputs"] = card_inputs(change, images, folder, _thumbnail) if images is not None else []
     doc["id"] = ""  # numbered once all cards exist (see `number`)
     doc["ops"] = {name: p["ops"] for name, p in change.prompts.items()}
     doc["before"] = _side(change.before, before, folder) if change.before is not None else None
@@ -40,11 +43,12 @@ def card(change: diff.Change, pair: tuple[Any, Any], folder: Path) -> dict[str, 
     return doc
 
 
-def pending_picks(project: Any, folder: Path) -> list[dict[str, Any]]:
-    """Targets waiting for `imgbuild accept`, each with its candidates' thumbnails (review.picks)."""
+def pending_picks(project: Any, folder: Path, images: Any = None) -> list[dict[str, Any]]:
+    """Targets waiting for `imgbuild accept`, each with its candidates' thumbnails and the images
+    they were made from (review.picks)."""
     from imgbuild.verbs.review.picks import pending_picks as find
 
-    return find(project, folder)
+    return find(project, folder, images)
 
 
 def number(cards: list[dict[str, Any]]) -> None:
@@ -117,7 +121,9 @@ def write(result: Any, options: Any) -> None:
                                                        ensure_ascii=False) + "\n").encode("utf-8"))
     picks = getattr(result, "picks", [])
     _drop_unused_thumbnails(out / THUMBS, [*result.cards, *({"before": None, "after": c, "diff": None}
-                                                             for p in picks for c in p["candidates"])])
+                                                             for p in picks for c in p["candidates"]),
+                                           *({"before": None, "after": None, "diff": None,
+                                              "inputs": p.get("inputs", [])} for p in picks)])
     if options.markdown:
         path = Path(options.markdown).resolve()
         link = options.report_url or os.path.relpath(out / "index.html", path.parent)
@@ -159,7 +165,9 @@ def _drop_unused_thumbnails(folder: Path, cards: list[dict[str, Any]]) -> None:
 
 
 def _thumb_paths(c: dict[str, Any]) -> list[str]:
-    return [s["thumb"] for s in (c["before"], c["after"], c["diff"]) if s and s.get("thumb")]
+    shown = [c["before"], c["after"], c["diff"]]
+    shown += [side for i in c.get("inputs", ()) for side in (i["image"], i["before"])]
+    return [s["thumb"] for s in shown if s and s.get("thumb")]
 
 
 def render_markdown(result: Any, link: str) -> str:
@@ -186,9 +194,14 @@ def _markdown_change(card: dict[str, Any]) -> str:
         return "new image"
     if card["kind"] == diff.REMOVED:
         return "no longer produced"
-    parts = [f"{name.replace('_', ' ')}: {_marked(card['ops'][name])}" for name in card["prompts"]]
+    parts = [_cell(why) for why in card.get("input_changes", ())]
+    parts += [f"{name.replace('_', ' ')}: {_marked(card['ops'][name])}" for name in card["prompts"]]
     parts += [f"{p['field']}: {_cell(json.dumps(p['before']))} → {_cell(json.dumps(p['after']))}"
               for p in card["params"]]
+    if card.get("inputs"):
+        parts.append("reads " + ", ".join(f"`{_cell(i['ref'])}`" + (" (changed)" if i["changed"] else "")
+                                          + ("" if i["image"]["thumb"] else " (image not found)")
+                                          for i in card["inputs"]))
     if card["kind"] == diff.MODIFIED:
         note = (card.get("diff") or {}).get("note")
         parts.insert(0, "same request, other bytes" + (f" ({note})" if note else ""))

@@ -11,12 +11,13 @@ from typing import Any
 from imgbuild.store import lockfile
 
 
-def pending_picks(project: Any, folder: Path) -> list[dict[str, Any]]:
+def pending_picks(project: Any, folder: Path, images: Any = None) -> list[dict[str, Any]]:
     lock = lockfile.read(project.lock_path)
     waiting = {name: r for name, r in sorted(lock.pending.items()) if isinstance(r, dict) and r.get("candidates")}
     if not waiting:
         return []
     from imgbuild.verbs.common import open_cache
+    from imgbuild.verbs.review.inputs import made_from
     from imgbuild.verbs.review.page import _thumbnail
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,8 @@ def pending_picks(project: Any, folder: Path) -> list[dict[str, Any]]:
                               "short": str(c.get("sha256"))[:12], "command": _command(name, i),
                               **(picture or {"thumb": None})})
             slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-").lower() or "target"
-            picks.append({"name": name, "id": f"p-{slug}", "candidates": shown})
+            made = made_from(record, images, folder, _thumbnail) if images is not None else []
+            picks.append({"name": name, "id": f"p-{slug}", "candidates": shown, "inputs": made})
     return picks
 
 

@@ -21,9 +21,12 @@ Found = tuple[bytes, str]  # the bytes and where they came from
 class Images:
     """Finds the bytes of an output before and after the change, and says where it found them."""
 
-    def __init__(self, project: Any, repo: Repo, revision: Revision) -> None:
+    def __init__(self, project: Any, repo: Repo, revision: Revision, locks: tuple[Any, Any] | None = None) -> None:
         self.output_dir = project.output_dir
+        self.root = project.root
         self.repo, self.revision = repo, revision
+        self.project_dir = repo.relative(project.root)
+        self.locks = locks  # (base, working tree): where an input's key names an output file
         self.base_output_dir = repo.relative(project.root) + "/" + _base_output_dir(project, repo, revision)
         self.notices: list[str] = []
         self.cache = _open_cache(project, self.notices)
@@ -55,6 +58,49 @@ class Images:
         except (OSError, ImgbuildError):
             assert change.after is not None
             return self._originals(change.after)
+
+    def input_image(self, kind: str, ref: str, digest: str) -> Found | None:
+        """One input image of an edit, as it was used (see review/inputs.py)."""
+        from imgbuild.verbs.review.inputs import find
+
+        return find(self, kind, ref, digest)
+
+    def originals(self, entry: dict[str, Any]) -> Found | None:
+        return self._originals(entry)
+
+    def output_with_key(self, name: str, key: str) -> Found | None:
+        """The first output of target `name` that a lock records with generation key `key`:
+        the working tree's file, else the file as committed at the base."""
+        from imgbuild.store.outputs import safe_destination
+
+        for lock, at_base in zip(reversed(self.locks or ()), (False, True)):  # the working tree first
+            for output, entry in lock.outputs.items():
+                if not isinstance(entry, dict) or entry.get("name") != name or entry.get("key") != key \
+                        or entry.get("index", 1) != 1 or "derived_from" in entry:
+                    continue
+                if at_base:
+                    found = self._at_base(output)
+                else:
+                    try:
+                        found = safe_destination(self.output_dir, output).read_bytes(), OUTPUT_FILE
+                    except (OSError, ImgbuildError):
+                        found = None
+                if found is not None:
+                    return found
+        return None
+
+    def project_file(self, path: str) -> bytes | None:
+        """A file of the project by its posix path, only if it resolves inside the project."""
+        try:
+            resolved = (self.root / path).resolve()
+            resolved.relative_to(self.root.resolve())
+            return resolved.read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def revisions(self) -> list[tuple[str, str]]:
+        """(commit, label) where a repository file may be found: the base, then HEAD."""
+        return [(self.revision.commit, self.revision.ref), ("HEAD", "HEAD")]
 
     def _originals(self, entry: dict[str, Any]) -> Found | None:
         position = entry.get("index", 1)  # 1-based among the n images of one request
