@@ -18,14 +18,14 @@ Per size N (a multiple of 100; projects from bench/gen_project.py, graphs from b
 * ninja (no work to do) and `make -q` on N outputs each depending on one of N/100 files.
 
 Children run without PYTHONDONTWRITEBYTECODE, as an installed package runs (with it, every
-module is compiled from source on each run). Prints one markdown table, one row per size.
+module is compiled from source on each run). Prints one markdown table, one row per size,
+each as soon as it is measured.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,21 +112,22 @@ def measure(root: Path, n: int, env: dict[str, str], args: argparse.Namespace) -
     return row
 
 
-def table(rows: list[dict[str, object]], runs: int) -> str:
-    out = ["| targets | first build s | first build peak RSS MB | no-op build s | check s "
-           "| fresh-clone check s | ninja s | make -q s | build × ninja | check × ninja "
-           "| fresh check × ninja |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ninja = float(r["ninja"])  # type: ignore[arg-type]
-        out.append(f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['build']:.3f} | {r['check']:.3f} "
-                   f"| {r['fresh']:.3f} | {ninja:.3f} | {r['make']:.3f} | {float(r['build']) / ninja:.1f} "  # type: ignore[arg-type]
-                   f"| {float(r['check']) / ninja:.1f} | {float(r['fresh']) / ninja:.1f} |")  # type: ignore[arg-type]
-    out.append("")
-    out.append(f"medians of {runs} whole-process run(s) (fresh clone: {max(3, runs // 2) if runs > 1 else 1}); "
-               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-               f"load average {os.getloadavg()[0]:.1f} at the end")
-    return "\n".join(out)
+HEADER = ("| targets | first build s | first build peak RSS MB | no-op build s | check s "
+          "| fresh-clone check s | ninja s | make -q s | build × ninja | check × ninja "
+          "| fresh check × ninja |\n" + "|---|" * 11).replace("||", "|")
+
+
+def table_row(r: dict[str, object]) -> str:
+    ninja = float(r["ninja"])  # type: ignore[arg-type]
+    return (f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['build']:.3f} | {r['check']:.3f} "
+            f"| {r['fresh']:.3f} | {ninja:.3f} | {r['make']:.3f} | {float(r['build']) / ninja:.1f} "  # type: ignore[arg-type]
+            f"| {float(r['check']) / ninja:.1f} | {float(r['fresh']) / ninja:.1f} |")  # type: ignore[arg-type]
+
+
+def footer(runs: int) -> str:
+    return (f"\nmedians of {runs} whole-process run(s) (fresh clone: {max(3, runs // 2) if runs > 1 else 1}); "
+            f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def main() -> None:
@@ -146,8 +147,10 @@ def main() -> None:
     env = {**os.environ, "IMGBUILD_PROVIDER": "placeholder"}
     for name in ("DASHSCOPE_API_KEY", "PYTHONDONTWRITEBYTECODE", "IMGBUILD_REMOTE"):
         env.pop(name, None)
-    rows = [measure(root, n, env, args) for n in sizes]
-    print(table(rows, args.runs))
+    print(HEADER, flush=True)
+    for n in sizes:  # each row as soon as it is measured: a long 50k run keeps the smaller ones
+        print(table_row(measure(root, n, env, args)), flush=True)
+    print(footer(args.runs))
 
 
 if __name__ == "__main__":
