@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.errors import ImgbuildError
-from imgbuild.store.atomic import atomic_write_chunks, sha256_file
+from imgbuild.store.atomic import atomic_write_bytes, atomic_write_chunks, sha256_file
 
 LOCK_VERSION = 1
 SHARED_NAME = "imgbuild.lock"  # before 0.2, every project file in a folder wrote this one
