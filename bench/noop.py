@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -24,14 +25,24 @@ from gen_project import PER_FILE, generate  # noqa: E402
 IMGBUILD = [sys.executable, "-m", "imgbuild"]
 
 
+def tool(name: str) -> str:
+    """The `ninja` (PyPI `ninja`, in the test extra) or `make` this comparison runs: this
+    environment's scripts folder first, then PATH. Missing is an error, never a silent skip."""
+    found = shutil.which(name, path=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
+    if found is None:
+        raise SystemExit(f"`{name}` not found: the comparison needs it "
+                         "(ninja: pip install -e '.[test]' brings it; make: apt-get install make)")
+    return found
+
+
 def timed(cmd: list[str], cwd: Path, runs: int, *, ok: tuple[int, ...] = (0,),
-          prepare: object = None) -> float:
+          prepare: object = None, env: dict[str, str] | None = None) -> float:
     times = []
     for _ in range(runs):
         if callable(prepare):
             prepare()
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         times.append(time.perf_counter() - start)
         if proc.returncode not in ok:
             raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
@@ -67,8 +78,8 @@ def make_graph(root: Path, targets: int) -> Path:
         mf.write("all: " + " ".join(o for o, _ in outs) + "\n")
         for out, dep in outs:
             mf.write(f"{out}: {dep}\n\ttouch $@\n")
-    subprocess.run(["ninja", "-j", "8"], cwd=graph, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["make", "-s"], cwd=graph, check=True, stdout=subprocess.DEVNULL)  # already fresh
+    subprocess.run([tool("ninja"), "-j", "8"], cwd=graph, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([tool("make"), "-s"], cwd=graph, check=True, stdout=subprocess.DEVNULL)  # already fresh
     (graph / ".built").write_text("")
     return graph
 
@@ -104,8 +115,8 @@ def main() -> None:
                          timed([*IMGBUILD, "check", "-q", "--allow-drafts"], fresh, max(3, args.runs // 2),
                                prepare=clone)))
             graph = make_graph(root, n)
-            rows.append((f"ninja (no work to do), {n:,} outputs", timed(["ninja"], graph, args.runs)))
-            rows.append((f"make -q, {n:,} outputs", timed(["make", "-q"], graph, args.runs)))
+            rows.append((f"ninja (no work to do), {n:,} outputs", timed([tool("ninja")], graph, args.runs)))
+            rows.append((f"make -q, {n:,} outputs", timed([tool("make"), "-q"], graph, args.runs)))
     rows.append(("imgbuild --version", timed([*IMGBUILD, "--version"], root, args.runs)))
     rows.append(("python -c pass (interpreter start-up)", timed([sys.executable, "-c", "pass"], root, args.runs)))
 

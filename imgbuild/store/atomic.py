@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 TEMP_PREFIX = ".imgbuild-tmp-"
@@ -14,11 +15,17 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> str:
     """Write `data` to `path` atomically; returns the sha256 hex of what was written.
     `durable=False` skips the fsync, for files that are cheap to make again and checked before
     reuse (review thumbnails): still never half-written for a reader, but not crash-proof."""
+    atomic_write_chunks(path, (data,), durable=durable)
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+    """atomic_write_bytes for content in pieces (a large file never joined in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.writelines(chunks)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -30,7 +37,6 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> str:
         except OSError:
             pass
         raise
-    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str | None:

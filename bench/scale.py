@@ -1,0 +1,157 @@
+"""Scale benchmark: how a no-op `build`, a warm `check` and a fresh-clone `check` grow with the
+number of targets (1k/10k/50k by default), side by side with ninja and GNU `make -q` on an
+equivalent graph in the same run, and the peak RSS of each size's first build.
+
+    python bench/scale.py [--sizes 1000,10000,50000] [--runs 5] [--workdir /tmp/imgbuild-scale]
+                          [--jobs 4] [--reuse]
+
+Per size N (a multiple of 100; projects from bench/gen_project.py, graphs from bench/noop.py):
+
+* first build: a fresh project, an empty cache, placeholder drafts, `build -q -j JOBS`; wall time
+  and the peak RSS of that one process (its own rusage from wait4, not the maximum over every
+  child this bench started). With --reuse an already built project is kept and not measured.
+* no-op build and warm check: `build -q`, `check -q --allow-drafts` after one warm-up of each,
+  median of RUNS whole processes.
+* fresh-clone check: the project's files, lock and outputs copied to a new folder (no
+  `.imgbuild/`) and checked with a new, empty IMGBUILD_CACHE_DIR, median of max(3, RUNS // 2);
+  copying is outside the timing.
+* ninja (no work to do) and `make -q` on N outputs each depending on one of N/100 files.
+
+Children run without PYTHONDONTWRITEBYTECODE, as an installed package runs (with it, every
+module is compiled from source on each run). Prints one markdown table, one row per size,
+each as soon as it is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_project import generate  # noqa: E402
+from noop import IMGBUILD, make_graph, timed, tool  # noqa: E402
+
+CHECK = [*IMGBUILD, "check", "-q", "--allow-drafts"]
+BUILD = [*IMGBUILD, "build", "-q"]
+
+
+def first_build(project: Path, env: dict[str, str], jobs: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of the build that makes every image."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([*BUILD, "-j", str(jobs)], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # drain first: a full pipe would block the child
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"first build of {project} exited {proc.returncode}: {err.decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def built_project(root: Path, n: int, env: dict[str, str], jobs: int, reuse: bool) -> tuple[Path, str, str]:
+    project = root / f"imgbuild-{n}"
+    if reuse and (project / "imgbuild.lock").exists():
+        return project, "(reused)", "(reused)"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.rmtree(root / f"cache-{n}", ignore_errors=True)
+    generate(project, n)
+    print(f"first build of {n:,} placeholder images...", file=sys.stderr, flush=True)
+    wall, peak = first_build(project, {**env, "IMGBUILD_CACHE_DIR": str(root / f"cache-{n}")}, jobs)
+    return project, f"{wall:.1f}", f"{peak:.0f}"
+
+
+def warm_up(project: Path, env: dict[str, str]) -> None:
+    """One build and one check, so the plan, stat and no-op snapshot caches exist. A snapshot
+    is not written for files changed in the last 2 s (they could change again unseen), so a
+    build that has just finished gets a second round."""
+    for _ in range(2):
+        for cmd in (BUILD, CHECK):
+            subprocess.run(cmd, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+        if (project / ".imgbuild" / "noop-snapshot.json").exists():
+            return
+        time.sleep(2.1)
+
+
+def fresh_clone_check(project: Path, root: Path, env: dict[str, str], runs: int) -> float:
+    clone = root / "fresh-clone"
+    cache = root / "fresh-cache"
+    child_env = {**env, "IMGBUILD_CACHE_DIR": str(cache)}
+
+    def prepare() -> None:
+        shutil.rmtree(clone, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(project, clone, ignore=shutil.ignore_patterns(".imgbuild"))
+        cache.mkdir()
+
+    try:
+        return timed(CHECK, clone, runs, prepare=prepare, env=child_env)
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def measure(root: Path, n: int, env: dict[str, str], args: argparse.Namespace) -> dict[str, object]:
+    project, first_wall, first_rss = built_project(root, n, env, args.jobs, args.reuse)
+    env = {**env, "IMGBUILD_CACHE_DIR": str(root / f"cache-{n}")}
+    warm_up(project, env)
+    print(f"timing {n:,}...", file=sys.stderr, flush=True)
+    graph = make_graph(root, n)
+    row: dict[str, object] = {"n": n, "first_wall": first_wall, "first_rss": first_rss}
+    row["build"] = timed(BUILD, project, args.runs, env=env)
+    row["check"] = timed(CHECK, project, args.runs, env=env)
+    row["fresh"] = fresh_clone_check(project, root, env, max(3, args.runs // 2) if args.runs > 1 else 1)
+    row["ninja"] = timed([tool("ninja")], graph, args.runs, env=env)
+    row["make"] = timed([tool("make"), "-q"], graph, args.runs, env=env)
+    return row
+
+
+HEADER = ("| targets | first build s | first build peak RSS MB | no-op build s | check s "
+          "| fresh-clone check s | ninja s | make -q s | build × ninja | check × ninja "
+          "| fresh check × ninja |\n" + "|---|" * 11).replace("||", "|")
+
+
+def table_row(r: dict[str, object]) -> str:
+    ninja = float(r["ninja"])  # type: ignore[arg-type]
+    return (f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['build']:.3f} | {r['check']:.3f} "
+            f"| {r['fresh']:.3f} | {ninja:.3f} | {r['make']:.3f} | {float(r['build']) / ninja:.1f} "  # type: ignore[arg-type]
+            f"| {float(r['check']) / ninja:.1f} | {float(r['fresh']) / ninja:.1f} |")  # type: ignore[arg-type]
+
+
+def footer(runs: int) -> str:
+    return (f"\nmedians of {runs} whole-process run(s) (fresh clone: {max(3, runs // 2) if runs > 1 else 1}); "
+            f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,50000",
+                        help="comma-separated target counts, each a multiple of 100")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=4, help="-j of the first build")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "imgbuild-scale")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep already built projects (their first build is not measured)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    root = args.workdir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    tool("ninja"), tool("make")  # fail before the long builds, not after
+    env = {**os.environ, "IMGBUILD_PROVIDER": "placeholder"}
+    for name in ("DASHSCOPE_API_KEY", "PYTHONDONTWRITEBYTECODE", "IMGBUILD_REMOTE"):
+        env.pop(name, None)
+    print(HEADER, flush=True)
+    for n in sizes:  # each row as soon as it is measured: a long 50k run keeps the smaller ones
+        print(table_row(measure(root, n, env, args)), flush=True)
+    print(footer(args.runs))
+
+
+if __name__ == "__main__":
+    main()
