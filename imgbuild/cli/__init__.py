@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         from imgbuild.cli.helptext import TOP_HELP
 
         return _write(TOP_HELP)
+    if args and args[0] in ("build", "check"):
+        from imgbuild.cli.quick import answer
+
+        code = answer(args)
+        if code is not None:
+            return code
     from imgbuild.cli.app import main as click_main
 
     return click_main(argv)

@@ -58,25 +58,15 @@ def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
-    from imgbuild.report import Reporter
+    from imgbuild.cli.reporting import reporter
 
-    if verbose > 1:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    import os
-
-    # The live status line only where someone watches it: stderr is a terminal, not --json/-q.
-    live = (not json_mode and verbose - quiet >= 0 and os.environ.get("TERM") != "dumb"
-            and _isatty(sys.stderr))
-    return Reporter(json_mode=json_mode, verbosity=verbose - quiet, live=live)
+    return reporter(json_mode, verbose, quiet)
 
 
 def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+    from imgbuild.cli.reporting import isatty
+
+    return isatty(stream)
 
 
 def _where(directory: str | None, project_file: str | None) -> Any:

@@ -42,6 +42,13 @@ def build(where: Where, sink: Any, options: BuildOptions = BuildOptions()) -> Bu
         return _build(where, sink, options)
 
 
+def answer_unchanged(where: Where, sink: Any, options: BuildOptions) -> BuildResult | None:
+    """The no-op snapshot's answer alone, under the build mutex; None when it cannot answer (the
+    caller then runs `build`, which asks again: the state may have changed meanwhile)."""
+    with project_lock(where, sink.notice, options.no_wait):
+        return _unchanged(where, sink, options)
+
+
 def _build(where: Where, sink: Any, options: BuildOptions) -> BuildResult | PlanResult:
     known = _unchanged(where, sink, options)
     if known is not None:

@@ -14,9 +14,9 @@ from imgbuild.verbs.results import UP_TO_DATE, CheckResult, Row
 def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> CheckResult:
     """`rows=False` (nothing will list up-to-date files) lets the no-op snapshot answer."""
     if not rows:
-        known = unchanged(where, "check")
-        if known is not None and (allow_drafts or not known["allow_drafts"]):
-            return CheckResult([], unlisted=known["count"])
+        known = answer_unchanged(where, allow_drafts)
+        if known is not None:
+            return known
     from imgbuild.plan.states import make_plan
     from imgbuild.store import lockfile
 
@@ -48,6 +48,14 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
                       targets, stats)
     return result
 
+
+
+def answer_unchanged(where: Where, allow_drafts: bool) -> CheckResult | None:
+    """The no-op snapshot's answer (no row is listed), or None when it cannot vouch."""
+    known = unchanged(where, "check")
+    if known is None or (known["allow_drafts"] and not allow_drafts):
+        return None
+    return CheckResult([], unlisted=known["count"])
 
 
 def _variant_rows(project: Any, targets: list[Any], lock: Any, stats: Any,
