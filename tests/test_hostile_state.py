@@ -731,7 +731,7 @@ def test_an_api_key_with_a_trailing_carriage_return_works_and_is_never_echoed(
 
 def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import imgbuild.verbs.build
+    import imgbuild.verbs.build_run
 
     root = project(tmp_path / "p")
     elsewhere = tmp_path / "elsewhere"
@@ -741,7 +741,7 @@ def test_crash_log_goes_to_the_projects_state_dir(tmp_path: Path, capsys: pytest
     def bug(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(imgbuild.verbs.build, "make_plan", bug)
+    monkeypatch.setattr(imgbuild.verbs.build_run, "make_plan", bug)
     r = run(capsys, "plan", "-C", str(root))
     assert r.code == 3 and "crash.log" in r.err, r
     assert "RuntimeError: a bug" in (root / ".imgbuild" / "crash.log").read_text()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import imgbuild.verbs.build
+import imgbuild.verbs.build_run
 import imgbuild.verbs.check
 import imgbuild.verbs.common
 from imgbuild.plan import snapshot
@@ -35,7 +36,7 @@ def forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*a: object) -> None:
         raise AssertionError("loaded the targets although the snapshot could answer")
 
-    monkeypatch.setattr(imgbuild.verbs.build, "load", fail)
+    monkeypatch.setattr(imgbuild.verbs.build_run, "load", fail)
     monkeypatch.setattr(imgbuild.verbs.check, "load", fail)
 
 
@@ -50,6 +51,22 @@ def test_unchanged_project_answers_from_the_snapshot(snapped: Path, capsys: pyte
     # made with --allow-drafts, the snapshot cannot pass a check that refuses drafts
     monkeypatch.setattr(imgbuild.verbs.check, "load", imgbuild.verbs.common.load)
     assert run(capsys, "check").code == 1
+
+
+def test_a_noop_loads_neither_the_planner_nor_the_lock_reader(snapped: Path) -> None:
+    """What a no-op answered from the snapshot may skip importing, it does: the planner, the
+    lock reader, the stores, the providers' clients (the no-op's time is mostly imports)."""
+    import subprocess
+    import sys
+
+    heavy = ["imgbuild.plan.states", "imgbuild.store.lockfile", "imgbuild.verbs.build_run",
+             "imgbuild.store.originals", "imgbuild.spec.expand", "imgbuild.plan.caches", "yaml", "jinja2"]
+    for argv in (["build", "-q"], ["check", "-q", "--allow-drafts"]):
+        code = (f"import sys; from imgbuild.cli import main; rc = main({argv!r}); "
+                f"print(rc, [m for m in {heavy!r} if m in sys.modules])")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=snapped, capture_output=True, text=True,
+                              env={**os.environ}, timeout=60)
+        assert proc.stdout.strip().splitlines()[-1] == "0 []", (argv, proc.stdout, proc.stderr)
 
 
 def _edit(path: Path, old: str, new: str) -> None:

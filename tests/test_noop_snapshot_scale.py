@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import imgbuild.verbs.build
+import imgbuild.verbs.build_run
 import imgbuild.verbs.check
 from imgbuild.cli import main
 from imgbuild.plan import snapshot
@@ -66,7 +67,7 @@ def forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*a: object) -> None:
         raise AssertionError("loaded the targets although the snapshot could answer")
 
-    monkeypatch.setattr(imgbuild.verbs.build, "load", fail)
+    monkeypatch.setattr(imgbuild.verbs.build_run, "load", fail)
     monkeypatch.setattr(imgbuild.verbs.check, "load", fail)
 
 

@@ -38,10 +38,9 @@ def _digest(path: Path) -> str | None:
 
 
 def _globs(root: Path, settings: dict[str, Any]) -> list[str]:
-    matched: set[str] = set()
-    for pattern in settings.get("include", []) or []:
-        matched.update(str(p.resolve()) for p in root.glob(pattern) if p.is_file())
-    return sorted(matched)
+    from imgbuild.spec.project import include_matches
+
+    return include_matches(root, settings)
 
 
 def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list[Target]] | None:

@@ -13,6 +13,7 @@ Plain JSON, never pickle: a cloned repository must not be able to run code throu
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from imgbuild._version import __version__
 
 SNAPSHOT_FILE = "noop-snapshot.json"
-_FORMAT = f"1/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_FORMAT = f"2/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 # A file changed less than this before the snapshot could change again within the filesystem's
 # timestamp granularity without its stamp changing (git's "racy" entries): such a run does not
 # write a snapshot; the next no-op does.
@@ -51,9 +52,9 @@ def _sha256(path: str, buffer: bytearray, view: memoryview) -> str | None:
 
 
 def _globs(root: Path, settings: dict[str, Any]) -> list[str]:
-    from imgbuild.plan.caches import _globs as globs
+    from imgbuild.spec.project import include_matches
 
-    return globs(root, settings)
+    return include_matches(root, settings, resolve=False)  # compared only with this list
 
 
 def lock_stamp(lock_path: Path) -> list[int] | None:
@@ -65,7 +66,13 @@ def load(project_file: Path, state_dir: Path, kind: str) -> dict[str, Any] | Non
     """The snapshot's document when every input, the lock and every output are exactly as it
     recorded them; None otherwise. `kind` is "build" or "check"."""
     try:
-        doc = json.loads((state_dir / SNAPSHOT_FILE).read_bytes())
+        raw = (state_dir / SNAPSHOT_FILE).read_bytes()
+        # tens of thousands of small lists, all kept: the collector would only walk them
+        gc.disable()
+        try:
+            doc = json.loads(raw)
+        finally:
+            gc.enable()
         if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
             return None
         entry = doc[kind]
@@ -76,8 +83,10 @@ def load(project_file: Path, state_dir: Path, kind: str) -> dict[str, Any] | Non
                 return None
         if _globs(project_file.parent, doc["settings"]) != doc["globs"]:
             return None
-        for name, stamp in doc["files"]:
-            if _stamp(name) != stamp:
+        stat = os.stat
+        for name, (ino, size, mtime, ctime) in doc["files"]:  # ~10k stats: the no-op's main cost
+            st = stat(name)
+            if st.st_mtime_ns != mtime or st.st_ctime_ns != ctime or st.st_size != size or st.st_ino != ino:
                 return None
         return {**doc, **entry}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -187,6 +187,17 @@ def _load_document(path: Path, kind: str, problems: list[Problem],
     return SpecFile(path, display, data) if not found else None
 
 
+def include_matches(root: Path, settings: Any, *, resolve: bool = True) -> list[str]:
+    """Every file the include globs match now, sorted: what the plan cache and the no-op
+    snapshot record, so that a spec file added or removed is noticed. A list compared only with
+    another made the same way may skip resolving (a few lstat calls per file)."""
+    matched: set[str] = set()
+    for pattern in settings.get("include", []) or []:
+        found = (p for p in root.glob(pattern) if p.is_file())
+        matched.update(str(p.resolve()) if resolve else str(p) for p in found)
+    return sorted(matched)
+
+
 def _included_paths(project: Project, problems: list[Problem]) -> list[Path]:
     from imgbuild.spec import yamlio
 

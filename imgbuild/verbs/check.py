@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgbuild.plan.states import UP_TO_DATE, Step, make_plan
-from imgbuild.store import lockfile
-from imgbuild.store.lockfile import is_draft
 from imgbuild.verbs.common import Where, adopt, as_made, load, lock_stamp, remember_noop, stat_cache, unchanged
-from imgbuild.verbs.results import CheckResult, Row
+from imgbuild.verbs.results import UP_TO_DATE, CheckResult, Row
+
+# The planner and the lock reader are imported below the no-op snapshot's answer: a check with
+# nothing to report (pre-commit's) never loads them.
 
 
 def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> CheckResult:
     """`rows=False` (nothing will list up-to-date files) lets the no-op snapshot answer."""
     if not rows:
-        known = unchanged(where, "check")
-        if known is not None and (allow_drafts or not known["allow_drafts"]):
-            return CheckResult([], unlisted=known["count"])
+        known = answer_unchanged(where, allow_drafts)
+        if known is not None:
+            return known
+    from imgbuild.plan.states import make_plan
+    from imgbuild.store import lockfile
+
     project, targets = load(where)
     locked = lock_stamp(project)
     lock = lockfile.read(project.lock_path)
@@ -47,13 +50,22 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
 
 
 
-def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: Any,
+def answer_unchanged(where: Where, allow_drafts: bool) -> CheckResult | None:
+    """The no-op snapshot's answer (no row is listed), or None when it cannot vouch."""
+    known = unchanged(where, "check")
+    if known is None or (known["allow_drafts"] and not allow_drafts):
+        return None
+    return CheckResult([], unlisted=known["count"])
+
+
+def _variant_rows(project: Any, targets: list[Any], lock: Any, stats: Any,
                   allow_drafts: bool) -> list[Row]:
     """Rows for web derivatives and the manifest (only for projects that have them)."""
     if not any(t.variants or t.alt for t in targets) and not project.settings.get("manifest"):
         return []
     from imgbuild.plan import derivatives as variants
     from imgbuild.store import manifest
+    from imgbuild.store.lockfile import is_draft
 
     status_of = {variants.NEW: "stale", variants.CHANGED: "stale", variants.WAITING: "stale",
                  variants.MISSING: "missing", variants.MODIFIED: "modified", variants.UP_TO_DATE: UP_TO_DATE}
@@ -79,7 +91,7 @@ def _variant_rows(project: Any, targets: list[Any], lock: lockfile.Lock, stats: 
     return rows
 
 
-def _status(step: Step, output: str, allow_drafts: bool) -> tuple[str, str]:
+def _status(step: Any, output: str, allow_drafts: bool) -> tuple[str, str]:
     if step.state == "pending":
         waiting = next((r for r in step.reasons if r.startswith("pending: input")), None)
         why = (waiting or "the accepted pick is not in the cache" if not step.candidate else

@@ -5,7 +5,7 @@ person made, or edited since, is never listed. Folders that deleting empties go 
 Deleting holds the build mutex."""
 from __future__ import annotations
 
-import os
+
 from pathlib import Path
 from typing import Any
 

@@ -24,7 +24,8 @@ def pull(where: Where, sink: Any, *, jobs: int | None = None, no_wait: bool = Fa
 def _pull(where: Where, sink: Any, jobs: int | None, remote_required: bool) -> PullResult:
     from imgbuild import providers
     from imgbuild.run import pipeline
-    from imgbuild.verbs.build import BuildOptions, Context
+    from imgbuild.verbs.build import BuildOptions
+    from imgbuild.verbs.build_run import Context
 
     project, targets = load(where)
     lock = lockfile.read(project.lock_path)

@@ -1,8 +1,9 @@
 """Command line: parse options, call one verb (`imgbuild.verbs`), hand its result to `report`,
 and return the exit code the result carries.
 
-Only click is imported at start-up; every heavier module is imported by the command that uses
-it, so `imgbuild --version` and `imgbuild check` start fast.
+`imgbuild.cli` answers `--version` and the top-level `--help` before this module (and click) is
+imported; here only click is imported at start-up, and every heavier module by the command that
+uses it, so `imgbuild check` starts fast.
 """
 from __future__ import annotations
 
@@ -57,25 +58,15 @@ def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: st
 
 
 def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
-    from imgbuild.report import Reporter
+    from imgbuild.cli.reporting import reporter
 
-    if verbose > 1:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    import os
-
-    # The live status line only where someone watches it: stderr is a terminal, not --json/-q.
-    live = (not json_mode and verbose - quiet >= 0 and os.environ.get("TERM") != "dumb"
-            and _isatty(sys.stderr))
-    return Reporter(json_mode=json_mode, verbosity=verbose - quiet, live=live)
+    return reporter(json_mode, verbose, quiet)
 
 
 def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
+    from imgbuild.cli.reporting import isatty
+
+    return isatty(stream)
 
 
 def _where(directory: str | None, project_file: str | None) -> Any:
@@ -509,3 +500,30 @@ def _write_crash_log(where: Any) -> str:
         except OSError:
             continue
     return "(could not write a log file)"
+
+
+def render_top_help() -> str:
+    """What `imgbuild --help` prints at a terminal of 80 columns or more (click's widest), as
+    stored in cli/helptext.py for the fast path."""
+    with click.Context(cli, info_name="imgbuild", terminal_width=78, **cli.context_settings) as ctx:
+        return ctx.get_help() + "\n"
+
+
+HELP_MODULE = '''"""The top-level `imgbuild --help`, rendered ahead of time from the click group (at 80 columns)
+so that `imgbuild.cli` answers it without importing click. Generated; after changing a command,
+its help, or the group's options, regenerate it with
+    python -c "from imgbuild.cli.app import write_help_module; write_help_module()"
+(tests/test_cli_startup.py fails until it is).
+"""
+TOP_HELP = """\\
+{text}"""
+'''
+
+
+def write_help_module() -> None:
+    from pathlib import Path
+
+    text = render_top_help()
+    if "\\" in text or '"""' in text:
+        raise ValueError("the help text needs escaping before it can be stored as a literal")
+    (Path(__file__).parent / "helptext.py").write_text(HELP_MODULE.format(text=text), encoding="utf-8")
