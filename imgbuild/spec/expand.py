@@ -73,9 +73,13 @@ class _Renderer:
         self.env = guarded_sandbox()(
             undefined=jinja2.StrictUndefined, loader=_Loader(str(templates_dir)),
             autoescape=False, keep_trailing_newline=False,
+            # one environment per expansion: a partial read once is not stat()ed again per include
+            auto_reload=False,
         )
         self.env.filters["slug"] = slug
         self._compiled: dict[str, Any] = {}
+        self._simple: dict[str, tuple[tuple[str, str | None], ...] | None] = {}
+        self._finalize = self.env.finalize
         # Jinja copies its globals (a ChainMap) into every new context: a third of the cost of
         # expanding 100k targets. One plain copy, merged with each context, does the same.
         self._globals = dict(self.env.globals)
@@ -84,6 +88,13 @@ class _Renderer:
     def render(self, text: str, context: dict[str, Any]) -> str:
         if "{" not in text:  # fast path: most sizes and many names are plain text
             return text
+        parts = self._simple.get(text, False)
+        if parts is False:
+            parts = self._simple[text] = substitution_parts(text)
+        if parts is not None:
+            out = self._substitute(parts, context)
+            if out is not None:
+                return out
         template = self._compiled.get(text)
         if template is None:
             template = self._compiled[text] = self.env.from_string(text)
@@ -99,6 +110,22 @@ class _Renderer:
                 raise SecurityError(f"the rendered text would exceed {MAX_TEMPLATE_VALUE:,} characters")
             out.append(chunk)
         return "".join(out)
+
+    def _substitute(self, parts: tuple[tuple[str, str | None], ...], context: dict[str, Any]) -> str | None:
+        """The text of a substitution-only template, exactly as Jinja renders it (the same
+        finalize guard and str() per value); None to let Jinja render it (and raise its error)."""
+        out: list[str] = []
+        for literal, name in parts:
+            out.append(literal)
+            if name is not None:
+                if name not in context:  # undefined, or a global: Jinja's business
+                    return None
+                try:
+                    out.append(str(self._finalize(context[name])))
+                except Exception:  # noqa: BLE001 - Jinja raises it again, with its message
+                    return None
+        text = "".join(out)
+        return text if len(text) <= MAX_TEMPLATE_VALUE else None
 
     def explain(self, error: Exception, context: dict[str, Any]) -> str:
         """A one-line, user-facing reason for a template failure."""
@@ -131,6 +158,37 @@ class _Renderer:
                     text += f" (did you mean '{hint[0]}'?)"
             return f"undefined value: {text}"
         return f"template error: {type(error).__name__}: {error}"
+
+
+_SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# names Jinja reads as constants, operators or its own objects, never as a context variable
+_NOT_VARIABLES = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not",
+                            "in", "is", "if", "else", "loop", "self", "caller", "varargs", "kwargs"})
+
+
+def substitution_parts(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """A template made only of text and `{{ name }}` (most prompts, names and output paths):
+    ((literal, name), ..., (tail, None)), rendered without compiling it; None for anything
+    else (a tag, a filter, an expression, a stray brace, `{{-`), which Jinja renders. The text
+    is taken as Jinja's lexer takes it: newlines normalised to \\n, one trailing newline
+    dropped (keep_trailing_newline=False)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines[-1] == "":
+        del lines[-1]
+    source = "\n".join(lines)
+    parts: list[tuple[str, str | None]] = []
+    pos = 0
+    for m in _SUBSTITUTION.finditer(source):
+        literal = source[pos:m.start()]
+        if "{" in literal or "}" in literal or m.group(1) in _NOT_VARIABLES:
+            return None
+        parts.append((literal, m.group(1)))
+        pos = m.end()
+    tail = source[pos:]
+    if "{" in tail or "}" in tail:
+        return None
+    parts.append((tail, None))
+    return tuple(parts)
 
 
 def _line_in_block(file: SpecFile, path: list[Any], text: str, message: str) -> tuple[int, int] | None:
