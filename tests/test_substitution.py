@@ -20,7 +20,9 @@ CONTEXT: dict[str, Any] = {"a": "teal", "b": 3, "c": None, "d": True, "e": 2.5, 
 def renderer(tmp_path_factory: pytest.TempPathFactory) -> _Renderer:
     root: Path = tmp_path_factory.mktemp("subst")
     (root / "templates").mkdir()
-    (root / "templates" / "p.j2").write_text("partial {{ a }}\n")
+    (root / "templates" / "p.j2").write_text("partial {{ a }}\r\n")
+    (root / "templates" / "q.j2").write_text("{{ a|upper }}")
+    (root / "templates" / "r.j2").write_text("{% include 'p.j2' %} again")
     (root / "imgbuild.yaml").write_text("version: 1\nimages:\n  - name: a\n    prompt: An apple\n")
     return _Renderer(load_project((root / "imgbuild.yaml").resolve()))
 
@@ -42,10 +44,12 @@ def _fast(renderer: _Renderer, text: str) -> str | None:
 
 SAME = ["An icon of {{ a }} and {{b}} for {{ c }}\n", "{{ a }}", "x {{\n a \n}} y", "{{ d }}{{ e }}",
         "line one\r\nline two\rthree\n{{ a }}\n\n", "{{ a }}\r\n", "{{ g }} and {{ h }}", "{{ f }}",
-        "{{ big }}", "{{ name }}-{{ a }}.png", "{{ a }}\n\n\n"]
+        "{{ big }}", "{{ name }}-{{ a }}.png", "{{ a }}\n\n\n",
+        "{% include 'p.j2' %}\nAn icon of {{ a }}\n", '{%include "p.j2"%}', "{% include 'r.j2' %}"]
 TO_JINJA = ["{{ a|upper }}", "{{ a }}}", "{{{ a }}", "{ {{ a }}", "{{- a }}", "{{ a -}}", "{% if d %}y{% endif %}",
             "{# c #}{{ a }}", "{{ none }}", "{{ True }}", "{{ loop }}", "{{ range }}", "{{ missing }}",
-            "{{ a.b }}", "{% include 'p.j2' %}", "{{ 'a' }}", "{{ a ~ b }}", "{{ nul\x00l }}"]
+            "{{ a.b }}", "{% include 'nope.j2' %}", "{% include 'q.j2' %}",
+            "{% include 'p.j2' ignore missing %}", "{%- include 'p.j2' %}", "{% include '../x' %}", "{{ 'a' }}", "{{ a ~ b }}", "{{ nul\x00l }}"]
 
 
 @pytest.mark.parametrize("text", SAME)
@@ -68,7 +72,7 @@ def test_everything_else_is_left_to_jinja(renderer: _Renderer, text: str) -> Non
         assert renderer.render(text, CONTEXT) == expected
 
 
-PIECES = ["{{ a }}", "{{b}}", "{{ c }}", "{{ missing }}", "{{ none }}", "{{ loop }}", "{{ big }}", "{{ f }}",
+PIECES = ["{{ a }}", "{% include 'p.j2' %}", "{% include 'q.j2' %}", "{{b}}", "{{ c }}", "{{ missing }}", "{{ none }}", "{{ loop }}", "{{ big }}", "{{ f }}",
           "{", "}", "{{", "}}", "{%", "%}", "{#", "#}", "-", " ", "x", "\n", "\r\n", "\r", "{{- a }}",
           "{{ a -}}", "{{ a }}}", "{{{ a }}", "é", "\t"]
 
@@ -88,3 +92,17 @@ def test_the_size_limit_holds_on_the_fast_path_too(renderer: _Renderer) -> None:
     assert renderer.render("{{ big }}", CONTEXT) == "z" * 99_999
     with pytest.raises(SecurityError, match="would exceed 100,000 characters"):
         renderer.render("{{ a }}{{ big }}", CONTEXT)
+
+
+def test_a_partial_read_on_the_fast_path_is_recorded_like_jinjas(tmp_path: Path) -> None:
+    import hashlib
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "p.j2").write_text("partial {{ a }}\n")
+    (tmp_path / "imgbuild.yaml").write_text("version: 1\nimages:\n  - name: a\n    prompt: An apple\n")
+    project = load_project((tmp_path / "imgbuild.yaml").resolve())
+    renderer = _Renderer(project)
+    assert renderer.render("{% include 'p.j2' %} and {{ b }}", CONTEXT) == "partial teal and 3"
+    assert renderer._compiled == {}  # nothing compiled
+    assert project.read_files[str(tmp_path.resolve() / "templates" / "p.j2")] == \
+        hashlib.sha256(b"partial {{ a }}\n").hexdigest()

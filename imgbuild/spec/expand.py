@@ -78,7 +78,8 @@ class _Renderer:
         )
         self.env.filters["slug"] = slug
         self._compiled: dict[str, Any] = {}
-        self._simple: dict[str, tuple[tuple[str, str | None], ...] | None] = {}
+        self._simple: dict[str, Parts | None] = {}
+        self._partials: dict[str, Parts | None] = {}
         self._finalize = self.env.finalize
         # Jinja copies its globals (a ChainMap) into every new context: a third of the cost of
         # expanding 100k targets. One plain copy, merged with each context, does the same.
@@ -111,21 +112,42 @@ class _Renderer:
             out.append(chunk)
         return "".join(out)
 
-    def _substitute(self, parts: tuple[tuple[str, str | None], ...], context: dict[str, Any]) -> str | None:
+    def _substitute(self, parts: Parts, context: dict[str, Any], depth: int = 0) -> str | None:
         """The text of a substitution-only template, exactly as Jinja renders it (the same
-        finalize guard and str() per value); None to let Jinja render it (and raise its error)."""
+        finalize guard and str() per value, a partial read through the same loader); None to let
+        Jinja render it (and raise its error)."""
         out: list[str] = []
-        for literal, name in parts:
+        for literal, ref in parts:
             out.append(literal)
-            if name is not None:
-                if name not in context:  # undefined, or a global: Jinja's business
+            if ref is None:
+                continue
+            if isinstance(ref, tuple):  # {% include %}: the partial sees the same variables
+                partial = self._partial(ref[0]) if depth < 8 else None
+                text = None if partial is None else self._substitute(partial, context, depth + 1)
+                if text is None:
                     return None
+                out.append(text)
+            elif ref not in context:  # undefined, or a global: Jinja's business
+                return None
+            else:
                 try:
-                    out.append(str(self._finalize(context[name])))
+                    out.append(str(self._finalize(context[ref])))
                 except Exception:  # noqa: BLE001 - Jinja raises it again, with its message
                     return None
         text = "".join(out)
         return text if len(text) <= MAX_TEMPLATE_VALUE else None
+
+    def _partial(self, name: str) -> Parts | None:
+        """A partial's parts, read once per expansion through the loader Jinja uses (which
+        refuses links out of the repository and records the file read); None if it cannot be
+        read or is more than substitutions."""
+        if name not in self._partials:
+            try:
+                source = self.env.loader.get_source(self.env, name)[0]
+            except Exception:  # noqa: BLE001 - not found, unreadable: Jinja says so
+                source = None
+            self._partials[name] = None if source is None else substitution_parts(source)
+        return self._partials[name]
 
     def explain(self, error: Exception, context: dict[str, Any]) -> str:
         """A one-line, user-facing reason for a template failure."""
@@ -160,29 +182,32 @@ class _Renderer:
         return f"template error: {type(error).__name__}: {error}"
 
 
-_SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}"
+                           r"|\{%\s*include\s+(['\"])([^'\"\\{}%\r\n]+)\2\s*%\}")
 # names Jinja reads as constants, operators or its own objects, never as a context variable
 _NOT_VARIABLES = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not",
                             "in", "is", "if", "else", "loop", "self", "caller", "varargs", "kwargs"})
+# a part: (literal text, then a variable name | (a partial's name,) | None at the end)
+Parts = tuple[tuple[str, "str | tuple[str] | None"], ...]
 
 
-def substitution_parts(text: str) -> tuple[tuple[str, str | None], ...] | None:
-    """A template made only of text and `{{ name }}` (most prompts, names and output paths):
-    ((literal, name), ..., (tail, None)), rendered without compiling it; None for anything
-    else (a tag, a filter, an expression, a stray brace, `{{-`), which Jinja renders. The text
+def substitution_parts(text: str) -> Parts | None:
+    """A template made only of text, `{{ name }}` and `{% include 'partial' %}` (most prompts,
+    names and output paths), as parts rendered without compiling it; None for anything else
+    (another tag, a filter, an expression, a stray brace, `{{-`), which Jinja renders. The text
     is taken as Jinja's lexer takes it: newlines normalised to \\n, one trailing newline
     dropped (keep_trailing_newline=False)."""
     lines = re.split(r"\r\n|\r|\n", text)
     if lines[-1] == "":
         del lines[-1]
     source = "\n".join(lines)
-    parts: list[tuple[str, str | None]] = []
+    parts: list[tuple[str, str | tuple[str] | None]] = []
     pos = 0
     for m in _SUBSTITUTION.finditer(source):
         literal = source[pos:m.start()]
         if "{" in literal or "}" in literal or m.group(1) in _NOT_VARIABLES:
             return None
-        parts.append((literal, m.group(1)))
+        parts.append((literal, m.group(1) or (m.group(3),)))
         pos = m.end()
     tail = source[pos:]
     if "{" in tail or "}" in tail:
