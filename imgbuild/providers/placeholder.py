@@ -14,6 +14,7 @@ import hashlib
 import io
 import re
 import textwrap
+import threading
 from typing import Any
 
 from imgbuild.providers.base import Generation, Request
@@ -40,7 +41,7 @@ def draw_all(request: Request, key: str) -> list[bytes]:
 
 
 def draw(request: Request, key: str, index: int) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     w, h = request.width, request.height
     seed = hashlib.sha256(f"{key}:{index}".encode()).digest()
@@ -52,15 +53,11 @@ def draw(request: Request, key: str, index: int) -> bytes:
     band = tuple(min(255, c + 40) for c in bg)
     pen.polygon([(0, h * 0.55), (w * 0.55, 0), (w * 0.8, 0), (0, h * 0.8)], fill=band)
     unit = max(10, min(w, h) // 28)
-    small = ImageFont.load_default(size=unit)
+    small = _font(unit)
     margin = unit * 2
     y = margin
     title = request_title(request, index)
-    size = unit * 2
-    big = ImageFont.load_default(size=size)
-    while size > unit and pen.textlength(title, font=big) > w - 2 * margin:  # fit the width
-        size -= max(1, unit // 8)
-        big = ImageFont.load_default(size=size)
+    big = _font(_title_size(pen, title, unit, w - 2 * margin))
     pen.text((margin, y), title, font=big, fill=fg)
     y += unit * 3
     pen.text((margin, y), f"{request.model}  ·  {w}x{h}  ·  seed {request.seed}", font=small, fill=fg)
@@ -76,6 +73,36 @@ def draw(request: Request, key: str, index: int) -> bytes:
     # time of drawing one (the file is about a third larger)
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()
+
+
+_FONTS = threading.local()  # a FreeType face is not shared between threads
+
+
+def _font(size: int) -> Any:
+    """Pillow's default font at `size`, loaded once per thread (loading decodes it again)."""
+    fonts = _FONTS.__dict__.setdefault("by_size", {})
+    font = fonts.get(size)
+    if font is None:
+        from PIL import ImageFont
+
+        font = fonts[size] = ImageFont.load_default(size=size)
+    return font
+
+
+def _title_size(pen: Any, title: str, unit: int, width: float) -> int:
+    """The largest of 2*unit, 2*unit - step, ... down to unit whose title fits `width`. Text
+    width grows about linearly with the size: start one step above that estimate rather than
+    measuring every size from the top."""
+    step = max(1, unit // 8)
+    size = unit * 2
+    length = pen.textlength(title, font=_font(size))
+    if length > width and size > unit:
+        estimate = size * width / length
+        skip = max(0, int((size - estimate) // step) - 1)
+        size -= min(skip, -(-unit // step)) * step  # never past the first size <= unit, where it stops
+        while size > unit and pen.textlength(title, font=_font(size)) > width:
+            size -= step
+    return size
 
 
 def _thumbnails(image: Any, uris: tuple[str, ...], margin: int) -> None:
