@@ -49,3 +49,17 @@ def test_a_draft_is_the_same_png_whichever_thread_draws_it() -> None:
     assert results == [first] * 3
     with Image.open(io.BytesIO(first)) as image:
         assert (image.format, image.size, image.mode) == ("PNG", (512, 512), "RGB")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 3), (512, 512), (300, 1000)])
+def test_the_draft_png_writer_keeps_every_pixel(size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    from imgbuild.providers.placeholder import _png
+
+    rng = random.Random(size[0])
+    image = Image.frombytes("RGB", size, bytes(rng.randrange(256) for _ in range(3 * size[0] * size[1])))
+    with Image.open(io.BytesIO(_png(image))) as back:
+        back.load()
+        assert (back.format, back.mode, back.size) == ("PNG", "RGB", size)
+        assert back.tobytes() == image.tobytes()

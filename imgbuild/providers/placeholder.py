@@ -13,8 +13,10 @@ import base64
 import hashlib
 import io
 import re
+import struct
 import textwrap
 import threading
+import zlib
 from typing import Any
 
 from imgbuild.providers.base import Generation, Request
@@ -68,11 +70,27 @@ def draw(request: Request, key: str, index: int) -> bytes:
         y += unit + unit // 2
     pen.text((margin, h - margin - unit), "DRAFT · imgbuild placeholder", font=small, fill=fg)
     _thumbnails(image, request.images, margin)
-    out = io.BytesIO()
-    # fastest zlib level: a draft is thrown away, and at level 6 compressing took most of the
-    # time of drawing one (the file is about a third larger)
-    image.save(out, "PNG", compress_level=1)
-    return out.getvalue()
+    return _png(image)
+
+
+def _png(image: Any) -> bytes:
+    """An RGB PNG without Pillow's encoder: no per-row filter search (filter 0 on every row) and
+    the fastest zlib level. A draft is thrown away, and at Pillow's level 6 encoding was most
+    of drawing one; this is about half of that, the file about as large."""
+    width, height = image.size
+    raw = image.tobytes()
+    stride = 3 * width
+    rows = bytearray(height * (stride + 1))  # each row: filter byte 0, then its pixels
+    for y in range(height):
+        start = y * (stride + 1) + 1
+        rows[start:start + stride] = raw[y * stride:(y + 1) * stride]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
+                     _chunk(b"IDAT", zlib.compress(bytes(rows), 1)), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 _FONTS = threading.local()  # a FreeType face is not shared between threads
