@@ -74,3 +74,24 @@ def test_messages_stay_relative_to_the_working_directory(built: Path, capsys: py
     spec.write_text(spec.read_text().replace("seed: 20261125", "seed: -5"))
     r = run(capsys, "plan", "-C", "site")
     assert r.code == 2 and "site/specs/poster.yaml:" in r.err
+
+
+def test_the_plan_cache_is_the_projects_not_the_working_directorys(
+        built: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check -C site` from another folder reuses the cache made inside it, and loads the same
+    targets as a cold run from there (spec files named relative to the working directory)."""
+    from imgbuild.verbs.common import Where, load
+
+    monkeypatch.chdir(built.parent)
+    (built / ".imgbuild" / "plan-cache.json").unlink()
+    _, cold = load(Where(built.name))
+    assert all(t.file.startswith(f"{built.name}/specs/") or t.file == f"{built.name}/imgbuild.yaml"
+               for t in cold), {t.file for t in cold}
+    monkeypatch.chdir(built)
+    assert run(capsys, "check", "--allow-drafts").code == 0  # the cache, rewritten from inside
+    assert {t.file for t in load(Where())[1]} == {t.file.removeprefix(f"{built.name}/") for t in cold}
+    monkeypatch.chdir(built.parent)
+    forbid_expansion(monkeypatch)
+    _, warm = load(Where(built.name))
+    assert warm == cold
+    assert run(capsys, "check", "-C", built.name, "--allow-drafts").code == 0

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild._version import __version__
-from imgbuild.store.atomic import atomic_write_bytes, sha256_file
+from imgbuild.store.atomic import atomic_write_bytes, sha256_file, sha256_files
 from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
-_FORMAT = f"3/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
+_FORMAT = f"4/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 _STAT_FORMAT = f"3/{__version__}"  # entries: [size, mtime_ns, inode, ctime_ns, sha256]
 
 
@@ -49,8 +49,7 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         doc = json.loads((state_dir / PLAN_FILE).read_bytes())
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
             return None
-        # messages name files relative to the working directory, so it is part of the key
-        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file) or doc.get("cwd") != os.getcwd():
+        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
             return None
         for name, digest in doc["inputs"].items():
             if _digest(Path(name)) != digest:
@@ -58,7 +57,11 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         settings = doc["settings"]
         if _globs(project_file.parent, settings) != doc["globs"]:
             return None
-        targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), t[3], t[4], t[5],
+        # target files are stored relative to the project and shown relative to the working
+        # directory, as loading the specs shows them: `check -C dir` from anywhere reuses one cache
+        root = project_file.parent
+        shown: dict[str, str] = {}
+        targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), _shown(shown, root, t[3]), t[4], t[5],
                           tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
                           tuple(Input(*i) for i in t[10]))
                    for t in doc["targets"]]
@@ -67,6 +70,22 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
         return settings, targets
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None  # missing or damaged (valid JSON of another shape too): rebuild it
+
+
+def _shown(memo: dict[str, str], root: Path, stored: str) -> str:
+    text = memo.get(stored)
+    if text is None:
+        from imgbuild.spec.project import display_path
+
+        text = memo[stored] = display_path(root / stored)
+    return text
+
+
+def _stored(memo: dict[str, str], root: Path, shown: str) -> str:
+    text = memo.get(shown)
+    if text is None:
+        text = memo[shown] = os.path.relpath(os.path.abspath(shown), root)
+    return text
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -95,14 +114,14 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
     its resolved target, so a repointed link is a change) and the sha256 of the bytes read
     (so an edit made while we worked is a change too)."""
     inputs = dict(sorted(read_files.items()))
+    root, memo = project_file.parent, {}
     doc = {
         "format": _FORMAT,
         "project": str(project_file),
-        "cwd": os.getcwd(),
         "inputs": inputs,
         "globs": _globs(project_file.parent, settings),
         "settings": settings,
-        "targets": [[t.name, t.request.to_dict(), list(t.outputs), t.file, t.line, t.seed_derived,
+        "targets": [[t.name, t.request.to_dict(), list(t.outputs), _stored(memo, root, t.file), t.line, t.seed_derived,
                      [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
                      [i.to_list() for i in t.inputs]] for t in targets],
     }
@@ -159,6 +178,26 @@ class StatCache:
             self.entries[key] = [*stamp, digest]
             self.dirty = True
         return digest
+
+    def prefetch(self, paths: list[str]) -> None:
+        """Hash, two files at a time, every file of `paths` whose stamp the cache does not
+        know (a fresh clone: all of them), so that sha256() then answers from memory."""
+        todo: list[tuple[str, list[int]]] = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+            known = self.entries.get(path)
+            if not (isinstance(known, list) and len(known) == 5 and known[:4] == stamp):
+                todo.append((path, stamp))
+        if not todo:
+            return
+        for (path, stamp), digest in zip(todo, sha256_files([p for p, _ in todo])):
+            if digest is not None:  # stamped before reading: a file changed meanwhile is read again next time
+                self.entries[path] = [*stamp, digest]
+                self.dirty = True
 
     def remember(self, path: str | Path, digest: str) -> None:
         """Record a file we just wrote, so the next run need not read it back."""

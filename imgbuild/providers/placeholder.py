@@ -13,7 +13,10 @@ import base64
 import hashlib
 import io
 import re
+import struct
 import textwrap
+import threading
+import zlib
 from typing import Any
 
 from imgbuild.providers.base import Generation, Request
@@ -40,7 +43,7 @@ def draw_all(request: Request, key: str) -> list[bytes]:
 
 
 def draw(request: Request, key: str, index: int) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     w, h = request.width, request.height
     seed = hashlib.sha256(f"{key}:{index}".encode()).digest()
@@ -52,15 +55,11 @@ def draw(request: Request, key: str, index: int) -> bytes:
     band = tuple(min(255, c + 40) for c in bg)
     pen.polygon([(0, h * 0.55), (w * 0.55, 0), (w * 0.8, 0), (0, h * 0.8)], fill=band)
     unit = max(10, min(w, h) // 28)
-    small = ImageFont.load_default(size=unit)
+    small = _font(unit)
     margin = unit * 2
     y = margin
     title = request_title(request, index)
-    size = unit * 2
-    big = ImageFont.load_default(size=size)
-    while size > unit and pen.textlength(title, font=big) > w - 2 * margin:  # fit the width
-        size -= max(1, unit // 8)
-        big = ImageFont.load_default(size=size)
+    big = _font(_title_size(pen, title, unit, w - 2 * margin))
     pen.text((margin, y), title, font=big, fill=fg)
     y += unit * 3
     pen.text((margin, y), f"{request.model}  ·  {w}x{h}  ·  seed {request.seed}", font=small, fill=fg)
@@ -71,9 +70,57 @@ def draw(request: Request, key: str, index: int) -> bytes:
         y += unit + unit // 2
     pen.text((margin, h - margin - unit), "DRAFT · imgbuild placeholder", font=small, fill=fg)
     _thumbnails(image, request.images, margin)
-    out = io.BytesIO()
-    image.save(out, "PNG", compress_level=6)
-    return out.getvalue()
+    return _png(image)
+
+
+def _png(image: Any) -> bytes:
+    """An RGB PNG without Pillow's encoder: no per-row filter search (filter 0 on every row) and
+    the fastest zlib level. A draft is thrown away, and at Pillow's level 6 encoding was most
+    of drawing one; this is about half of that, the file about as large."""
+    width, height = image.size
+    raw = image.tobytes()
+    stride = 3 * width
+    rows = bytearray(height * (stride + 1))  # each row: filter byte 0, then its pixels
+    for y in range(height):
+        start = y * (stride + 1) + 1
+        rows[start:start + stride] = raw[y * stride:(y + 1) * stride]
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
+                     _chunk(b"IDAT", zlib.compress(bytes(rows), 1)), _chunk(b"IEND", b"")))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+_FONTS = threading.local()  # a FreeType face is not shared between threads
+
+
+def _font(size: int) -> Any:
+    """Pillow's default font at `size`, loaded once per thread (loading decodes it again)."""
+    fonts = _FONTS.__dict__.setdefault("by_size", {})
+    font = fonts.get(size)
+    if font is None:
+        from PIL import ImageFont
+
+        font = fonts[size] = ImageFont.load_default(size=size)
+    return font
+
+
+def _title_size(pen: Any, title: str, unit: int, width: float) -> int:
+    """The largest of 2*unit, 2*unit - step, ... down to unit whose title fits `width`. Text
+    width grows about linearly with the size: start one step above that estimate rather than
+    measuring every size from the top."""
+    step = max(1, unit // 8)
+    size = unit * 2
+    length = pen.textlength(title, font=_font(size))
+    if length > width and size > unit:
+        estimate = size * width / length
+        skip = max(0, int((size - estimate) // step) - 1)
+        size -= min(skip, -(-unit // step)) * step  # never past the first size <= unit, where it stops
+        while size > unit and pen.textlength(title, font=_font(size)) > width:
+            size -= step
+    return size
 
 
 def _thumbnails(image: Any, uris: tuple[str, ...], margin: int) -> None:

@@ -73,9 +73,14 @@ class _Renderer:
         self.env = guarded_sandbox()(
             undefined=jinja2.StrictUndefined, loader=_Loader(str(templates_dir)),
             autoescape=False, keep_trailing_newline=False,
+            # one environment per expansion: a partial read once is not stat()ed again per include
+            auto_reload=False,
         )
         self.env.filters["slug"] = slug
         self._compiled: dict[str, Any] = {}
+        self._simple: dict[str, Parts | None] = {}
+        self._partials: dict[str, Parts | None] = {}
+        self._finalize = self.env.finalize
         # Jinja copies its globals (a ChainMap) into every new context: a third of the cost of
         # expanding 100k targets. One plain copy, merged with each context, does the same.
         self._globals = dict(self.env.globals)
@@ -84,6 +89,13 @@ class _Renderer:
     def render(self, text: str, context: dict[str, Any]) -> str:
         if "{" not in text:  # fast path: most sizes and many names are plain text
             return text
+        parts = self._simple.get(text, False)
+        if parts is False:
+            parts = self._simple[text] = substitution_parts(text)
+        if parts is not None:
+            out = self._substitute(parts, context)
+            if out is not None:
+                return out
         template = self._compiled.get(text)
         if template is None:
             template = self._compiled[text] = self.env.from_string(text)
@@ -99,6 +111,43 @@ class _Renderer:
                 raise SecurityError(f"the rendered text would exceed {MAX_TEMPLATE_VALUE:,} characters")
             out.append(chunk)
         return "".join(out)
+
+    def _substitute(self, parts: Parts, context: dict[str, Any], depth: int = 0) -> str | None:
+        """The text of a substitution-only template, exactly as Jinja renders it (the same
+        finalize guard and str() per value, a partial read through the same loader); None to let
+        Jinja render it (and raise its error)."""
+        out: list[str] = []
+        for literal, ref in parts:
+            out.append(literal)
+            if ref is None:
+                continue
+            if isinstance(ref, tuple):  # {% include %}: the partial sees the same variables
+                partial = self._partial(ref[0]) if depth < 8 else None
+                text = None if partial is None else self._substitute(partial, context, depth + 1)
+                if text is None:
+                    return None
+                out.append(text)
+            elif ref not in context:  # undefined, or a global: Jinja's business
+                return None
+            else:
+                try:
+                    out.append(str(self._finalize(context[ref])))
+                except Exception:  # noqa: BLE001 - Jinja raises it again, with its message
+                    return None
+        text = "".join(out)
+        return text if len(text) <= MAX_TEMPLATE_VALUE else None
+
+    def _partial(self, name: str) -> Parts | None:
+        """A partial's parts, read once per expansion through the loader Jinja uses (which
+        refuses links out of the repository and records the file read); None if it cannot be
+        read or is more than substitutions."""
+        if name not in self._partials:
+            try:
+                source = self.env.loader.get_source(self.env, name)[0]
+            except Exception:  # noqa: BLE001 - not found, unreadable: Jinja says so
+                source = None
+            self._partials[name] = None if source is None else substitution_parts(source)
+        return self._partials[name]
 
     def explain(self, error: Exception, context: dict[str, Any]) -> str:
         """A one-line, user-facing reason for a template failure."""
@@ -131,6 +180,40 @@ class _Renderer:
                     text += f" (did you mean '{hint[0]}'?)"
             return f"undefined value: {text}"
         return f"template error: {type(error).__name__}: {error}"
+
+
+_SUBSTITUTION = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}"
+                           r"|\{%\s*include\s+(['\"])([^'\"\\{}%\r\n]+)\2\s*%\}")
+# names Jinja reads as constants, operators or its own objects, never as a context variable
+_NOT_VARIABLES = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not",
+                            "in", "is", "if", "else", "loop", "self", "caller", "varargs", "kwargs"})
+# a part: (literal text, then a variable name | (a partial's name,) | None at the end)
+Parts = tuple[tuple[str, "str | tuple[str] | None"], ...]
+
+
+def substitution_parts(text: str) -> Parts | None:
+    """A template made only of text, `{{ name }}` and `{% include 'partial' %}` (most prompts,
+    names and output paths), as parts rendered without compiling it; None for anything else
+    (another tag, a filter, an expression, a stray brace, `{{-`), which Jinja renders. The text
+    is taken as Jinja's lexer takes it: newlines normalised to \\n, one trailing newline
+    dropped (keep_trailing_newline=False)."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines[-1] == "":
+        del lines[-1]
+    source = "\n".join(lines)
+    parts: list[tuple[str, str | tuple[str] | None]] = []
+    pos = 0
+    for m in _SUBSTITUTION.finditer(source):
+        literal = source[pos:m.start()]
+        if "{" in literal or "}" in literal or m.group(1) in _NOT_VARIABLES:
+            return None
+        parts.append((literal, m.group(1) or (m.group(3),)))
+        pos = m.end()
+    tail = source[pos:]
+    if "{" in tail or "}" in tail:
+        return None
+    parts.append((tail, None))
+    return tuple(parts)
 
 
 def _line_in_block(file: SpecFile, path: list[Any], text: str, message: str) -> tuple[int, int] | None:

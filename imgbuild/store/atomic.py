@@ -49,6 +49,40 @@ def sha256_file(path: str | Path) -> str | None:
         return None
 
 
+def sha256_files(paths: list[str], threads: int = 2) -> list[str | None]:
+    """sha256 of many files (None where one cannot be read), in `threads` threads each reusing
+    one read buffer: hashing 10k images is reading them, and both the read and the hash release
+    the GIL, while a new buffer per file (hashlib.file_digest) costs a third more."""
+    out: list[str | None] = [None] * len(paths)
+
+    def work(start: int) -> None:
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        for i in range(start, len(paths), threads):
+            try:
+                with open(paths[i], "rb", buffering=0) as f:
+                    digest = hashlib.sha256()
+                    while n := f.readinto(buffer):
+                        digest.update(view[:n])
+                out[i] = digest.hexdigest()
+            except OSError:
+                pass
+
+    threads = max(1, threads)
+    if threads == 1 or len(paths) < 64:  # not worth a thread
+        for i in range(threads):
+            work(i)
+        return out
+    import threading
+
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return out
+
+
 def sweep_temp_files(directories: set[Path], prefixes: tuple[str, ...] = (TEMP_PREFIX,)) -> int:
     """Remove temp files a killed build left behind (an atomic write that never reached its
     rename). Only call this while holding the project lock: then no live writer owns them."""

@@ -2,6 +2,7 @@
 or the network, never takes the build mutex."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from imgbuild.verbs.common import Where, adopt, as_made, load, lock_stamp, remember_noop, stat_cache, unchanged
@@ -25,6 +26,7 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
     lock = lockfile.read(project.lock_path)
     targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
     stats = stat_cache(project)
+    stats.prefetch(_locked_outputs(project, targets, lock))  # a fresh clone hashes them all
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
@@ -56,6 +58,13 @@ def answer_unchanged(where: Where, allow_drafts: bool) -> CheckResult | None:
     if known is None or (known["allow_drafts"] and not allow_drafts):
         return None
     return CheckResult([], unlisted=known["count"])
+
+
+def _locked_outputs(project: Any, targets: list[Any], lock: Any) -> list[str]:
+    """The files the plan compares with the lock (as the plan names them), in path order."""
+    base = str(project.output_dir)
+    produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+    return [os.path.join(base, o) for o in sorted(produced) if o in lock.outputs]
 
 
 def _variant_rows(project: Any, targets: list[Any], lock: Any, stats: Any,
