@@ -297,8 +297,11 @@ def write_doc(path: Path, text: str, command: str) -> None:
         "the ratio is wall time / bound (target <= 1.11, no failures, a handful of 429s).\n"
         "Beside it, the official `dashscope` SDK in a ThreadPoolExecutor of C threads, retrying\n"
         "429s after 1 s: what users write by hand. See bench/throughput.py for the details\n"
-        "(imgbuild's task poll interval is scaled to the 1 s emulated tasks; the SDK keeps its own).\n\n"
-        f"Command: `{command}` (machine: {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')})\n\n"
+        "(imgbuild's task poll interval is scaled to the 1 s emulated tasks; the SDK keeps its own).\n"
+        "Each client runs in a fresh process of its own; its CPU seconds (user + system) per image\n"
+        "are the last columns: what a busy machine (CI, several builds at once) has to find for it.\n\n"
+        f"Command: `{command}` (machine: {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end)\n\n"
         + text + "\n")
     old = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
     start = old.find("## Throughput")
@@ -306,6 +309,10 @@ def write_doc(path: Path, text: str, command: str) -> None:
         new = old.rstrip("\n") + "\n\n" + section
     else:
         end = old.find("\n## ", start + 1)
+        body = old[start:] if end == -1 else old[start:end + 1]
+        kept = body.find("\n### ")  # hand-written subsections (before/after notes) stay
+        if kept != -1:
+            section += body[kept:].rstrip("\n") + "\n"
         new = old[:start] + section + ("" if end == -1 else "\n" + old[end + 1:])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new, "utf-8")
