@@ -52,4 +52,66 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ["header_size"]
+# colour type -> the bit depths PNG allows for it (PNG spec, IHDR)
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+
+
+def png_problem(data: bytes) -> str | None:
+    """Why `data` is not a complete, intact PNG, or None if it is: every chunk's CRC-32 matches
+    its bytes, IHDR comes first and is well formed, a palette image has its PLTE, the IDAT
+    chunks are consecutive and start a zlib stream, and IEND closes the file. A download cut
+    short has no IEND; a flipped byte breaks its chunk's CRC. The pixels are not decompressed:
+    what the CRCs cannot see is a server that compressed garbage to begin with."""
+    import zlib
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return "no PNG signature"
+    view, end, at = memoryview(data), len(data), 8
+    previous, colour, palette, idat = b"", -1, False, 0  # idat: 0 none yet, 1 in the run, 2 after
+    while at + 12 <= end:
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind, stop = data[at + 4:at + 8], at + 8 + length
+        if length > 0x7FFFFFFF or stop + 4 > end:
+            return f"a chunk at byte {at} runs past the end ({end} bytes): cut short?"
+        if not kind.isalpha():
+            return f"a chunk at byte {at} has no valid type"
+        if zlib.crc32(view[at + 4:stop]) != int.from_bytes(data[stop:stop + 4], "big"):
+            return f"chunk {kind.decode('latin-1')} at byte {at} fails its CRC-32 (damaged)"
+        if not previous:
+            colour = _ihdr_colour(kind, data[at + 8:stop])
+            if colour < 0:
+                return "the first chunk is not a well-formed IHDR"
+        elif kind == b"IHDR":
+            return "a second IHDR chunk"
+        elif kind == b"PLTE":
+            palette = True
+        elif kind == b"IDAT":
+            if idat == 2:
+                return "the IDAT chunks are not consecutive"
+            if idat == 0 and colour == 3 and not palette:
+                return "a palette image without a PLTE chunk"
+            if idat == 0 and (length < 2 or data[at + 8] & 0x0F != 8
+                              or (data[at + 8] * 256 + data[at + 9]) % 31):
+                return "the image data does not start a zlib stream"
+            idat = 1
+        elif kind == b"IEND":
+            return None if idat else "no IDAT chunk before IEND"
+        if idat == 1 and kind != b"IDAT":
+            idat = 2
+        previous, at = kind, stop + 4
+    return f"no IEND chunk in {end} bytes: cut short?"
+
+
+def _ihdr_colour(kind: bytes, body: bytes) -> int:
+    """The colour type of a well-formed IHDR, else -1."""
+    if kind != b"IHDR" or len(body) != 13:
+        return -1
+    width, height = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+    depth, colour, compression, filtering, interlace = body[8:13]
+    if (not width or not height or depth not in _PNG_DEPTHS.get(colour, ())
+            or compression or filtering or interlace > 1):
+        return -1
+    return colour
+
+
+__all__ = ["header_size", "png_problem"]

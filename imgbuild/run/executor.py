@@ -192,7 +192,9 @@ class Executor:
         try:
             if step.action == RESTORE:
                 return await asyncio.to_thread(self._restore, step)
-            refused = await asyncio.to_thread(inputs.attach, step, self.cache, self.root)
+            # only a step with input images reads files (a thread); the rest skip the hop
+            refused = (await asyncio.to_thread(inputs.attach, step, self.cache, self.root)
+                       if step.sources else None)
             if refused is not None:
                 if not self.keep_going:
                     self.stop_reason = Failure(refused.code, f"{step.target.name} failed (use -k to keep going)")
