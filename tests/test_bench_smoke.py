@@ -79,8 +79,10 @@ def test_throughput() -> None:
     out = bench("throughput.py", "--n", "4", "--runs", "1", "--sdk-runs", "1", "--write", "-")
     for name in ("R binds", "C binds", "async Wan tasks"):
         cells = row(out, rf"^\| {name} [^|]*\|(.*)\|$").group(1).split("|")
-        assert len(cells) == 10, cells
-        assert cells[-1].strip() == "0" and cells[6].strip() == "0", f"failures in {cells}"  # SDK, imgbuild
+        assert len(cells) == 13, cells
+        assert cells[6].strip() == "0" and cells[9].strip() == "0", f"failures in {cells}"  # imgbuild, SDK
+        for cpu in cells[10:12]:  # CPU ms per image, each client: "4.3 (3.4)"
+            assert re.fullmatch(r"\d+\.\d+ \(\d+\.\d+\)", cpu.strip()), cells
 
 
 def test_remote() -> None:
