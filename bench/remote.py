@@ -1,8 +1,11 @@
 """Restore throughput of the remote cache: imgbuild fetching N originals of 1328*1328 from a
-local SeaweedFS into an empty local cache (GET record + GET original, sha256, decode check,
-diskcache write), next to the same client (obstore) copying the same objects directly, in the
-same run, with the same number of requests in flight. Goal: imgbuild >= 0.8 of the raw client.
-Reports the median of the rounds (the two alternate, each round against a fresh local folder)
+local SeaweedFS into an empty local cache (sha256, decode check, diskcache write), next to the
+same client (obstore) copying the same objects directly, in the same run, with the same number
+of requests in flight. Goal: imgbuild >= 0.8 of the raw client. imgbuild runs both ways it can:
+`imgbuild_record` as for a lock that does not name the originals (GET the ac/v1 record to learn
+the digest, then GET the original: the only way before lock entries named it) and
+`imgbuild_lock` as for a lock that does (GET cas/sha256/<digest> directly).
+Reports the median of the rounds (the three alternate, each round against a fresh local folder)
 and, as a number that depends less on the other load of the machine, the CPU time this process
 spent per original on each path.
 
@@ -25,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -49,9 +53,8 @@ def originals(count: int) -> list[bytes]:
 
 def upload(remote: object, blobs: list[bytes], jobs: int) -> list[str]:
     keys = [hashlib.sha256(b"bench-key-%d" % i).hexdigest() for i in range(len(blobs))]
-    record = {"provider": "dashscope", "request": {"model": "qwen-image-plus", "size": "1328*1328"}}
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(lambda kb: remote.upload(kb[0], [kb[1]], record), zip(keys, blobs)))  # type: ignore[attr-defined]
+        list(pool.map(lambda kb: remote.upload(kb[0], [kb[1]], RECORD), zip(keys, blobs)))  # type: ignore[attr-defined]
     return keys
 
 
@@ -70,12 +73,18 @@ def raw_copy(store: object, digests: list[str], folder: Path, jobs: int) -> int:
         return sum(pool.map(one, digests))
 
 
-def imgbuild_fetch(remote: object, keys: list[str], cache_dir: Path, jobs: int) -> int:
+RECORD = {"provider": "dashscope", "request": {"model": "qwen-image-plus", "size": "1328*1328"}}
+
+
+def imgbuild_fetch(remote: object, keys: list[str], digests: list[str] | None, cache_dir: Path,
+                   jobs: int) -> int:
+    """With `digests`: as a pull whose lock names each original; without: through the records."""
     from imgbuild.run import transfer
     from imgbuild.store.originals import Cache
 
-    wants = [transfer.Want(key, "dashscope", SimpleNamespace(name=key, request=SimpleNamespace(n=1)))  # type: ignore[arg-type]
-             for key in keys]
+    named = [((d,), {**RECORD, "slots": [1]}) for d in digests] if digests else [((), {})] * len(keys)
+    wants = [transfer.Want(key, "dashscope", SimpleNamespace(name=key, request=SimpleNamespace(n=1)),  # type: ignore[arg-type]
+                           {}, *by_digest) for key, by_digest in zip(keys, named)]
     with Cache(cache_dir) as cache:
         got = transfer.fetch(remote, wants, cache, jobs)  # type: ignore[arg-type]
     assert len(got.restored) == len(keys), (len(got.restored), got.refused[:3])
@@ -118,26 +127,30 @@ def main() -> None:
         raw = S3Store(BUCKET, prefix="bench", endpoint=server.endpoint, access_key_id=RW[0],
                       secret_access_key=RW[1], region="us-east-1", client_options={"allow_http": True})
         raw_copy(raw, digests, work / "warm", args.jobs)  # warm the server's caches for both
-        results: dict[str, list[float]] = {"raw_client": [], "imgbuild": []}
-        cpu: dict[str, list[float]] = {"raw_client": [], "imgbuild": []}
+        def fetcher(named: list[str] | None) -> Any:
+            return lambda folder: imgbuild_fetch(Remote(RemoteConfig(BUCKET, "bench"), in_flight=args.jobs),
+                                                 keys, named, folder, args.jobs)
+
         runs = {"raw_client": lambda folder: raw_copy(raw, digests, folder, args.jobs),
-                "imgbuild": lambda folder: imgbuild_fetch(Remote(RemoteConfig(BUCKET, "bench"), in_flight=args.jobs),
-                                                          keys, folder, args.jobs)}
-        for round_ in range(args.rounds):  # alternate, so neither always runs on a warmer machine
-            for name, run in runs.items():
+                "imgbuild_record": fetcher(None), "imgbuild_lock": fetcher(digests)}
+        results: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        for round_ in range(args.rounds):
+            # alternate, each round in another order, so no path always runs on a warmer machine
+            names = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+            for name in names:
                 c, t = _cpu(), time.perf_counter()
-                run(work / f"{name}{round_}")
+                runs[name](work / f"{name}{round_}")
                 results[name].append(total_mb / (time.perf_counter() - t))
                 cpu[name].append((_cpu() - c) / args.count * 1e3)
-            print(f"round {round_ + 1}: raw {results['raw_client'][-1]:.0f} MB/s, "
-                  f"imgbuild {results['imgbuild'][-1]:.0f} MB/s", flush=True)
+            print(f"round {round_ + 1}: " + ", ".join(f"{n} {results[n][-1]:.0f} MB/s" for n in runs), flush=True)
         median = {k: statistics.median(v) for k, v in results.items()}
         print(json.dumps({"count": args.count, "mb": round(total_mb), "jobs": args.jobs, "rounds": args.rounds,
-                          "raw_client_mb_s": round(median["raw_client"], 1),
-                          "imgbuild_mb_s": round(median["imgbuild"], 1),
-                          "ratio": round(median["imgbuild"] / median["raw_client"], 2),
-                          "ratio_per_round": [round(i / r, 2) for i, r in
-                                              zip(results["imgbuild"], results["raw_client"])],
+                          **{f"{n}_mb_s": round(median[n], 1) for n in runs},
+                          **{f"ratio_{n}": round(median[n] / median["raw_client"], 2) for n in runs if n != "raw_client"},
+                          **{f"ratio_per_round_{n}": [round(i / r, 2) for i, r in
+                                                      zip(results[n], results["raw_client"])]
+                             for n in runs if n != "raw_client"},
                           "cpu_ms_per_original": {k: round(statistics.median(v), 2) for k, v in cpu.items()}}))
     finally:
         server.stop()

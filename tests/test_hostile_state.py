@@ -587,6 +587,9 @@ def test_a_journal_that_is_a_file_is_refused_before_anything_is_paid(
     ('{"sha256": "00"}', "has no 'key'"),
     ('{"key": 5, "sha256": "00"}', "'key' has the wrong type"),
     ('{"key": "k", "sha256": "00", "draft": "no"}', "'draft' has the wrong type"),
+    # a pull fetches cas/sha256/<original> from the remote: a name that is not a digest is refused
+    ('{"key": "k", "sha256": "00", "original": "../../ac/v1/k.json"}', "'original' is not a sha256 hex digest"),
+    ('{"key": "k", "sha256": "00", "original": 7}', "'original' has the wrong type"),
 ])
 def test_a_damaged_lock_entry_is_a_message(entry: str, why: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:

@@ -153,8 +153,97 @@ def _without_ids(lock: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o: {k: v for k, v in e.items() if k not in drop} for o, e in lock.items()}
 
 
-def test_a_tampered_original_is_named_and_never_used(
+def older_lock(root: Path) -> None:
+    """The lock as imgbuild wrote it before entries named their original's digest."""
+    doc = json.loads((root / "imgbuild.lock").read_text())
+    for entry in doc["outputs"].values():
+        entry.pop("original", None)
+    (root / "imgbuild.lock").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def test_a_lock_naming_the_originals_pulls_them_without_the_records(
         tmp_path: Path, s3_url: str, s3_server: S3Server, emu: Emulator,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One GET per original: with every ac/v1 record deleted from the server, a pull whose lock
+    names each original's sha256 still restores everything; an older lock (no digests) needs
+    the records, so the same pull then finds nothing, which shows which path each took."""
+    import obstore
+
+    from test_remote_store import raw_store
+
+    a = tmp_path / "a"
+    project(a, s3_url, 8, variants=2)
+    assert cli(capsys, monkeypatch, tmp_path / "cache-a", "build", "-C", str(a)).code == 0
+    store = raw_store(s3_server, s3_url)
+    made = {e["key"]: e for e in lock_outputs(a).values() if "derived_from" not in e}
+    assert len(made) == 8
+    for key, entry in made.items():
+        record = json.loads(bytes(obstore.get(store, rm.record_path(key)).bytes()))
+        assert record["images"] == [entry["original"]]  # the lock names the object the remote holds
+        obstore.delete(store, rm.record_path(key))
+    assert all("original" not in e for e in lock_outputs(a).values() if "derived_from" in e)
+
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    emu.reset()
+    b = clone(a, tmp_path / "b")
+    pulled = cli(capsys, monkeypatch, tmp_path / "cache-b", "pull", "-C", str(b), "--json")
+    assert pulled.code == 0, pulled
+    assert (pulled.json["restored"], pulled.json["derived"], pulled.json["remote"]["hits"]) == (8, 2, 8)
+    assert files(b) == files(a) and emu.requests == []
+    assert (b / "imgbuild.lock").read_bytes() == (a / "imgbuild.lock").read_bytes()
+
+    old = clone(a, tmp_path / "old")
+    older_lock(old)
+    r = cli(capsys, monkeypatch, tmp_path / "cache-old", "pull", "-C", str(old), "--json")
+    assert r.code == 1 and (r.json["restored"], r.json["remote"]["hits"]) == (0, 0), r
+
+
+def test_an_older_lock_still_pulls_through_the_records(
+        tmp_path: Path, s3_url: str, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a = tmp_path / "a"
+    project(a, s3_url, 5, variants=1)
+    assert cli(capsys, monkeypatch, tmp_path / "cache-a", "build", "-C", str(a)).code == 0
+    b = clone(a, tmp_path / "b")
+    older_lock(b)
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    emu.reset()
+    pulled = cli(capsys, monkeypatch, tmp_path / "cache-b", "pull", "-C", str(b), "--json")
+    assert pulled.code == 0, pulled
+    assert (pulled.json["restored"], pulled.json["remote"]["hits"]) == (5, 5) and emu.requests == []
+    assert files(b) == files(a)
+    # restored outputs get their entries written again, now naming their originals
+    assert (b / "imgbuild.lock").read_bytes() == (a / "imgbuild.lock").read_bytes()
+
+
+def test_a_lock_naming_another_original_is_refused_and_not_cached(
+        tmp_path: Path, s3_url: str, emu: Emulator, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest in the lock only chooses which object to fetch: a sound original that does not
+    render to the file the lock records (here: another target's) is not used."""
+    a = tmp_path / "a"
+    project(a, s3_url, 3, variants=0)
+    assert cli(capsys, monkeypatch, tmp_path / "cache-a", "build", "-C", str(a)).code == 0
+    b = clone(a, tmp_path / "b")
+    doc = json.loads((b / "imgbuild.lock").read_text())
+    other = doc["outputs"]["t02.png"]["original"]
+    doc["outputs"]["t01.png"]["original"] = other
+    (b / "imgbuild.lock").write_text(json.dumps(doc))
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    pulled = cli(capsys, monkeypatch, tmp_path / "cache-b", "pull", "-C", str(b), "--json")
+    assert pulled.code == 1, pulled
+    assert f"{rm.blob_path(other)}: does not match the lock" in pulled.err and "t01" in pulled.err
+    assert (pulled.json["restored"], pulled.json["failed"]) == (2, 1)
+    assert not (b / OUT / "t01.png").exists()
+    from imgbuild.store.originals import Cache
+
+    with Cache(tmp_path / "cache-b") as cache:
+        assert cache.get(lock_outputs(a)["t01.png"]["key"]) is None
+
+
+@pytest.mark.parametrize("lock_kind", ["digests", "older"])
+def test_a_tampered_original_is_named_and_never_used(
+        lock_kind: str, tmp_path: Path, s3_url: str, s3_server: S3Server, emu: Emulator,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import obstore
 
@@ -169,6 +258,8 @@ def test_a_tampered_original_is_named_and_never_used(
     obstore.put(raw_store(s3_server, s3_url), path, png((255, 0, 0), 512))  # replaced on the server
 
     b = clone(a, tmp_path / "b")
+    if lock_kind == "older":
+        older_lock(b)
     monkeypatch.delenv("DASHSCOPE_API_KEY")
     pulled = cli(capsys, monkeypatch, tmp_path / "cache-b", "pull", "-C", str(b), "--json")
     assert pulled.code == 1, pulled

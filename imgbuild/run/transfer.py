@@ -6,6 +6,8 @@ GIL); failures are data (`store.remote.Fault`, counted in `Remote.stats`); nothi
 Trust: the committed lock is the source of it. A target the lock pins (its entry has the
 generation key being fetched) is restored only when the fetched original renders to exactly
 the sha256 the lock records; anything else is reported and neither used nor cached locally.
+When the lock also names each original's sha256, that object is fetched directly (one request
+per original, no record): the name only chooses the object, the checks stay the same.
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ class Want:
     provider: str
     target: Target
     pinned: dict[str, str] = field(default_factory=dict)  # output -> sha256 the lock records
+    # the sha256 of each original in slot order, when the lock names them all (older locks do
+    # not; their originals are found through the remote's record): fetched as cas/sha256/<digest> directly, with `record` (what the lock
+    # says of the generation) in place of the remote's record, which then need not be read
+    originals: tuple[str, ...] = ()
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,11 +65,25 @@ def wants_for(steps: Iterable[Step], lock: Lock) -> list[Want]:
         if first and all(entries) and first.get("key") == generation_key(
                 first.get("provider", ""), target.request):
             pins = {o: e["sha256"] for o, e in zip(target.outputs, entries) if e.get("key") == first["key"]}
-            wants.append(Want(first["key"], first["provider"], target, pins))
+            wants.append(Want(first["key"], first["provider"], target, pins, *_named_originals(target, entries)))
             if step.key == first["key"]:
                 continue
         wants.append(Want(step.key, step.provider, target))
     return wants
+
+
+def _named_originals(target: Target, entries: list[Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(digest of each original, the generation's record) from the lock entries of a target,
+    when every one of its n outputs names its original under the same key; else ((), {})."""
+    key, n = entries[0]["key"], target.request.n
+    by_slot = {int(e.get("index", 1)): e for e in entries if e.get("key") == key and e.get("original")}
+    if sorted(by_slot) != list(range(1, n + 1)):
+        return (), {}
+    first = by_slot[1]
+    record: dict[str, Any] = {"provider": first["provider"], "request": first.get("request", {}),
+                              "slots": list(range(1, n + 1))}
+    record.update({k: first[k] for k in ("request_id", "task_id", "actual_prompt") if first.get(k)})
+    return tuple(by_slot[i]["original"] for i in range(1, n + 1)), record
 
 
 def fetch(remote: Remote, wants: list[Want], cache: Any, jobs: int = REMOTE_JOBS) -> Fetched:
@@ -144,7 +165,11 @@ def _fetch_one(remote: Remote, want: Want, writer: _CacheWriter) -> Fault | bool
         return _against_lock(want, images, _local(record)) if want.pinned else None
 
     try:
-        found = remote.fetch(want.key, accept)
+        if want.originals:  # the lock names the digests: one GET per original, no record
+            images = remote.fetch_by_digest(list(want.originals), want.record, accept)
+            found = None if images is None else (images, {**want.record, "images": list(want.originals)})
+        else:
+            found = remote.fetch(want.key, accept)
     except RemoteError as e:
         return e.fault
     if found is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ from imgbuild.errors import ImgbuildError
 from imgbuild.store.atomic import atomic_write_bytes, atomic_write_chunks, sha256_file
 
 LOCK_VERSION = 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 SHARED_NAME = "imgbuild.lock"  # before 0.2, every project file in a folder wrote this one
 
 # Fields a lock entry may have, with their types; `key` and `sha256` are required.
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "key": str, "sha256": str, "name": str, "provider": str, "draft": bool, "model": str,
     "size": str, "seed": int, "request": dict, "index": int, "bytes": int, "derived_from": str,
+    "original": str,
 }
 
 # The provider identity of images from Alibaba Cloud's own endpoints. Anything else (the
@@ -152,6 +155,10 @@ def _check_entry(output: str, entry: Any) -> None:
         value = entry.get(name)
         if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise ValueError(f"entry {output!r}: {name!r} has the wrong type")
+    original = entry.get("original")
+    if original is not None and not _HEX64.fullmatch(original):
+        # a pull fetches cas/sha256/<original> by this name: only a digest is one
+        raise ValueError(f"entry {output!r}: 'original' is not a sha256 hex digest")
 
 
 def write(path: Path, lock: Lock) -> bool:

@@ -96,6 +96,7 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
     meta = image_meta(target, key, provider, record)
     entries: dict[str, dict[str, Any]] = {}
     encoded = render(target, images, key, provider, record, slots)
+    originals = _original_digests(images, slots)
     if expected is not None:
         import hashlib
 
@@ -107,11 +108,22 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
         digest = atomic_write_bytes(safe_destination(output_dir, output), data)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
+        # the cached original's own sha256 (its name in a remote's cas/sha256/): a pull fetches
+        # it directly, with no lookup of the generation's record first
+        entries[output]["original"] = originals[index]
         actual = header_size(data)  # the written file has the original's pixel size
         if actual is not None and f"{actual[0]}*{actual[1]}" != target.request.size:
             # a paid image a few pixels off the request is kept; the lock says what it is
             entries[output]["actual_size"] = f"{actual[0]}*{actual[1]}"
     return entries
+
+
+def _original_digests(images: list[bytes], slots: list[int] | None) -> dict[int, str]:
+    """sha256 of each original by its output position, as render places them."""
+    import hashlib
+
+    positions = slots if slots is not None and len(slots) == len(images) else range(1, len(images) + 1)
+    return {index: hashlib.sha256(data).hexdigest() for index, data in zip(positions, images)}
 
 
 def lock_entry(target: Target, key: str, provider: str, draft: bool, digest: str,

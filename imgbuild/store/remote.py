@@ -270,11 +270,33 @@ class Remote:
         raw = self._get(path)
         return None if raw is None else self._checked_record(raw, key, path)
 
+    def fetch_by_digest(self, digests: list[str], record: dict[str, Any],
+                        accept: Callable[[list[bytes], dict[str, Any]], str | None] | None = None
+                        ) -> list[bytes] | None:
+        """The verified originals a lock names by digest, with no GET of the generation's
+        record (`record` is what the lock says of the generation); None when any is absent.
+        Verified as `fetch` verifies: re-hashed, decoded, then offered to `accept`."""
+        images = []
+        for digest in digests:
+            path = blob_path(digest)
+            data = self._get(path)
+            if data is None:
+                return None
+            images.append(self._verified(digest, path, data))
+        refused = accept(images, record) if accept is not None else None
+        if refused is not None:
+            raise self._fault(MISMATCH, blob_path(digests[0]), refused)
+        self._count("hits")
+        return images
+
     def original(self, digest: str) -> bytes:
         path = blob_path(digest)
         data = self._get(path)
         if data is None:  # a record naming an absent original: never uploaded in this order
             raise self._fault(BAD_RECORD, path, "the record names an original the store lacks")
+        return self._verified(digest, path, data)
+
+    def _verified(self, digest: str, path: str, data: bytes) -> bytes:
         if hashlib.sha256(data).hexdigest() != digest:
             raise self._fault(TAMPERED, path)
         if not _decodes(data):
