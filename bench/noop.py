@@ -95,6 +95,9 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "IMGBUILD_CACHE_DIR": str(root / "cache"), "IMGBUILD_PROVIDER": "placeholder"}
     env.pop("DASHSCOPE_API_KEY", None)
+    # as an installed package runs: with it set, every run would compile every module again
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.update(env)
 
     rows: list[tuple[str, float]] = []
