@@ -91,5 +91,7 @@ def test_remote() -> None:
     require_weed()  # fails in CI when missing, skips elsewhere
     out = bench("remote.py", "--count", "4", "--jobs", "2", "--rounds", "1")
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["count"] == 4 and result["imgbuild_mb_s"] > 0 and result["raw_client_mb_s"] > 0
-    assert len(result["ratio_per_round"]) == 1
+    assert result["count"] == 4 and result["raw_client_mb_s"] > 0
+    for path in ("imgbuild_record", "imgbuild_lock"):  # through the AC record, and by the lock's digest
+        assert result[f"{path}_mb_s"] > 0 and result[f"ratio_{path}"] > 0
+        assert len(result[f"ratio_per_round_{path}"]) == 1 and result["cpu_ms_per_original"][path] > 0
