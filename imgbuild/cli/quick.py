@@ -38,7 +38,10 @@ def answer(args: list[str]) -> int | None:
         return None
     if result is None:
         return None
-    sink.result(result)
+    try:
+        sink.result(result)
+    except BrokenPipeError:  # `imgbuild check | head -1`, as on click's path
+        return 0
     return int(result.exit_code)
 
 
