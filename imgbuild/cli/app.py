@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from imgbuild._version import __version__
+from imgbuild.cli.reporting import isatty, reporter
 
 EXIT_CODES = """\b
 Exit codes:
@@ -57,18 +58,6 @@ def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: st
     return [click.shell_completion.CompletionItem(t.name) for t in targets if t.name.startswith(incomplete)]
 
 
-def _reporter(json_mode: bool, verbose: int, quiet: int) -> Any:
-    from imgbuild.cli.reporting import reporter
-
-    return reporter(json_mode, verbose, quiet)
-
-
-def _isatty(stream: Any) -> bool:
-    from imgbuild.cli.reporting import isatty
-
-    return isatty(stream)
-
-
 def _where(directory: str | None, project_file: str | None) -> Any:
     from imgbuild.verbs.common import Where
 
@@ -81,21 +70,21 @@ def _run(command: str, output: tuple[bool, int, int], call: Callable[[Any], Any]
     closing message (with --json, a closing object on every exit code)."""
     from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ImgbuildError
 
-    reporter = _reporter(*output)
+    sink = reporter(*output)
     try:
-        result = call(reporter)
+        result = call(sink)
     except ImgbuildError as e:
-        reporter.failure(command, e, e.exit_code)
+        sink.failure(command, e, e.exit_code)
         return e.exit_code
     except KeyboardInterrupt as e:  # outside a build's loop (loading, planning): nothing to keep
-        reporter.failure(command, e, EXIT_INTERRUPTED)
+        sink.failure(command, e, EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as e:
-        reporter.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
+        sink.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
         return EXIT_INTERNAL
-    reporter.result(result)
+    sink.result(result)
     return int(result.exit_code)
 
 
@@ -254,7 +243,7 @@ def accept(targets: tuple[str, ...], pick: int | None, digest: str | None, all_f
     where = _where(directory, project_file)
     choice = Choice(pick, digest, all_first)
     code = _run("accept", (json_mode, verbose, quiet), lambda sink: run(where, sink, targets, choice), where)
-    if code == 2 and choice == Choice() and len(targets) == 1 and not json_mode and _isatty(sys.stdin):
+    if code == 2 and choice == Choice() and len(targets) == 1 and not json_mode and isatty(sys.stdin):
         # a person at a terminal: the candidates were just listed, ask which one
         number = click.prompt("accept candidate number (Ctrl-C to leave it pending)", type=click.IntRange(1, 8))
         choice = Choice(pick=number)

@@ -59,13 +59,14 @@ def xmp_packet(meta: dict[str, Any]) -> str:
     )
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC-32 of type and data."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def _itxt(keyword: str, text: str) -> bytes:
     # iTXt: keyword, 0, compression flag 0, method 0, no language tag, no translated keyword
-    return _chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
+    return png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
 
 
 def png_with_text(png: bytes, fields: dict[str, str]) -> bytes:

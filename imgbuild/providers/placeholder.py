@@ -19,6 +19,7 @@ import threading
 import zlib
 from typing import Any
 
+from imgbuild.images.metadata import png_chunk
 from imgbuild.providers.base import Generation, Request
 
 
@@ -85,12 +86,8 @@ def _png(image: Any) -> bytes:
         start = y * (stride + 1) + 1
         rows[start:start + stride] = raw[y * stride:(y + 1) * stride]
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
-                     _chunk(b"IDAT", zlib.compress(bytes(rows), 1)), _chunk(b"IEND", b"")))
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"".join((b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", header),
+                     png_chunk(b"IDAT", zlib.compress(bytes(rows), 1)), png_chunk(b"IEND", b"")))
 
 
 _FONTS = threading.local()  # a FreeType face is not shared between threads

@@ -23,9 +23,9 @@ from imgbuild.plan.states import GENERATE, Step, generation_key
 from imgbuild.spec.types import Target
 from imgbuild.store.lockfile import Lock
 from imgbuild.store.outputs import render
-from imgbuild.store.remote import Fault, Remote, RemoteConfig, RemoteError
+from imgbuild.store.remote import IN_FLIGHT, Fault, Remote, RemoteConfig, RemoteError
 
-REMOTE_JOBS = 16  # objects in flight: enough to fill a link with ~2 MB originals
+REMOTE_JOBS = IN_FLIGHT  # objects asked for at once: as many as a Remote lets be in flight
 VERIFIERS = 4  # threads beyond REMOTE_JOBS, checking originals while the requests go on
 CACHE_WRITERS = 2  # threads putting verified originals into the local cache (measured: 1 < 2 ≈ 4)
 

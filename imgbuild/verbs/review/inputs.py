@@ -47,13 +47,10 @@ def card_inputs(change: diff.Change, images: Any, folder: Path, thumbnail: Any) 
         parsed = parse(identity)
         if parsed is None:
             continue
-        kind, ref, digest = parsed
         changed = change.after is not None and change.before is not None and identity not in before
-        row: dict[str, Any] = {"ref": ref, "kind": kind, "identity": identity, "short": digest[:12],
-                               "changed": changed, "image": _shown(images, kind, ref, digest, folder, thumbnail),
-                               "before": None}
+        row = _row(identity, parsed, changed, images, folder, thumbnail)
         if changed:  # the same input as the earlier image read it
-            old = next((p for p in map(parse, before) if p and p[1] == ref), None)
+            old = next((p for p in map(parse, before) if p and p[1] == row["ref"]), None)
             if old is not None:
                 row["before"] = {"short": old[2][:12], **_shown(images, *old, folder, thumbnail)}
         rows.append(row)
@@ -66,10 +63,15 @@ def made_from(record: dict[str, Any], images: Any, folder: Path, thumbnail: Any)
     for identity in identities(record):
         parsed = parse(identity)
         if parsed is not None:
-            kind, ref, digest = parsed
-            rows.append({"ref": ref, "kind": kind, "identity": identity, "short": digest[:12], "changed": False,
-                         "image": _shown(images, kind, ref, digest, folder, thumbnail), "before": None})
+            rows.append(_row(identity, parsed, False, images, folder, thumbnail))
     return rows
+
+
+def _row(identity: str, parsed: tuple[str, str, str], changed: bool, images: Any, folder: Path,
+         thumbnail: Any) -> dict[str, Any]:
+    kind, ref, digest = parsed
+    return {"ref": ref, "kind": kind, "identity": identity, "short": digest[:12], "changed": changed,
+            "image": _shown(images, kind, ref, digest, folder, thumbnail), "before": None}
 
 
 def _shown(images: Any, kind: str, ref: str, digest: str, folder: Path, thumbnail: Any) -> dict[str, Any]:
