@@ -32,7 +32,7 @@ import yaml
 from helpers import run
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from imgbuild.emulator import Emulator, EmulatorConfig
 

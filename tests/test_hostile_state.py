@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -118,6 +117,29 @@ def test_cache_rows_naming_files_outside_the_cache_are_neither_read_nor_deleted(
         r = run(capsys, *args, "-C", str(root))
         assert r.code in (0, 1), r
         assert victim.read_bytes() == b"years of work", args
+
+
+def test_value_files_are_one_folder_deep_and_older_two_deep_ones_still_restore(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """imgbuild names value files ab/<28 hex>.val; caches written by diskcache's own naming
+    (ab/cd/<28 hex>.val, before 0.3) stay readable."""
+    import re
+
+    root = project(tmp_path / "p")
+    assert run(capsys, "build", "-C", str(root)).code == 0
+    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
+    with sqlite3.connect(cache_dir / "cache.db") as db:
+        rows = db.execute("SELECT rowid, filename FROM Cache WHERE filename IS NOT NULL").fetchall()
+        assert rows and all(re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{28}\.val", f) for _, f in rows), rows
+        for rowid, name in rows:  # move each into the older layout, as an older cache has it
+            older = f"{name[:2]}/{'cd'}/{name[3:]}"
+            (cache_dir / older).parent.mkdir(exist_ok=True)
+            (cache_dir / name).rename(cache_dir / older)
+            db.execute("UPDATE Cache SET filename = ? WHERE rowid = ?", (older, rowid))
+    db.close()
+    (root / "out" / "apple.png").unlink()
+    r = run(capsys, "build", "-C", str(root), "--json")
+    assert r.code == 0 and r.json["restored"] == 1 and r.json["provider_calls"] == 0, r
 
 
 def test_records_of_earlier_versions_are_read_as_data_and_still_restore(

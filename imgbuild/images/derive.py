@@ -7,11 +7,8 @@ formats, quality or crop re-derives, and regenerating the original re-derives to
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import posixpath
-from dataclasses import dataclass
 from typing import Any
 
 from imgbuild.spec.types import DERIVE_VERSION, Variant  # noqa: F401 (Variant re-exported)

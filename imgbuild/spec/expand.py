@@ -14,7 +14,7 @@ import os
 import posixpath
 import re
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

@@ -40,7 +40,8 @@ PRUNE_GRACE = 3600.0  # seconds: prune never deletes anything stored more recent
 MAX_BLOB_BYTES = 256 * 2**20  # an original is at most 64 MiB; larger value files are not ours
 MAX_IMAGES = 16
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_VALUE_FILE = re.compile(r"[0-9a-f]{2}[/\\][0-9a-f]{2}[/\\][0-9a-f]{28}\.val")
+# ab/<28 hex>.val as imgbuild names them; ab/cd/<28 hex>.val as diskcache does (older caches)
+_VALUE_FILE = re.compile(r"[0-9a-f]{2}[/\\](?:[0-9a-f]{2}[/\\])?[0-9a-f]{28}\.val")
 _TEXT_FIELDS = ("provider", "request_id", "task_id", "actual_prompt")
 _HOLD_FIELDS = ("target", "reason", "project")
 
@@ -503,12 +504,33 @@ def _safe_disk() -> type:
                 raise _Refused("value file too large")
             return data
 
+        def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+            # One level of folders, not diskcache's two: in a fresh cache nearly every original
+            # made two new folders, about a fifth of the cost of storing it (256 folders of a
+            # few hundred files each are no burden to any file system in use).
+            hex_name = os.urandom(15).hex()
+            name = os.path.join(hex_name[:2], hex_name[2:] + ".val")
+            return name, os.path.join(self._directory, name)
+
+        def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+            # diskcache tries to make the folder before every file; it exists nearly always
+            try:
+                writer = open(full_path, mode, encoding=encoding)
+            except FileNotFoundError:
+                return super()._write(full_path, iterator, mode, encoding)
+            with writer:
+                size = 0
+                for chunk in iterator:
+                    size += len(chunk)
+                    writer.write(chunk)
+                return size
+
         def _path(self, filename: str | None) -> str:
-            # Only the names diskcache makes (ab/cd/<28 hex>.val), and only inside the folder.
+            # Only names imgbuild or diskcache make, and only inside the folder.
             if not isinstance(filename, str) or not _VALUE_FILE.fullmatch(filename):
                 raise _Refused("not a value file name")
             path = os.path.join(self._root, filename)
-            if os.path.dirname(os.path.realpath(path)) != os.path.join(self._root, filename[:5]):
+            if os.path.dirname(os.path.realpath(path)) != os.path.join(self._root, os.path.dirname(filename)):
                 raise _Refused("value file outside the cache")
             return path
 
