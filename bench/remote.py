@@ -5,6 +5,9 @@ of requests in flight. Goal: imgbuild >= 0.8 of the raw client. imgbuild runs bo
 `imgbuild_record` as for a lock that does not name the originals (GET the ac/v1 record to learn
 the digest, then GET the original: the only way before lock entries named it) and
 `imgbuild_lock` as for a lock that does (GET cas/sha256/<digest> directly).
+`raw_checked` is the same client that also re-hashes and checks each original (what the
+issue asks of every restore): the floor for any verifying restore here, where the store runs
+on the same two cores as the client.
 Reports the median of the rounds (the three alternate, each round against a fresh local folder)
 and, as a number that depends less on the other load of the machine, the CPU time this process
 spent per original on each path.
@@ -66,6 +69,26 @@ def raw_copy(store: object, digests: list[str], folder: Path, jobs: int) -> int:
 
     def one(digest: str) -> int:
         data = obstore.get(store, f"cas/sha256/{digest}").bytes()
+        (folder / digest).write_bytes(data)
+        return len(data)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return sum(pool.map(one, digests))
+
+
+def raw_checked(store: object, digests: list[str], folder: Path, jobs: int) -> int:
+    """The bare client doing only what the issue asks of every restored original besides the
+    copy: re-hash it against its name and check that it decodes (the PNG chunk walk). No cache,
+    no lock: the least any verifying restore can cost on this machine."""
+    import obstore
+
+    from imgbuild.images.header import png_problem
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(digest: str) -> int:
+        data = obstore.get(store, f"cas/sha256/{digest}").bytes()
+        assert hashlib.sha256(data).hexdigest() == digest and png_problem(bytes(data)) is None
         (folder / digest).write_bytes(data)
         return len(data)
 
@@ -142,6 +165,7 @@ def main() -> None:
                                                  keys, named, folder, args.jobs)
 
         runs = {"raw_client": lambda folder: raw_copy(raw, digests, folder, args.jobs),
+                "raw_checked": lambda folder: raw_checked(raw, digests, folder, args.jobs),
                 "imgbuild_record": fetcher(None), "imgbuild_lock": fetcher(digests)}
         results: dict[str, list[float]] = {name: [] for name in runs}
         cpu: dict[str, list[float]] = {name: [] for name in runs}

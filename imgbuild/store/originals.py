@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
 import re
@@ -226,9 +225,7 @@ class Cache:
             for digest, data in zip(digests, images):
                 stored = self._blob(digest)
                 if stored is None or hashlib.sha256(stored).hexdigest() != digest:
-                    # As a file object: diskcache writes plain bytes by iterating a BytesIO,
-                    # i.e. line by line (thousands of writes per image); a reader goes in 4 MiB.
-                    store.set(f"blob:{digest}", io.BytesIO(data), read=True)
+                    store.set(f"blob:{digest}", data)
             store.set(f"gen:{key}", json.dumps(record, sort_keys=True).encode("utf-8"))
         except (sqlite3.DatabaseError, OSError) as e:
             raise CacheWriteError(_write_failure(self.directory, e)) from None
@@ -485,6 +482,12 @@ def _safe_disk() -> type:
         def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
             if not (type(value) is bytes or (read and hasattr(value, "read"))):
                 raise TypeError("imgbuild cache values are bytes")
+            if type(value) is bytes and len(value) >= self.min_file_size:
+                # In one write: diskcache's own path copies the value into a BytesIO and
+                # writes it line by line (thousands of writes per original).
+                filename, full_path = self.filename(key, value)
+                self._write(full_path, (value,), "xb")
+                return len(value), MODE_BINARY, filename, None
             return super().store(value, read, key)
 
         def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
