@@ -92,6 +92,8 @@ def test_remote() -> None:
     out = bench("remote.py", "--count", "4", "--jobs", "2", "--rounds", "1")
     result = json.loads(out.strip().splitlines()[-1])
     assert result["count"] == 4 and result["raw_client_mb_s"] > 0
+    assert result["raw_checked_mb_s"] > 0 and len(result["ratio_per_round_raw_checked"]) == 1
+    assert set(result["server_cpu_ms_per_original"]) == set(result["cpu_ms_per_original"])
     for path in ("imgbuild_record", "imgbuild_lock"):  # through the AC record, and by the lock's digest
         assert result[f"{path}_mb_s"] > 0 and result[f"ratio_{path}"] > 0
         assert len(result[f"ratio_per_round_{path}"]) == 1 and result["cpu_ms_per_original"][path] > 0
