@@ -459,6 +459,42 @@ class _Refused(OSError):
     """A row imgbuild will not read; diskcache turns an OSError from `fetch` into a miss."""
 
 
+def _value_file(directory: str) -> tuple[str, str]:
+    """(name, path) of a new value file: one level of folders, not diskcache's two. In a fresh
+    cache nearly every original made two new folders, about a fifth of the cost of storing it
+    (256 folders of a few hundred files each are no burden to any file system in use)."""
+    hex_name = os.urandom(15).hex()
+    name = os.path.join(hex_name[:2], hex_name[2:] + ".val")
+    return name, os.path.join(directory, name)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Create `path` with `data`; its folder is made only when missing (diskcache tries to make
+    it before every file)."""
+    try:
+        out = open(path, "xb")
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        out = open(path, "xb")
+    try:
+        with out:
+            out.write(data)
+    except BaseException:  # a full disk, an interrupt: no half-written file nobody names
+        os.remove(path)
+        raise
+
+
+def _value_path(root: str, filename: str | None) -> str:
+    """The path of a value file a row names: only names imgbuild or diskcache make, and only
+    inside the cache's folder (a row is data anyone could have written)."""
+    if not isinstance(filename, str) or not _VALUE_FILE.fullmatch(filename):
+        raise _Refused("not a value file name")
+    path = os.path.join(root, filename)
+    if os.path.dirname(os.path.realpath(path)) != os.path.join(root, os.path.dirname(filename)):
+        raise _Refused("value file outside the cache")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def _safe_disk() -> type:
     import diskcache
@@ -486,7 +522,7 @@ def _safe_disk() -> type:
                 # In one write: diskcache's own path copies the value into a BytesIO and
                 # writes it line by line (thousands of writes per original).
                 filename, full_path = self.filename(key, value)
-                self._write(full_path, (value,), "xb")
+                _write_new(full_path, value)
                 return len(value), MODE_BINARY, filename, None
             return super().store(value, read, key)
 
@@ -499,7 +535,7 @@ def _safe_disk() -> type:
             return _Pickled(data) if mode == MODE_PICKLE else data
 
         def _read(self, filename: str | None) -> bytes:
-            path = self._path(filename)
+            path = _value_path(self._root, filename)
             flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
             with open(os.open(path, flags), "rb") as f:
                 data = f.read(MAX_BLOB_BYTES + 1)
@@ -508,38 +544,11 @@ def _safe_disk() -> type:
             return data
 
         def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
-            # One level of folders, not diskcache's two: in a fresh cache nearly every original
-            # made two new folders, about a fifth of the cost of storing it (256 folders of a
-            # few hundred files each are no burden to any file system in use).
-            hex_name = os.urandom(15).hex()
-            name = os.path.join(hex_name[:2], hex_name[2:] + ".val")
-            return name, os.path.join(self._directory, name)
-
-        def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
-            # diskcache tries to make the folder before every file; it exists nearly always
-            try:
-                writer = open(full_path, mode, encoding=encoding)
-            except FileNotFoundError:
-                return super()._write(full_path, iterator, mode, encoding)
-            with writer:
-                size = 0
-                for chunk in iterator:
-                    size += len(chunk)
-                    writer.write(chunk)
-                return size
-
-        def _path(self, filename: str | None) -> str:
-            # Only names imgbuild or diskcache make, and only inside the folder.
-            if not isinstance(filename, str) or not _VALUE_FILE.fullmatch(filename):
-                raise _Refused("not a value file name")
-            path = os.path.join(self._root, filename)
-            if os.path.dirname(os.path.realpath(path)) != os.path.join(self._root, os.path.dirname(filename)):
-                raise _Refused("value file outside the cache")
-            return path
+            return _value_file(self._directory)
 
         def remove(self, file_path: str) -> None:
             try:
-                self._path(file_path)
+                _value_path(self._root, file_path)
             except _Refused:
                 return  # never delete outside the cache, whatever a row says
             super().remove(file_path)
