@@ -179,9 +179,10 @@ class StatCache:
             self.dirty = True
         return digest
 
-    def prefetch(self, paths: list[str]) -> None:
+    def prefetch(self, paths: list[str], hashed: dict[str, list[Any]] | None = None) -> None:
         """Hash, two files at a time, every file of `paths` whose stamp the cache does not
-        know (a fresh clone: all of them), so that sha256() then answers from memory."""
+        know (a fresh clone: all of them), so that sha256() then answers from memory.
+        `hashed`: rows another process made (plan.hashahead), used where the stamp still holds."""
         todo: list[tuple[str, list[int]]] = []
         for path in paths:
             try:
@@ -191,7 +192,12 @@ class StatCache:
             stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
             known = self.entries.get(path)
             if not (isinstance(known, list) and len(known) == 5 and known[:4] == stamp):
-                todo.append((path, stamp))
+                known = hashed.get(path) if hashed else None
+                if isinstance(known, list) and len(known) == 5 and known[:4] == stamp and isinstance(known[4], str):
+                    self.entries[path] = known
+                    self.dirty = True
+                else:
+                    todo.append((path, stamp))
         if not todo:
             return
         for (path, stamp), digest in zip(todo, sha256_files([p for p, _ in todo])):

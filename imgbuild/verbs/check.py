@@ -21,12 +21,18 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
     from imgbuild.plan.states import make_plan
     from imgbuild.store import lockfile
 
-    project, targets = load(where)
-    locked = lock_stamp(project)
-    lock = lockfile.read(project.lock_path)
-    targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
-    stats = stat_cache(project)
-    stats.prefetch(_locked_outputs(project, targets, lock))  # a fresh clone hashes them all
+    ahead: list[Any] = []  # a child hashing a fresh clone's outputs while the specs expand
+    try:
+        project, targets = load(where, on_project=lambda p: ahead.append(_hash_ahead(p)))
+        locked = lock_stamp(project)
+        lock = lockfile.read(project.lock_path)
+        targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
+        stats = stat_cache(project)
+        # a fresh clone hashes them all
+        stats.prefetch(_locked_outputs(project, targets, lock), ahead[0].rows() if ahead and ahead[0] else None)
+    finally:
+        if ahead and ahead[0]:
+            ahead[0].close()
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
@@ -58,6 +64,12 @@ def answer_unchanged(where: Where, allow_drafts: bool) -> CheckResult | None:
     if known is None or (known["allow_drafts"] and not allow_drafts):
         return None
     return CheckResult([], unlisted=known["count"])
+
+
+def _hash_ahead(project: Any) -> Any:
+    from imgbuild.plan import caches, hashahead
+
+    return hashahead.start(project.lock_path, project.output_dir, project.state_dir / caches.STAT_FILE)
 
 
 def _locked_outputs(project: Any, targets: list[Any], lock: Any) -> list[str]:
