@@ -161,8 +161,12 @@ class StatCache:
         if isinstance(doc, dict) and doc.get("format") == _STAT_FORMAT and isinstance(doc.get("entries"), dict):
             self.entries = doc["entries"]  # each entry is checked when used
         self.dirty = False
+        # paths whose entry `prefetch` found true a moment ago: not stat'ed again in this run
+        self._checked: set[str] = set()
 
     def sha256(self, path: str | Path) -> str | None:
+        if path in self._checked:
+            return self.entries[path][4]  # type: ignore[index]
         try:
             st = os.stat(path)
         except OSError:
@@ -191,22 +195,27 @@ class StatCache:
                 continue
             stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
             known = self.entries.get(path)
-            if not (isinstance(known, list) and len(known) == 5 and known[:4] == stamp):
-                known = hashed.get(path) if hashed else None
-                if isinstance(known, list) and len(known) == 5 and known[:4] == stamp and isinstance(known[4], str):
-                    self.entries[path] = known
-                    self.dirty = True
-                else:
-                    todo.append((path, stamp))
+            if isinstance(known, list) and len(known) == 5 and known[:4] == stamp and isinstance(known[4], str):
+                self._checked.add(path)
+                continue
+            known = hashed.get(path) if hashed else None
+            if isinstance(known, list) and len(known) == 5 and known[:4] == stamp and isinstance(known[4], str):
+                self.entries[path] = known
+                self._checked.add(path)
+                self.dirty = True
+            else:
+                todo.append((path, stamp))
         if not todo:
             return
         for (path, stamp), digest in zip(todo, sha256_files([p for p, _ in todo])):
             if digest is not None:  # stamped before reading: a file changed meanwhile is read again next time
                 self.entries[path] = [*stamp, digest]
+                self._checked.add(path)
                 self.dirty = True
 
     def remember(self, path: str | Path, digest: str) -> None:
         """Record a file we just wrote, so the next run need not read it back."""
+        self._checked.discard(str(path))
         try:
             st = os.stat(path)
         except OSError:

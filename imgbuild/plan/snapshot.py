@@ -111,11 +111,12 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
     files = [[str(project.lock_path), locked]]
     base = str(project.output_dir)
     for name in (os.path.join(base, o) for o in lock.outputs):
-        stamp = _stamp(name)
+        # The stamp the bytes were judged by (taken before they were read), not a new stat: a
+        # file changed since then no longer matches it, and the next run does not trust it.
         cached = stat_entries.get(name)
-        if stamp is None or cached is None or cached[:4] != [stamp[1], stamp[2], stamp[0], stamp[3]]:
-            return  # not the bytes this run judged
-        files.append([name, stamp])
+        if not (isinstance(cached, list) and len(cached) == 5):
+            return  # not judged by its bytes
+        files.append([name, [cached[2], cached[0], cached[1], cached[3]]])
     if manifest is not None:  # judged by its bytes, just now
         stamp = _stamp(os.path.join(base, manifest))
         if stamp is None:
