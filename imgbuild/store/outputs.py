@@ -105,7 +105,9 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
                 raise NotVouched(f"{output}: the image in the repository's cache_dir does not "
                                  "reproduce the hash in the lock; not restored")
     for index, output, data in encoded:
-        digest = atomic_write_bytes(safe_destination(output_dir, output), data)
+        # A draft is not flushed to disk before the rename: it costs nothing to draw again, and
+        # a file a crash left empty no longer has the sha256 the lock records.
+        digest = atomic_write_bytes(safe_destination(output_dir, output), data, durable=not draft)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
         # the cached original's own sha256 (its name in a remote's cas/sha256/): a pull fetches
