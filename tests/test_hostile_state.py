@@ -119,27 +119,27 @@ def test_cache_rows_naming_files_outside_the_cache_are_neither_read_nor_deleted(
         assert victim.read_bytes() == b"years of work", args
 
 
-def test_value_files_are_one_folder_deep_and_older_two_deep_ones_still_restore(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_value_files_are_one_folder_deep_and_older_two_deep_ones_still_read(tmp_path: Path) -> None:
     """imgbuild names value files ab/<28 hex>.val; caches written by diskcache's own naming
     (ab/cd/<28 hex>.val, before 0.3) stay readable."""
     import re
 
-    root = project(tmp_path / "p")
-    assert run(capsys, "build", "-C", str(root)).code == 0
-    cache_dir = Path(os.environ["IMGBUILD_CACHE_DIR"])
-    with sqlite3.connect(cache_dir / "cache.db") as db:
+    originals = [os.urandom(40_000 + i) for i in range(5)]  # above the size kept in the database
+    with Cache(tmp_path / "cache") as cache:
+        for i, data in enumerate(originals):
+            cache.put(f"k{i}", [data], {"provider": "dashscope"})
+    with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:
         rows = db.execute("SELECT rowid, filename FROM Cache WHERE filename IS NOT NULL").fetchall()
-        assert rows and all(re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{28}\.val", f) for _, f in rows), rows
+        assert len(rows) == 5 and all(re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{28}\.val", f) for _, f in rows), rows
         for rowid, name in rows:  # move each into the older layout, as an older cache has it
-            older = f"{name[:2]}/{'cd'}/{name[3:]}"
-            (cache_dir / older).parent.mkdir(exist_ok=True)
-            (cache_dir / name).rename(cache_dir / older)
+            older = f"{name[:2]}/cd/{name[3:]}"
+            (tmp_path / "cache" / older).parent.mkdir(exist_ok=True)
+            (tmp_path / "cache" / name).rename(tmp_path / "cache" / older)
             db.execute("UPDATE Cache SET filename = ? WHERE rowid = ?", (older, rowid))
     db.close()
-    (root / "out" / "apple.png").unlink()
-    r = run(capsys, "build", "-C", str(root), "--json")
-    assert r.code == 0 and r.json["restored"] == 1 and r.json["provider_calls"] == 0, r
+    with Cache(tmp_path / "cache") as cache:
+        assert [cache.get(f"k{i}")[0] for i in range(5)] == [[data] for data in originals]  # type: ignore[index]
+        assert cache.verify() == {}
 
 
 def test_records_of_earlier_versions_are_read_as_data_and_still_restore(
