@@ -17,15 +17,17 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from imgbuild._version import __version__
-from imgbuild.store.atomic import atomic_write_bytes, sha256_file, sha256_files
+from imgbuild.store.atomic import atomic_write_bytes, atomic_write_chunks, sha256_file, sha256_files
 from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
+_SLICE = 1000  # targets encoded at a time into the plan cache
 _FORMAT = f"4/{__version__}/{sys.version_info[0]}.{sys.version_info[1]}"
 _STAT_FORMAT = f"3/{__version__}"  # entries: [size, mtime_ns, inode, ctime_ns, sha256]
 
@@ -115,17 +117,25 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
     (so an edit made while we worked is a change too)."""
     inputs = dict(sorted(read_files.items()))
     root, memo = project_file.parent, {}
-    doc = {
-        "format": _FORMAT,
-        "project": str(project_file),
-        "inputs": inputs,
-        "globs": _globs(project_file.parent, settings),
-        "settings": settings,
-        "targets": [[t.name, t.request.to_dict(), list(t.outputs), _stored(memo, root, t.file), t.line, t.seed_derived,
-                     [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
-                     [i.to_list() for i in t.inputs]] for t in targets],
-    }
-    _write_quietly(state_dir / PLAN_FILE, doc)
+    head = {"format": _FORMAT, "project": str(project_file), "inputs": inputs,
+            "globs": _globs(project_file.parent, settings), "settings": settings}
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+    def chunks() -> Iterator[bytes]:
+        # In slices of targets: the whole document as one string (and its bytes) was the peak
+        # of a 50k-target build's memory.
+        yield (encode(head)[:-1] + ',"targets":[').encode("utf-8")
+        for start in range(0, len(targets), _SLICE):
+            rows = [[t.name, t.request.to_dict(), list(t.outputs), _stored(memo, root, t.file), t.line,
+                     t.seed_derived, [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
+                     [i.to_list() for i in t.inputs]] for t in targets[start:start + _SLICE]]
+            yield (("," if start else "") + encode(rows)[1:-1]).encode("utf-8")
+        yield b"]}"
+
+    try:
+        atomic_write_chunks(state_dir / PLAN_FILE, chunks(), durable=False)
+    except OSError:
+        pass  # a read-only checkout still works, just without the speed-up
 
 
 def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], dict[str, Any]] | None:
@@ -142,8 +152,11 @@ def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], d
 
 
 def _write_quietly(path: Path, doc: Any) -> None:
+    """Disposable state: not fsynced (a file a crash left empty or cut short does not parse,
+    and is made again)."""
     try:
-        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+                           durable=False)
     except OSError:
         pass  # a read-only checkout still works, just without the speed-up
 

@@ -142,7 +142,9 @@ def _write(project: Any, kind: str, entry: dict[str, Any], inputs: dict[str, str
         pass
     doc[kind] = entry
     try:
-        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        # disposable state, checked when read: not worth an fsync
+        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+                           durable=False)
     except OSError:
         pass  # a read-only checkout still works, just without the speed-up
 
