@@ -317,12 +317,13 @@ async def _run_sync(state: State, req: protocol.GenRequest, origin: str) -> web.
     try:
         await _wait_sync_latency(state)
         slots = produce_slots(req, state, origin)
+        ok = sum(1 for s in slots if s.url)
+        if ok:  # billed while still in flight: whoever waits for no call in flight sees the bill
+            state.bill(name, ok)
     finally:
         state.end_sync(name)
-    ok = sum(1 for s in slots if s.url)
     if ok == 0:
         raise ApiError.from_fault(protocol.SLOT_TIMEOUT)
-    state.bill(name, ok)
     if req.endpoint == LEGACY:
         body = protocol.legacy_sync_body(req, slots, new_request_id(), now_str(started), now_str())
     else:
