@@ -58,7 +58,7 @@ class CacheView(Protocol):
     def complete(self, key: str, n: int) -> bool: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     target: Target
     state: str
@@ -73,7 +73,7 @@ class Step:
     sources: list[Source] = field(default_factory=list)  # the images an edit reads
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """One input image of a step. For a target input, `key` is the generation key of the
     target it reads and the image is that target's first original from the cache (the bytes

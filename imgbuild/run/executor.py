@@ -52,7 +52,7 @@ class Stopped(Exception):
     """Raised by the progress hook in a generation that must not go on (interrupted build)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     step: Step
     status: str

@@ -19,7 +19,7 @@ DERIVE_VERSION = "imgbuild-derive-1"
 PIXEL_FIELDS = ("model", "prompt", "negative_prompt", "size", "n", "seed", "prompt_extend", "watermark")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     """One concrete generation request, after templates, defaults and size resolution."""
 
@@ -72,7 +72,7 @@ class Request:
 _REQUEST_FIELDS = frozenset(f.name for f in fields(Request)) - {"images"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Input:
     """One `inputs:` item after rendering: another target's first output, or a file of the
     repository (a posix path relative to the project root)."""
@@ -84,7 +84,7 @@ class Input:
         return [self.kind, self.ref]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Variant:
     source: str  # the original output it derives from (relative to output_dir)
     output: str
@@ -108,7 +108,7 @@ class Variant:
         return cls(v[0], v[1], v[2], v[3], v[4], v[5], tuple(v[6]) if v[6] else None)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     request: Request
