@@ -81,7 +81,7 @@ import json, sys
 from pathlib import Path
 from imgbuild.plan import hashahead
 root = Path(sys.argv[1])
-ahead = hashahead.start(root / "imgbuild.lock", root / "out", root / ".imgbuild" / "stat-cache.json")
+ahead = hashahead.start(root / "imgbuild.yaml")
 rows = ahead.rows() if ahead else None
 print(json.dumps({"rows": rows, "pid_reaped": ahead is not None and ahead.pid == 0}))
 """

@@ -58,14 +58,18 @@ class Ahead:
             self.pid = 0
 
 
-def start(lock_path: Path, output_dir: Path, stat_file: Path) -> Ahead | None:
-    """A child hashing the outputs `lock_path` names, or None where it would not pay: the
-    stat cache exists (not a fresh clone), fork is unsafe here, or the lock is small."""
-    if (sys.platform != "linux" or threading.active_count() != 1 or stat_file.exists()
+def start(project_file: Path) -> Ahead | None:
+    """A child hashing the outputs the project's lock names, or None where it would not pay:
+    the stat cache exists (not a fresh clone), fork is unsafe here, or the lock is small. The
+    child reads the project file and the lock itself, so the parent starts it at once."""
+    from imgbuild.plan.caches import STAT_FILE
+    from imgbuild.spec.project import STATE_DIR, lock_path_for
+
+    lock_path = lock_path_for(project_file)
+    if (sys.platform != "linux" or threading.active_count() != 1
+            or (project_file.parent / STATE_DIR / STAT_FILE).exists()
             or _size(lock_path) < WORTH_IT * 200):  # a lock entry is a few hundred bytes
         return None
-    from imgbuild.store import lockfile
-
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -73,12 +77,27 @@ def start(lock_path: Path, output_dir: Path, stat_file: Path) -> Ahead | None:
         return Ahead(pid, read_end)
     try:  # the child: never returns into the caller's code, whatever happens
         os.close(read_end)
-        base = str(output_dir)
-        rows = _hash([os.path.join(base, o) for o in lockfile.read(lock_path).outputs])
+        rows = _hash(_locked_outputs(project_file, lock_path))
         with os.fdopen(write_end, "wb") as out:
             out.write(json.dumps(rows, separators=(",", ":")).encode("utf-8"))
     finally:
         os._exit(0)
+
+
+def _locked_outputs(project_file: Path, lock_path: Path) -> list[str]:
+    """The outputs the lock names, under the output folder the project file sets. Read here
+    as plain YAML: were it to differ from what the full loader makes of it, the parent would
+    find no row for its paths and hash them itself."""
+    import yaml
+
+    from imgbuild.store import lockfile
+
+    settings = yaml.load(project_file.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    folder = settings.get("output_dir", "generated") if isinstance(settings, dict) else None
+    if not isinstance(folder, str):
+        return []
+    base = str(project_file.parent / folder)
+    return [os.path.join(base, o) for o in lockfile.read(lock_path).outputs]
 
 
 def _hash(paths: list[str]) -> dict[str, list[Any]]:

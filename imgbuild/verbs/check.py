@@ -21,18 +21,18 @@ def check(where: Where, *, allow_drafts: bool = False, rows: bool = True) -> Che
     from imgbuild.plan.states import make_plan
     from imgbuild.store import lockfile
 
-    ahead: list[Any] = []  # a child hashing a fresh clone's outputs while the specs expand
+    ahead = _hash_ahead(where)  # a child hashing a fresh clone's outputs while the specs load
     try:
-        project, targets = load(where, on_project=lambda p: ahead.append(_hash_ahead(p)))
+        project, targets = load(where)
         locked = lock_stamp(project)
         lock = lockfile.read(project.lock_path)
         targets = adopt(targets, lock)  # candidates a `build --candidates k` left pending or picked
         stats = stat_cache(project)
         # a fresh clone hashes them all
-        stats.prefetch(_locked_outputs(project, targets, lock), ahead[0].rows() if ahead and ahead[0] else None)
+        stats.prefetch(_locked_outputs(project, targets, lock), ahead.rows() if ahead else None)
     finally:
-        if ahead and ahead[0]:
-            ahead[0].close()
+        if ahead is not None:
+            ahead.close()
     plan = make_plan(targets, lock, project.output_dir, provider="placeholder", provider_draft=True,
                      cache=None, hasher=stats.sha256, root=project.root)
     rows: list[Row] = []
@@ -66,10 +66,16 @@ def answer_unchanged(where: Where, allow_drafts: bool) -> CheckResult | None:
     return CheckResult([], unlisted=known["count"])
 
 
-def _hash_ahead(project: Any) -> Any:
-    from imgbuild.plan import caches, hashahead
+def _hash_ahead(where: Where) -> Any:
+    from imgbuild.errors import ImgbuildError
+    from imgbuild.plan import hashahead
+    from imgbuild.spec.project import find_project_file
 
-    return hashahead.start(project.lock_path, project.output_dir, project.state_dir / caches.STAT_FILE)
+    try:
+        path = find_project_file(where.directory, where.file)
+    except ImgbuildError:
+        return None  # loading the project says why
+    return hashahead.start(path)
 
 
 def _locked_outputs(project: Any, targets: list[Any], lock: Any) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any
 
 from imgbuild.errors import UsageError
@@ -19,9 +18,8 @@ class Where:
     file: str | None = None  # -f
 
 
-def load(where: Where, on_project: Callable[[Project], None] | None = None) -> tuple[Project, list[Target]]:
-    """The project and its expanded targets; from the plan cache when no input changed.
-    `on_project` sees the project before its specs are expanded (only when they are)."""
+def load(where: Where) -> tuple[Project, list[Target]]:
+    """The project and its expanded targets; from the plan cache when no input changed."""
     from imgbuild.plan import caches
     from imgbuild.spec.expand import expand
 
@@ -32,8 +30,6 @@ def load(where: Where, on_project: Callable[[Project], None] | None = None) -> t
         settings, targets = cached
         return Project(file=path, root=path.parent, settings=settings, files=[]), targets
     project = load_project(path)
-    if on_project is not None:
-        on_project(project)
     targets = expand(project)
     caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
     return project, targets
