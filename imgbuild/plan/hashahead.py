@@ -70,8 +70,16 @@ def start(project_file: Path) -> Ahead | None:
             or (project_file.parent / STATE_DIR / STAT_FILE).exists()
             or _size(lock_path) < WORTH_IT * 200):  # a lock entry is a few hundred bytes
         return None
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:  # out of descriptors: hash in this process, as without a child
+        return None
+    try:
+        pid = os.fork()
+    except OSError:  # out of processes or memory: the same
+        os.close(read_end)
+        os.close(write_end)
+        return None
     if pid:
         os.close(write_end)
         return Ahead(pid, read_end)
