@@ -154,6 +154,7 @@ class Executor:
                 board.finish(step, outcome.status)
                 outcomes.append(outcome)
                 self._emit(step, FINAL_STATE[outcome.status])
+                self._states.pop(id(step), None)  # nothing asks a finished step's state again
                 self.on_outcome(outcome)
 
         await asyncio.gather(*(worker() for _ in range(min(self.jobs, len(steps)) or 1)))
