@@ -46,7 +46,7 @@ def draw_all(request: Request, key: str) -> list[bytes]:
 def draw(request: Request, key: str, index: int) -> bytes:
     """The draft: a background and a lighter diagonal band (so drafts are told apart at a glance
     in a file browser), with the text drawn in white or near-black over them."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageChops, ImageDraw
 
     w, h = request.width, request.height
     seed = hashlib.sha256(f"{key}:{index}".encode()).digest()
@@ -69,8 +69,6 @@ def draw(request: Request, key: str, index: int) -> bytes:
     ImageDraw.Draw(region).polygon(corners, fill=128)
     ink = Image.new("L", (w, h), 0)
     _lettering(ImageDraw.Draw(ink), request, index, 255)
-    from PIL import ImageChops
-
     indices = ImageChops.add(region, ink.point([v >> 1 for v in range(256)]))
     return _png_indexed(indices, _ramp(bg, fg) + _ramp(band, fg))
 

@@ -140,8 +140,9 @@ class Cache:
                 # settings a cache database holds are applied by diskcache: give every one
                 disk_min_file_size=2**15, disk_pickle_protocol=4,
                 # No memory map of the database and a small page cache: drafts live in their
-                # rows, and diskcache's 64 MB map and 32 MB cache showed up as a third of a
-                # 50k-draft build's peak memory. Lookups are by key, one row at a time.
+                # rows, so the database grows with the project, and diskcache's defaults (a
+                # 64 MB map, a 32 MB page cache) filled up with it during a large first build.
+                # Lookups are by key, one row at a time.
                 sqlite_mmap_size=0, sqlite_cache_size=2**10,
             )
         except OSError as e:
@@ -465,7 +466,7 @@ class _Refused(OSError):
 
 def _value_file(directory: str) -> tuple[str, str]:
     """(name, path) of a new value file: one level of folders, not diskcache's two. In a fresh
-    cache nearly every original made two new folders, about a fifth of the cost of storing it
+    cache nearly every original made two new folders, about a quarter of the cost of storing it
     (256 folders of a few hundred files each are no burden to any file system in use)."""
     hex_name = os.urandom(15).hex()
     name = os.path.join(hex_name[:2], hex_name[2:] + ".val")
