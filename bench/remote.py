@@ -8,7 +8,7 @@ the digest, then GET the original: the only way before lock entries named it) an
 `raw_checked` is the same client that also re-hashes and checks each original (what the
 issue asks of every restore): the floor for any verifying restore here, where the store runs
 on the same two cores as the client.
-Reports the median of the rounds (the three alternate, each round against a fresh local folder)
+Reports the median of the rounds (the paths alternate, each round against a fresh local folder)
 and, as a number that depends less on the other load of the machine, the CPU time this process
 spent per original on each path.
 
