@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_project import PER_FILE, generate  # noqa: E402
+from gen_project import PER_FILE, build_once  # noqa: E402
 
 IMGBUILD = [sys.executable, "-m", "imgbuild"]
 
@@ -47,16 +47,6 @@ def timed(cmd: list[str], cwd: Path, runs: int, *, ok: tuple[int, ...] = (0,),
         if proc.returncode not in ok:
             raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-2000:]}")
     return statistics.median(times)
-
-
-def imgbuild_project(root: Path, targets: int, env: dict[str, str]) -> Path:
-    project = root / f"imgbuild-{targets}"
-    if not (project / "imgbuild.lock").exists():
-        shutil.rmtree(project, ignore_errors=True)
-        generate(project, targets)
-        print(f"building {targets} placeholder images once (this takes a while)...", flush=True)
-        subprocess.run([*IMGBUILD, "build", "-q", "-j", "4"], cwd=project, env=env, check=True)
-    return project
 
 
 def make_graph(root: Path, targets: int) -> Path:
@@ -102,7 +92,7 @@ def main() -> None:
 
     rows: list[tuple[str, float]] = []
     for n in (args.targets, args.small):
-        project = imgbuild_project(root, n, env)
+        project = build_once(root / f"imgbuild-{n}", n, IMGBUILD, env)
         subprocess.run([*IMGBUILD, "check", "-q", "--allow-drafts"], cwd=project, check=True)  # warm caches
         rows.append((f"imgbuild build, {n:,} targets, warm", timed([*IMGBUILD, "build", "-q"], project, args.runs)))
         rows.append((f"imgbuild check, {n:,} targets, warm",

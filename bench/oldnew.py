@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_project import generate  # noqa: E402
+from gen_project import build_once, generate  # noqa: E402
 
 PY = sys.executable
 
@@ -60,16 +60,6 @@ def compare(label: str, cmd: list[str], cwd: Path, envs: dict[str, dict[str, str
     return rows
 
 
-def built_project(root: Path, targets: int, env: dict[str, str]) -> Path:
-    project = root / f"p{targets}"
-    if not (project / "imgbuild.lock").exists():
-        shutil.rmtree(project, ignore_errors=True)
-        generate(project, targets)
-        print(f"building {targets} placeholder images once...", flush=True)
-        subprocess.run([PY, "-m", "imgbuild", "build", "-q", "-j", "4"], cwd=project, env=env, check=True)
-    return project
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True)
@@ -101,7 +91,8 @@ def main() -> None:
                 rows += compare(f"imgbuild {flag} (console script)", [script, flag], root, envs, args.runs)
     if cases & {"fresh", "chdir"}:
         cache = root / "cache"
-        project = built_project(root, args.targets, {**envs["new"], "IMGBUILD_CACHE_DIR": str(cache)})
+        project = build_once(root / f"p{args.targets}", args.targets, [PY, "-m", "imgbuild"],
+                             {**envs["new"], "IMGBUILD_CACHE_DIR": str(cache)})
         empty = root / "empty-cache"
         fresh_env = {side: {**env, "IMGBUILD_CACHE_DIR": str(empty)} for side, env in envs.items()}
 

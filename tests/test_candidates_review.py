@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cdp import Chromium, require_chromium
 from helpers import run
-from test_review import git
+from test_review import committed_build, git
 
 PROJECT = """\
 version: 1
@@ -43,14 +43,7 @@ GRID = """(async () => {
 
 
 def pending_repo(root: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    root.mkdir()
-    git(root, "init", "-q")
-    (root / "imgbuild.yaml").write_text(PROJECT)
-    (root / ".gitignore").write_text(".imgbuild/\n")
-    assert run(capsys, "build", "-C", str(root), "-q").code == 0
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "three candidates")
-    return root
+    return committed_build(root, capsys, PROJECT, "three candidates")
 
 
 def test_review_json_lists_the_pending_candidates_with_their_commands(

@@ -70,15 +70,21 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def make_repo(root: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """main: the project built and committed; working tree: the four changes, built."""
-    root.mkdir()
+def committed_build(root: Path, capsys: pytest.CaptureFixture[str], project: str, message: str) -> Path:
+    """A git repository at `root` whose main holds `project`, built (state folder ignored)."""
+    root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q")
-    (root / "imgbuild.yaml").write_text(PROJECT)
+    (root / "imgbuild.yaml").write_text(project)
     (root / ".gitignore").write_text(".imgbuild/\n")
     assert run(capsys, "build", "-C", str(root), "-q").code == 0
     git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "images")
+    git(root, "commit", "-q", "-m", message)
+    return root
+
+
+def make_repo(root: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """main: the project built and committed; working tree: the four changes, built."""
+    committed_build(root, capsys, PROJECT, "images")
     (root / "imgbuild.yaml").write_text(CHANGED)
     assert run(capsys, "build", "-C", str(root), "-q").code == 0
     return root
@@ -337,12 +343,7 @@ def make_chain(root: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     working tree: the logo's prompt changed, built (so both edits below it are rebuilt)."""
     (root / "brand").mkdir(parents=True)
     Image.new("RGB", (400, 400), (20, 120, 200)).save(root / "brand" / "mark.png")
-    git(root, "init", "-q")
-    (root / "imgbuild.yaml").write_text(CHAIN)
-    (root / ".gitignore").write_text(".imgbuild/\n")
-    assert run(capsys, "build", "-C", str(root), "-q").code == 0
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "chain")
+    committed_build(root, capsys, CHAIN, "chain")
     (root / "imgbuild.yaml").write_text(CHAIN.replace("a thin ring", "a thick ring"))
     assert run(capsys, "build", "-C", str(root), "-q").code == 0
     return root
