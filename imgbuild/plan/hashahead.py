@@ -9,7 +9,6 @@ itself. Only where fork is safe and cheap: Linux, a process with one thread.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -109,6 +108,8 @@ def _locked_outputs(project_file: Path, lock_path: Path) -> list[str]:
 
 
 def _hash(paths: list[str]) -> dict[str, list[Any]]:
+    from imgbuild.store.atomic import sha256_files
+
     stamps = {}
     for path in paths:  # stamped before reading: a file changed meanwhile is not vouched for
         try:
@@ -116,19 +117,9 @@ def _hash(paths: list[str]) -> dict[str, list[Any]]:
         except OSError:
             continue
         stamps[path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-    buffer = bytearray(1 << 20)
-    view = memoryview(buffer)
-    rows = {}
-    for path, stamp in stamps.items():
-        try:
-            with open(path, "rb", buffering=0) as f:
-                digest = hashlib.sha256()
-                while n := f.readinto(buffer):
-                    digest.update(view[:n])
-        except OSError:
-            continue
-        rows[path] = [*stamp, digest.hexdigest()]
-    return rows
+    # one thread: the parent has the other core
+    digests = sha256_files(list(stamps), threads=1)
+    return {path: [*stamp, digest] for (path, stamp), digest in zip(stamps.items(), digests) if digest is not None}
 
 
 def _size(path: Path) -> int:
