@@ -94,13 +94,15 @@ class Executor:
         self.interrupted = False
         self.root: Path | None = None  # the project root, where file inputs are read
         self._active: dict[asyncio.Task[Outcome], Step] = {}
-        self._states: dict[int, str] = {}  # id(step) -> last reported state
+        # id(step) -> last reported state; no entry: queued (every step is, up front)
+        self._states: dict[int, str] = {}
         self._abandon = threading.Event()  # seen by the threads that write outputs
 
     def _emit(self, step: Step, state: str) -> None:
         if self._states.get(id(step)) == state:
             return
-        self._states[id(step)] = state
+        if state != QUEUED:
+            self._states[id(step)] = state
         if self.on_event is not None:
             self.on_event(step, state)
 
@@ -109,7 +111,7 @@ class Executor:
         self.interrupted = True
         self.stop_reason = self.stop_reason or INTERRUPTED_FAILURE
         for task, step in list(self._active.items()):
-            if step.action != RESTORE and self._states.get(id(step)) in (QUEUED, WAITING):
+            if step.action != RESTORE and self._states.get(id(step), QUEUED) in (QUEUED, WAITING):
                 task.cancel()
 
     def cancel(self) -> None:

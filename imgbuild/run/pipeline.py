@@ -6,6 +6,7 @@ Everything a target produces joins the lock as soon as it finishes, so an interr
 keeps it."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     from imgbuild.run.loop import run_executor
 
     project, sink = ctx.project, ctx.sink
+    output_dir = str(project.output_dir)  # the stat cache's keys, as the planner joins them
     provider, journal, limiter, jobs = _provider(ctx, todo)
 
     # The counter is in images (outputs), like the summary's counts, and counts only lines it
@@ -53,7 +55,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         nonlocal shown
         ctx.lock.outputs.update(outcome.entries)
         for output, entry in outcome.entries.items():
-            ctx.stats.remember(project.output_dir / output, entry["sha256"])
+            ctx.stats.remember(os.path.join(output_dir, output), entry["sha256"])
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target

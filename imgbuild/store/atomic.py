@@ -11,7 +11,7 @@ from pathlib import Path
 TEMP_PREFIX = ".imgbuild-tmp-"
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> str:
+def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True) -> str:
     """Write `data` to `path` atomically; returns the sha256 hex of what was written.
     `durable=False` skips the fsync, for files that are cheap to make again and checked before
     reuse (review thumbnails): still never half-written for a reader, but not crash-proof."""
@@ -19,10 +19,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_chunks(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+def atomic_write_chunks(path: Path | str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
     """atomic_write_bytes for content in pieces (a large file never joined in memory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb") as f:
             f.writelines(chunks)

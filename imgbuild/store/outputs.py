@@ -53,14 +53,20 @@ def encode(original: bytes, fmt: str, meta: dict[str, Any]) -> bytes:
 
 def safe_destination(output_dir: Path, output: str) -> Path:
     """output_dir/output, refusing anything that resolves outside output_dir (symlinks too)."""
-    root = output_dir.resolve()
-    dest = output_dir / output
-    parent = dest.parent.resolve()
-    if parent != root and root not in parent.parents:
+    return Path(destination(output_dir, output))
+
+
+def destination(output_dir: Path | str, output: str) -> str:
+    """safe_destination as a str: a build writes one per output, and each Path made there
+    interns its parts (the intern table then stays the size of the largest build)."""
+    root = os.path.realpath(output_dir)
+    dest = os.path.join(output_dir, output)
+    parent = os.path.realpath(os.path.dirname(dest))
+    if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
         raise ImgbuildError(f"{output}: its folder resolves to {parent}, outside {root} (a symlink?); refusing to write")
-    if dest.is_symlink():
+    if os.path.islink(dest):
         raise ImgbuildError(f"{output} is a symlink; refusing to write through it")
-    return parent / dest.name
+    return os.path.join(parent, os.path.basename(dest))
 
 
 class NotVouched(ImgbuildError):
@@ -107,7 +113,7 @@ def write_target(output_dir: Path, target: Target, images: list[bytes], key: str
     for index, output, data in encoded:
         # A draft is not flushed to disk before the rename: it costs nothing to draw again, and
         # a file a crash left empty no longer has the sha256 the lock records.
-        digest = atomic_write_bytes(safe_destination(output_dir, output), data, durable=not draft)
+        digest = atomic_write_bytes(destination(output_dir, output), data, durable=not draft)
         entries[output] = lock_entry(target, key, provider, draft, digest, meta, index)
         entries[output]["bytes"] = len(data)
         # the cached original's own sha256 (its name in a remote's cas/sha256/): a pull fetches
@@ -234,7 +240,7 @@ def _remove_recorded_by_path(top: Path, parts: list[str], sha256: str) -> str:  
 
 def remove_output(output_dir: Path, output: str) -> bool:
     try:
-        os.unlink(safe_destination(output_dir, output))
+        os.unlink(destination(output_dir, output))
         return True
     except FileNotFoundError:
         return False
