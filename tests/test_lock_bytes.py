@@ -48,3 +48,25 @@ def test_write_compares_and_replaces_by_content(tmp_path: Path) -> None:
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == stamp
     lock.outputs["c.png"] = {"key": "k2", "sha256": "s2"}
     assert lockfile.write(path, lock) is True and path.read_bytes() == one_shot(lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgbuild.lock"]  # no temp file left behind
+
+
+def test_an_unchanged_lock_needs_no_writable_folder(tmp_path: Path, monkeypatch: Any) -> None:
+    """The lock is streamed into a temp file and compared on the way; where no temp file can
+    be made (a read-only checkout), an unchanged lock is still fine and a changed one is an error."""
+    import pytest
+
+    from imgbuild.errors import ImgbuildError
+
+    path = tmp_path / "imgbuild.lock"
+    lock = Lock({"a.png": {"key": "k", "sha256": "s"}})
+    lockfile.write(path, lock)
+
+    def read_only(*args: Any, **kwargs: Any) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lockfile, "atomic_write_chunks", read_only)
+    assert lockfile.write(path, lock) is False
+    lock.outputs["b.png"] = {"key": "k2", "sha256": "s2"}
+    with pytest.raises(ImgbuildError, match="cannot write"):
+        lockfile.write(path, lock)

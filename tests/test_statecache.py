@@ -95,3 +95,24 @@ def test_the_plan_cache_is_the_projects_not_the_working_directorys(
     _, warm = load(Where(built.name))
     assert warm == cold
     assert run(capsys, "check", "-C", built.name, "--allow-drafts").code == 0
+
+
+def test_the_stat_cache_is_saved_in_slices_and_reads_back_whole(tmp_path: Path) -> None:
+    """Saved a slice of entries at a time (not one string of the whole document): every entry,
+    across slice boundaries, and an empty cache, read back as they were."""
+    import json
+
+    from imgbuild.plan import caches
+
+    stats = caches.StatCache(tmp_path)
+    count = caches._SLICE * 2 + 7
+    for i in range(count):
+        stats.entries[f"/out/ünï {i}.png"] = [i, 10**18 + i, i * 3, 10**18 - i, f"{i:064x}"]
+    stats.dirty = True
+    stats.save()
+    assert caches.StatCache(tmp_path).entries == stats.entries
+    assert json.loads(stats.path.read_bytes())["format"] == caches._STAT_FORMAT
+    stats.entries.clear()
+    stats.dirty = True
+    stats.save()
+    assert caches.StatCache(tmp_path).entries == {}

@@ -18,11 +18,12 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from imgbuild._version import __version__
-from imgbuild.store.atomic import atomic_write_bytes, atomic_write_chunks, sha256_file, sha256_files
+from imgbuild.store.atomic import atomic_write_chunks, sha256_file, sha256_files
 from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
@@ -151,16 +152,6 @@ def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], d
         return None
 
 
-def _write_quietly(path: Path, doc: Any) -> None:
-    """Disposable state: not fsynced (a file a crash left empty or cut short does not parse,
-    and is made again)."""
-    try:
-        atomic_write_bytes(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-                           durable=False)
-    except OSError:
-        pass  # a read-only checkout still works, just without the speed-up
-
-
 class StatCache:
     """sha256 of output files keyed by (size, mtime_ns, inode, ctime_ns)."""
 
@@ -237,6 +228,23 @@ class StatCache:
         self.dirty = True
 
     def save(self) -> None:
-        if self.dirty:
-            _write_quietly(self.path, {"format": _STAT_FORMAT, "entries": self.entries})
-            self.dirty = False
+        if not self.dirty:
+            return
+        encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        items = iter(self.entries.items())
+
+        def chunks() -> Iterator[bytes]:
+            # in slices, as save_plan: one string of the whole document (and its bytes) held
+            # ~0.3 KB per output at the end of a large first build
+            yield ('{"format":' + encode(_STAT_FORMAT) + ',"entries":{').encode("utf-8")
+            sep = ""
+            while part := dict(islice(items, _SLICE)):
+                yield (sep + encode(part)[1:-1]).encode("utf-8")
+                sep = ","
+            yield b"}}"
+
+        try:  # disposable state, not fsynced: a file a crash cut short does not parse, and is made again
+            atomic_write_chunks(self.path, chunks(), durable=False)
+        except OSError:
+            pass  # a read-only checkout still works, just without the speed-up
+        self.dirty = False

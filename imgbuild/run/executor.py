@@ -60,7 +60,7 @@ class Outcome:
     failure: Failure | None = None
     images_bought: int = 0
     resumed: bool = False  # an async task paid in an earlier run, collected now
-    warnings: list[str] = field(default_factory=list)  # it went through, but the user should know
+    warnings: tuple[str, ...] = ()  # it went through, but the user should know
     possibly_paid: int = 0  # requests that may have been billed although the target succeeded
 
 
@@ -240,7 +240,7 @@ class Executor:
         except NotVouched as e:
             return Outcome(step, FAILED, failure=Failure(CACHE_DAMAGED, str(e), where=step.target.where,
                                                          retryable=False))
-        return Outcome(step, RESTORED, entries, warnings=warnings)
+        return Outcome(step, RESTORED, entries, warnings=tuple(warnings))
 
     async def _generate(self, step: Step) -> Outcome:
         if self.provider is None:  # pragma: no cover - commands never plan generation without one
@@ -282,7 +282,7 @@ class Executor:
             self.journal.discard(step.key)  # not cached, but written and about to be locked
         bought = len(generation.images)
         n = step.target.request.n
-        notes = {"warnings": list(generation.warnings), "possibly_paid": generation.possibly_paid}
+        notes = {"warnings": tuple(generation.warnings), "possibly_paid": generation.possibly_paid}
         if bought < n:
             why = "; ".join(generation.failures) or "no reason given"
             return Outcome(step, FAILED, entries, images_bought=bought, resumed=generation.resumed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 TEMP_PREFIX = ".imgbuild-tmp-"
@@ -19,8 +19,11 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, durable: bool = True) -
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_chunks(path: Path | str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
-    """atomic_write_bytes for content in pieces (a large file never joined in memory)."""
+def atomic_write_chunks(path: Path | str, chunks: Iterable[bytes], *, durable: bool = True,
+                        unless: Callable[[], bool] | None = None) -> bool:
+    """atomic_write_bytes for content in pieces (a large file never joined in memory).
+    `unless`, asked once every chunk is written: True keeps the file as it is (the temp file is
+    removed). Returns whether `path` was replaced."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1])
@@ -28,10 +31,15 @@ def atomic_write_chunks(path: Path | str, chunks: Iterable[bytes], *, durable: b
         with os.fdopen(fd, "wb") as f:
             f.writelines(chunks)
             f.flush()
-            if durable:
+            keep = unless is not None and unless()
+            if durable and not keep:
                 os.fsync(f.fileno())
+        if keep:
+            os.unlink(tmp)
+            return False
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        return True
     except BaseException:
         try:
             os.unlink(tmp)
