@@ -60,6 +60,7 @@ class CacheView(Protocol):
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NOT_BUILT = ("not built yet",)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ class Step:
     action: str
     key: str  # the key the outputs will have (or have, when up to date)
     provider: str  # provider identity behind `key`
-    reasons: list[str] = field(default_factory=list)
+    reasons: Sequence[str] = ()  # read only: steps share the common ones
     draft: bool = False  # the current outputs are drafts (the placeholder's, an emulator's)
     # The three below are empty for nearly every step: one shared read-only empty each instead
     # of a new dict or list per step (~180 bytes of every target a build holds to its end).
@@ -203,7 +204,7 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
     first = entries[0]
     if first is None or any(e is None for e in entries) or len({e["key"] for e in entries if e}) != 1:
         state = CHANGED if any(entries) else NEW
-        reasons = ["not built yet"] if state == NEW else [_partial_reason(target, entries)]
+        reasons = _NOT_BUILT if state == NEW else [_partial_reason(target, entries)]
         return _todo(target, state, reasons, generation_key(provider, request), provider, cache)
     locked_provider = first.get("provider", "")
     key_locked = generation_key(locked_provider, request)
@@ -221,7 +222,7 @@ def _step(target: Target, lock: Lock, output_dir: Path, provider: str, provider_
         return _todo(target, DRAFT, reasons, key_now, provider, cache, draft=True)
     damage = _file_damage(target, entries, output_dir, hasher)
     if not damage and not force:
-        return Step(target, UP_TO_DATE, NOTHING, key_locked, locked_provider, [], draft)
+        return Step(target, UP_TO_DATE, NOTHING, key_locked, locked_provider, (), draft)
     if not damage:
         state, reasons = CHANGED, ["--force"]
     else:
@@ -262,15 +263,15 @@ def _partial_reason(target: Target, entries: list[Any]) -> str:
     return "outputs added (n changed)"
 
 
-def _todo(target: Target, state: str, reasons: list[str], key: str, provider: str,
+def _todo(target: Target, state: str, reasons: Sequence[str], key: str, provider: str,
           cache: CacheView | None, *, draft: bool = False) -> Step:
     # An untrusted cache never supplies the image of a request the lock has no hash for.
     usable = cache is not None and cache.trusted
     action = RESTORE if usable and cache.complete(key, target.request.n) else GENERATE  # type: ignore[union-attr]
     if action == RESTORE:
-        reasons = reasons + ["in the cache: restoring without a provider call"]
+        reasons = [*reasons, "in the cache: restoring without a provider call"]
     elif cache is not None and key in cache.evicted:
-        reasons = reasons + ["the cached original was damaged (removed from the cache)"]
+        reasons = [*reasons, "the cached original was damaged (removed from the cache)"]
     return Step(target, state, action, key, provider, reasons, draft)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ class Stopped(Exception):
 class Outcome:
     step: Step
     status: str
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entries: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # the lock takes them over
     failure: Failure | None = None
     images_bought: int = 0
     resumed: bool = False  # an async task paid in an earlier run, collected now

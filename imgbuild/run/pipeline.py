@@ -7,13 +7,17 @@ keeps it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from imgbuild.plan.states import GENERATE
 
 DEFAULT_JOBS = 4  # -j without DashScope (drafts, cache restores): bound by CPU and disk
+
+
+_HANDED_OVER: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass
@@ -22,6 +26,7 @@ class Run:
     derived: list[Any] = field(default_factory=list)  # run.derivatives.VariantOutcome
     interruption: Any = None  # verbs.results.Interruption
     derived_fresh: int = 0  # variants already up to date (not counting those still waiting)
+    kept: int = 0  # images written and put in the lock by this run
 
 
 def sweep(project: Any, targets: Iterable[Any]) -> None:
@@ -54,8 +59,11 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
     def record(outcome: Outcome) -> None:
         nonlocal shown
         ctx.lock.outputs.update(outcome.entries)
+        run.kept += len(outcome.entries)
         for output, entry in outcome.entries.items():
             ctx.stats.remember(os.path.join(output_dir, output), entry["sha256"])
+        if outcome.status != "failed":  # handed over to the lock; a partial failure's rows still read them
+            outcome.entries = _HANDED_OVER
         run.outcomes.append(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
@@ -80,7 +88,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
         for warning in dict.fromkeys(journal.warnings if journal is not None else ()):
             sink.notice(warning)
     if stop is not None:
-        stop.kept = sum(len(o.entries) for o in run.outcomes)
+        stop.kept = run.kept
         stop.waiting = len(journal.entries()) if journal is not None else 0
         run.interruption = stop
 

@@ -32,6 +32,9 @@ def load(where: Where) -> tuple[Project, list[Target]]:
     project = load_project(path)
     targets = expand(project)
     caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
+    # Nothing after expansion reads the parsed spec documents (a plan from the cache has none):
+    # with the position of every key and value, they outweigh the targets made from them.
+    project.files = []
     return project, targets
 
 
