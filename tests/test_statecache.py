@@ -116,3 +116,29 @@ def test_the_stat_cache_is_saved_in_slices_and_reads_back_whole(tmp_path: Path) 
     stats.dirty = True
     stats.save()
     assert caches.StatCache(tmp_path).entries == {}
+
+
+def test_stamps_kept_packed_read_and_save_as_the_lists_they_stand_for(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a run stamps is held in 64 bytes: it answers, is saved and is read back exactly as
+    the [size, mtime_ns, inode, ctime_ns, sha256] list; a changed file is hashed again."""
+    import hashlib
+
+    from imgbuild.plan import caches
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pixels")
+    digest = hashlib.sha256(b"pixels").hexdigest()
+    stats = caches.StatCache(tmp_path)
+    stats.remember(str(image), digest)
+    assert isinstance(stats.entries[str(image)], bytes)
+    st = os.stat(image)
+    assert stats.entry(str(image)) == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+    monkeypatch.setattr(caches, "sha256_file", lambda path: pytest.fail("hashed although the stamp holds"))
+    assert stats.sha256(str(image)) == digest
+    stats.save()
+    again = caches.StatCache(tmp_path)
+    assert again.entries[str(image)] == stats.entry(str(image))
+    monkeypatch.undo()
+    image.write_bytes(b"edited")
+    assert stats.sha256(str(image)) == hashlib.sha256(b"edited").hexdigest()

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,9 @@ def load(project_file: Path, state_dir: Path, kind: str) -> dict[str, Any] | Non
 
 
 def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: dict[str, Any],
-         manifest: str | None, stat_entries: dict[str, list[Any]]) -> None:
+         manifest: str | None, stat_entry: Callable[[str], list[Any] | None]) -> None:
     """Record a verdict of nothing to do. `locked` is the lock's stamp from before it was read;
-    `stat_entries` the stat cache's (size, mtime_ns, inode, sha256) of the outputs it hashed,
+    `stat_entry` the stat cache's [size, mtime_ns, inode, ctime_ns, sha256] of an output it hashed,
     so the stamps recorded are those of the bytes that were judged."""
     from imgbuild.plan.caches import plan_inputs
 
@@ -113,8 +114,8 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
     for name in (os.path.join(base, o) for o in lock.outputs):
         # The stamp the bytes were judged by (taken before they were read), not a new stat: a
         # file changed since then no longer matches it, and the next run does not trust it.
-        cached = stat_entries.get(name)
-        if not (isinstance(cached, list) and len(cached) == 5):
+        cached = stat_entry(name)
+        if cached is None:
             return  # not judged by its bytes
         files.append([name, [cached[2], cached[0], cached[1], cached[3]]])
     if manifest is not None:  # judged by its bytes, just now

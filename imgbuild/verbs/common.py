@@ -129,7 +129,7 @@ def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: di
     from imgbuild.store import manifest
 
     snapshot.save(project, kind, lock, locked, entry, manifest.wanted(project.settings, targets),
-                  stats.entries)
+                  stats.entry)
 
 
 def adopt(targets: list[Target], lock: Any) -> list[Any]:
