@@ -69,3 +69,21 @@ def test_a_rename_without_a_seed_says_to_pin_the_old_seed(
         encoding="utf-8")
     r = run(capsys, "plan", "-C", str(tmp_path))
     assert "0 images to generate" in r.out and "pin" not in r.out, r.out
+
+
+def test_a_free_size_off_the_grid_is_rounded_with_a_note_for_every_target_that_writes_it(tmp_path: Path) -> None:
+    """The size a matrix repeats is worked out once (and shared), yet every target still gets
+    its own rounding note, and a size on the grid gets none."""
+    from imgbuild.spec.expand import expand
+    from imgbuild.spec.project import load_project
+
+    (tmp_path / "imgbuild.yaml").write_text(HEAD + (
+        "  - name: 'a-{{ i }}'\n    model: qwen-image-2.0\n    size: '1000*1000'\n    prompt: A cup {{ i }}.\n"
+        "    matrix: {i: [1, 2, 3]}\n"
+        "  - name: exact\n    model: qwen-image-2.0\n    size: '1024*1024'\n    prompt: A cup.\n"), encoding="utf-8")
+    targets = {t.name: t for t in expand(load_project(tmp_path / "imgbuild.yaml"))}
+    rounded = [targets[f"a-{i}"] for i in (1, 2, 3)]
+    assert {t.request.size for t in rounded} == {"992*992"}
+    assert all(t.notes == ("size 1000*1000 is sent as 992*992: free sizes are rounded to multiples "
+                           "of 16, the grid of every documented size",) for t in rounded)
+    assert targets["exact"].request.size == "1024*1024" and targets["exact"].notes == ()

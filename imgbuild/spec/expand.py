@@ -250,6 +250,7 @@ class _Expander:
         # (index in targets, file, spec path, label, [(item index, rendered item)]): `inputs:`
         self.links: list[tuple[int, SpecFile, list[Any], str, list[tuple[int, str]], Any]] = []
         self.paths: dict[str, str] = {}  # output -> "name (file:line)"
+        self._sizes: dict[tuple[str, str | None], tuple[str | None, str | None, tuple[str, ...]]] = {}
         self._lines: dict[tuple[str, int], int] = {}
         settings = project.settings
         self.project_vars = dict(settings.get("vars", {}))
@@ -423,6 +424,16 @@ class _Expander:
                          at=_line_in_block(file, path, text, message) if name in spec else None)
             return None
 
+    def sized(self, model: models.Model, written: str | None) -> tuple[str | None, str | None, tuple[str, ...]]:
+        """(size, why not, rounding note) of a written size, worked out once per model and text:
+        a matrix repeats them, and its targets (and their lock entries) share one size string."""
+        key = (model.name, written)
+        known = self._sizes.get(key)
+        if known is None:
+            size, why = models.resolve_size(model, written)
+            known = self._sizes[key] = (size, why, _rounding_note(model, written, size) if size else ())
+        return known
+
     def expand_one(self, file: SpecFile, base: list[Any], spec: Any, context: dict[str, Any],
                    defaults: dict[str, Any]) -> None:
         claimed = self.claim_name(file, base, spec, context)
@@ -448,7 +459,7 @@ class _Expander:
         prompt = rendered("prompt")
         negative = rendered("negative_prompt") or ""
         written_size = rendered("size")
-        size, why = models.resolve_size(model, written_size)
+        size, why, rounding = self.sized(model, written_size)
         problems = [("size", why)] if why else []
         n = self.field(spec, defaults, "n")
         call = self.field(spec, defaults, "call")
@@ -465,7 +476,7 @@ class _Expander:
         if derived is None:
             return
         variants, notes = derived
-        notes = (*notes, *_rounding_note(model, written_size, size))
+        notes = (*notes, *rounding)
         seed = spec.get("seed")
         if seed is None:  # image i uses seed + i: keep the last one in range
             seed = min(derive_seed(name), models.SEED_MAX - n + 1)
