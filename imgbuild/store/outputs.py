@@ -57,8 +57,7 @@ def safe_destination(output_dir: Path, output: str) -> Path:
 
 
 def destination(output_dir: Path | str, output: str) -> str:
-    """safe_destination as a str: a build writes one per output, and each Path made there
-    interns its parts (the intern table then stays the size of the largest build)."""
+    """safe_destination as a str, for the write of every output: string joins, no Path objects."""
     root = os.path.realpath(output_dir)
     dest = os.path.join(output_dir, output)
     parent = os.path.realpath(os.path.dirname(dest))
