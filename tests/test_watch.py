@@ -193,10 +193,11 @@ def test_an_edit_made_while_the_first_build_runs_sets_off_the_next(
     # one of them after the build read it, but before the watcher looked, must not be lost.
     real_build = watch._build
 
-    def build_then_edit(*args: Any) -> None:
-        real_build(*args)
+    def build_then_edit(*args: Any) -> Any:
+        done = real_build(*args)
         if not (site / "specs" / "poster.yaml").read_text("utf-8").count("8pm"):
             edit(site / "specs" / "poster.yaml", "Fridays 7pm", "Fridays 8pm")()
+        return done
 
     monkeypatch.setattr(watch, "_build", build_then_edit)
     result, builds = scripted_watch(capsys, monkeypatch, site, {})
@@ -252,3 +253,25 @@ def test_a_real_watch_rebuilds_an_edited_prompt_writes_nothing_else_and_stops_on
 def _stamps(root: Path) -> dict[str, tuple[int, int]]:
     return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_ino)
             for p in root.rglob("*") if p.is_file()}
+
+
+def test_ctrl_c_as_a_finished_build_is_shown_interrupts_no_build(
+        site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person (or a script) presses Ctrl-C on seeing a build's result: that build finished,
+    and the watcher's closing object says no build was interrupted."""
+    from imgbuild import report
+
+    shown = report.Reporter.result
+
+    def show_then_ctrl_c(self: Any, result: Any) -> None:
+        shown(self, result)
+        if getattr(result, "command", None) == "build":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.Reporter, "result", show_then_ctrl_c)
+    monkeypatch.chdir(site)
+    result = run(capsys, "watch", "--json")
+    assert result.code == 130, result
+    docs = [json.loads(line) for line in result.out.splitlines()]
+    assert docs[-1] == {"command": "watch", "builds": 1, "interrupted_build": False}, result
+    assert docs[-2]["command"] == "build"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,9 +131,14 @@ def watch(where: Where, sink: Any, options: Any) -> DataResult:
                 sink.notice(f"{_names(changed)} changed: rebuilding")
             builds += 1
             building = True
-            if _build(where, sink, inputs, options) == EXIT_INTERRUPTED:
+            code, show = _build(where, sink, inputs, options)
+            if code == EXIT_INTERRUPTED:
+                show()
                 break  # Ctrl-C stopped that build in its loop: its result said what was kept
+            # done before its result is shown: a Ctrl-C sent on seeing the result interrupts
+            # no build (it used to land between the two and call the finished build interrupted)
             building = False
+            show()
             inputs.refresh()
             if not changed:
                 sink.notice(f"watching {len(inputs.paths())} file(s) for changes (Ctrl-C to stop)")
@@ -145,19 +150,18 @@ def watch(where: Where, sink: Any, options: Any) -> DataResult:
     return DataResult("watch", {"builds": builds, "interrupted_build": building}, exit_code=EXIT_INTERRUPTED)
 
 
-def _build(where: Where, sink: Any, inputs: Inputs, options: Any) -> int:
-    """One build, shown as `imgbuild build` shows it; its exit code."""
+def _build(where: Where, sink: Any, inputs: Inputs, options: Any) -> tuple[int, Callable[[], None]]:
+    """One build: its exit code, and what shows it as `imgbuild build` shows it."""
     from imgbuild.verbs.build import build
 
     try:
         result = build(where, sink, options)
     except ImgbuildError as e:
-        sink.failure("build", e, e.exit_code)
         if isinstance(e, SpecError):  # watch the files with problems, even those no plan listed
             inputs.add(Path(p.file).resolve() for p in e.problems if p.file)
-        return e.exit_code
-    sink.result(result)
-    return int(result.exit_code)
+        error = e
+        return e.exit_code, lambda: sink.failure("build", error, error.exit_code)
+    return int(result.exit_code), lambda: sink.result(result)
 
 
 def _next_change(before: Snapshot, inputs: Inputs) -> list[Path]:
