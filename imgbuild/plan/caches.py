@@ -47,8 +47,9 @@ def _globs(root: Path, settings: dict[str, Any]) -> list[str]:
     return include_matches(root, settings)
 
 
-def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list[Target]] | None:
-    """(settings, targets) from the plan cache, or None when anything it depends on changed."""
+def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list[Target], dict[str, str]] | None:
+    """(settings, targets, the files they were made from with their sha256) from the plan
+    cache, or None when anything it depends on changed."""
     try:
         doc = json.loads((state_dir / PLAN_FILE).read_bytes())
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
@@ -71,7 +72,7 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
                    for t in doc["targets"]]
         if not _plausible(project_file, settings, targets):
             return None
-        return settings, targets
+        return settings, targets, doc["inputs"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None  # missing or damaged (valid JSON of another shape too): rebuild it
 

@@ -2,7 +2,7 @@
 nothing to do answer without loading targets, parsing the lock or recomputing keys.
 
 It is written only after a full run found everything up to date, and holds what that verdict
-depended on: the sha256 of every file expansion read (from the plan cache) and the include
+depended on: the sha256 of every file expansion read (as the plan cache records them), the include
 globs' matches, the settings, the provider identity (build), and the (inode, size, mtime_ns,
 ctime_ns) of the lock, of every output the lock names and of the manifest. ctime cannot be
 set back by `os.utime`, so an output edited and given its old mtime still differs. Anything
@@ -98,15 +98,12 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
          manifest: str | None, stat_entry: Callable[[str], list[Any] | None]) -> None:
     """Record a verdict of nothing to do. `locked` is the lock's stamp from before it was read;
     `stat_entry` the stat cache's [size, mtime_ns, inode, ctime_ns, sha256] of an output it hashed,
-    so the stamps recorded are those of the bytes that were judged."""
-    from imgbuild.plan.caches import plan_inputs
-
-    if locked is None or lock_stamp(project.lock_path) != locked:
+    so the stamps recorded are those of the bytes that were judged. The files expansion read
+    and their sha256 are `project.read_files` (loaded or expanded: what the plan cache holds,
+    not read back from it: that is a parse of every target's row)."""
+    if locked is None or lock_stamp(project.lock_path) != locked or not project.read_files:
         return
-    known = plan_inputs(project.file, project.state_dir)
-    if known is None:
-        return
-    inputs, settings = known
+    inputs, settings = project.read_files, project.settings
     now = time.time_ns()
     racy = now - int(_RACY_SECONDS * 1e9)
     files = [[str(project.lock_path), locked]]
@@ -125,7 +122,7 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
         files.append([os.path.join(base, manifest), stamp])
     if max(max(s[2], s[3]) for _, s in files) > racy:
         return
-    _write(project, kind, entry, {str(p): d for p, d in inputs.items()}, settings, files)
+    _write(project, kind, entry, dict(inputs), settings, files)
 
 
 def _write(project: Any, kind: str, entry: dict[str, Any], inputs: dict[str, str],

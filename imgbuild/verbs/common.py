@@ -27,8 +27,8 @@ def load(where: Where) -> tuple[Project, list[Target]]:
     state_dir = path.parent / STATE_DIR
     cached = caches.load_plan(path, state_dir)
     if cached is not None:
-        settings, targets = cached
-        return Project(file=path, root=path.parent, settings=settings, files=[]), targets
+        settings, targets, inputs = cached
+        return Project(file=path, root=path.parent, settings=settings, files=[], read_files=inputs), targets
     project = load_project(path)
     targets = expand(project)
     caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
