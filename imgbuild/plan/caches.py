@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild._version import __version__
+from imgbuild.store import gcpause
 from imgbuild.store.atomic import atomic_write_chunks, sha256_file, sha256_files
 from imgbuild.spec.types import Input, Request, Target, Variant
 
@@ -51,30 +52,35 @@ def load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list
     """(settings, targets, the files they were made from with their sha256) from the plan
     cache, or None when anything it depends on changed."""
     try:
-        doc = json.loads((state_dir / PLAN_FILE).read_bytes())
-        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
-            return None
-        if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
-            return None
-        for name, digest in doc["inputs"].items():
-            if _digest(Path(name)) != digest:
-                return None
-        settings = doc["settings"]
-        if _globs(project_file.parent, settings) != doc["globs"]:
-            return None
-        # target files are stored relative to the project and shown relative to the working
-        # directory, as loading the specs shows them: `check -C dir` from anywhere reuses one cache
-        root = project_file.parent
-        shown: dict[str, str] = {}
-        targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), _shown(shown, root, t[3]), t[4], t[5],
-                          tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
-                          tuple(Input(*i) for i in t[10]))
-                   for t in doc["targets"]]
-        if not _plausible(project_file, settings, targets):
-            return None
-        return settings, targets, doc["inputs"]
+        with gcpause.paused():
+            return _load_plan(project_file, state_dir)
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None  # missing or damaged (valid JSON of another shape too): rebuild it
+
+
+def _load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], list[Target], dict[str, str]] | None:
+    doc = json.loads((state_dir / PLAN_FILE).read_bytes())
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), dict):
+        return None
+    if doc.get("format") != _FORMAT or doc.get("project") != str(project_file):
+        return None
+    for name, digest in doc["inputs"].items():
+        if _digest(Path(name)) != digest:
+            return None
+    settings = doc["settings"]
+    if _globs(project_file.parent, settings) != doc["globs"]:
+        return None
+    # target files are stored relative to the project and shown relative to the working
+    # directory, as loading the specs shows them: `check -C dir` from anywhere reuses one cache
+    root = project_file.parent
+    shown: dict[str, str] = {}
+    targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), _shown(shown, root, t[3]), t[4], t[5],
+                      tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
+                      tuple(Input(*i) for i in t[10]))
+               for t in doc["targets"]]
+    if not _plausible(project_file, settings, targets):
+        return None
+    return settings, targets, doc["inputs"]
 
 
 def _shown(memo: dict[str, str], root: Path, stored: str) -> str:
@@ -136,7 +142,8 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
         yield b"]}"
 
     try:
-        atomic_write_chunks(state_dir / PLAN_FILE, chunks(), durable=False)
+        with gcpause.paused():
+            atomic_write_chunks(state_dir / PLAN_FILE, chunks(), durable=False)
     except OSError:
         pass  # a read-only checkout still works, just without the speed-up
 
@@ -163,7 +170,8 @@ class StatCache:
         # packed into 64 bytes (what this run stamped: ~100 instead of ~250 bytes per output)
         self.entries: dict[str, list[Any] | bytes] = {}
         try:
-            doc = json.loads(self.path.read_bytes())
+            with gcpause.paused():
+                doc = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
             doc = None
         if isinstance(doc, dict) and doc.get("format") == _STAT_FORMAT and isinstance(doc.get("entries"), dict):
@@ -253,7 +261,8 @@ class StatCache:
             yield b"}}"
 
         try:  # disposable state, not fsynced: a file a crash cut short does not parse, and is made again
-            atomic_write_chunks(self.path, chunks(), durable=False)
+            with gcpause.paused():
+                atomic_write_chunks(self.path, chunks(), durable=False)
         except OSError:
             pass  # a read-only checkout still works, just without the speed-up
         self.dirty = False

@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from imgbuild.store import gcpause
+
 WORTH_IT = 64  # fewer outputs than this: the fork costs more than it saves
 
 
@@ -33,7 +35,8 @@ class Ahead:
             try:
                 while chunk := os.read(self.fd, 1 << 20):
                     chunks.append(chunk)
-                doc = json.loads(b"".join(chunks)) if chunks else {}
+                with gcpause.paused():
+                    doc = json.loads(b"".join(chunks)) if chunks else {}
                 self._rows = doc if isinstance(doc, dict) else {}
             except (OSError, ValueError):
                 self._rows = {}

@@ -103,6 +103,14 @@ def save(project: Any, kind: str, lock: Any, locked: list[int] | None, entry: di
     not read back from it: that is a parse of every target's row)."""
     if locked is None or lock_stamp(project.lock_path) != locked or not project.read_files:
         return
+    from imgbuild.store import gcpause  # not at the top: the no-op's fast path never saves
+
+    with gcpause.paused():  # a list per output, no cycles (store/gcpause.py)
+        _save(project, kind, lock, locked, entry, manifest, stat_entry)
+
+
+def _save(project: Any, kind: str, lock: Any, locked: list[int], entry: dict[str, Any],
+          manifest: str | None, stat_entry: Callable[[str], list[Any] | None]) -> None:
     inputs, settings = project.read_files, project.settings
     now = time.time_ns()
     racy = now - int(_RACY_SECONDS * 1e9)

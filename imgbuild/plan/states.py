@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from imgbuild.store import gcpause
 from imgbuild.store.atomic import sha256_file
 from imgbuild.store.lockfile import Lock, is_draft
 from imgbuild.errors import ImgbuildError
@@ -117,6 +118,14 @@ def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: 
               hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
     """Steps, inputs before the targets that read them. `root` (the project root) is needed
     only when a target reads a repository file."""
+    with gcpause.paused():  # a step per target, no cycles (store/gcpause.py)
+        return _make_plan(targets, lock, output_dir, provider=provider, provider_draft=provider_draft,
+                          cache=cache, force=force, hasher=hasher, root=root)
+
+
+def _make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
+               provider_draft: bool, cache: CacheView | None, force: bool, hasher: Hasher,
+               root: Path | None) -> Plan:
     requests: dict[str, Request] = {}
     if not any(t.inputs for t in targets):  # the common case: no graph, no reordering
         steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)

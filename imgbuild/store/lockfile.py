@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.errors import ImgbuildError
+from imgbuild.store import gcpause
 from imgbuild.store.atomic import atomic_write_bytes, atomic_write_chunks, sha256_file
 
 LOCK_VERSION = 1
@@ -115,11 +116,12 @@ def read(path: Path) -> Lock:
     except OSError as e:
         raise ImgbuildError(f"{path}: cannot read the lockfile: {e.strerror}") from None
     try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION or not isinstance(doc.get("outputs"), dict):
-            raise ValueError("not an imgbuild lockfile of version 1")
-        for output, entry in doc["outputs"].items():
-            _check_entry(output, entry)
+        with gcpause.paused():
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION or not isinstance(doc.get("outputs"), dict):
+                raise ValueError("not an imgbuild lockfile of version 1")
+            for output, entry in doc["outputs"].items():
+                _check_entry(output, entry)
     except ValueError as e:
         raise ImgbuildError(
             f"{path}: the lockfile is damaged ({e}). Restore it from git (git checkout -- {path.name}) "
@@ -175,7 +177,8 @@ def write(path: Path, lock: Lock) -> bool:
             yield chunk
 
     try:
-        return atomic_write_chunks(path, hashed(), unless=lambda: digest.hexdigest() == before)
+        with gcpause.paused():
+            return atomic_write_chunks(path, hashed(), unless=lambda: digest.hexdigest() == before)
     except OSError as e:
         unchanged = hashlib.sha256()
         for chunk in lock.chunks():  # a read-only checkout whose lock is already right: fine
