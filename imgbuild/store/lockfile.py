@@ -176,9 +176,8 @@ def write(path: Path, lock: Lock) -> bool:
             digest.update(chunk)
             yield chunk
 
-    try:
-        with gcpause.paused():
-            return atomic_write_chunks(path, hashed(), unless=lambda: digest.hexdigest() == before)
+    try:  # not with the collector paused: json's indenting encoder leaves a cycle per entry
+        return atomic_write_chunks(path, hashed(), unless=lambda: digest.hexdigest() == before)
     except OSError as e:
         unchanged = hashlib.sha256()
         for chunk in lock.chunks():  # a read-only checkout whose lock is already right: fine
