@@ -923,3 +923,29 @@ def test_a_committed_lock_or_written_record_cannot_make_clean_delete_project_fil
     assert r.code == 0, r
     assert all((root / p).read_bytes() for p in digest), r
     assert "deleted 0 files" in r.out and "deleted: " not in r.out, r  # the bogus entries only leave the lock
+
+
+def test_an_output_committed_as_a_link_to_dev_zero_or_as_a_fifo_never_hangs_check(tmp_path: Path) -> None:
+    """Hashing reads regular files only: an output that is a link to an endless device or a
+    FIFO is not the image the lock names (stale), whether a fresh clone's child process hashes
+    the outputs (70 of them: enough for it) or the stat cache's own pass does."""
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "imgbuild.yaml").write_text("version: 1\noutput_dir: out\nimages:\n  - name: 'i{{ n }}'\n"
+                                        "    prompt: Image {{ n }}\n    matrix: {n: [%s]}\n"
+                                        % ", ".join(str(n) for n in range(70)), encoding="utf-8")
+    env = subprocess_env(IMGBUILD_CACHE_DIR=str(tmp_path / "cache"))
+    imgbuild = [sys.executable, "-m", "imgbuild"]
+    assert subprocess.run([*imgbuild, "build", "-q"], cwd=root, env=env, timeout=300).returncode == 0
+    (root / "out" / "i3.png").unlink()
+    (root / "out" / "i3.png").symlink_to("/dev/zero")
+    (root / "out" / "i7.png").unlink()
+    os.mkfifo(root / "out" / "i7.png")
+    for fresh in (True, False):
+        if fresh:
+            subprocess.run(["rm", "-rf", str(root / ".imgbuild")], check=True)
+        done = subprocess.run([*imgbuild, "check", "--allow-drafts"], cwd=root, env=env, timeout=120,
+                              capture_output=True, text=True)
+        assert done.returncode == 1, done
+        stale = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("missing")}
+        assert stale == {"i3.png", "i7.png"}, done.stdout

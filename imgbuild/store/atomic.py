@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -48,12 +49,33 @@ def atomic_write_chunks(path: Path | str, chunks: Iterable[bytes], *, durable: b
         raise
 
 
-def sha256_file(path: str | Path) -> str | None:
+def _open_regular(path: str | Path) -> int | None:
+    """A read descriptor of `path` if it is a regular file (through links), else None. A cloned
+    repository can commit an output as a link to /dev/zero or make it a FIFO: read to its end
+    (or opened, for a FIFO, without O_NONBLOCK) that never returns, and `check` would hang."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[attr-defined]
-    except AttributeError:  # Python < 3.11
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def sha256_file(path: str | Path) -> str | None:
+    """sha256 of a regular file's bytes; None when it cannot be read or is not a regular file."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            if hasattr(hashlib, "file_digest"):  # Python 3.11+
+                return hashlib.file_digest(f, "sha256").hexdigest()
+            return hashlib.sha256(f.read()).hexdigest()
     except OSError:
         return None
 
@@ -68,8 +90,11 @@ def sha256_files(paths: list[str], threads: int = 2) -> list[str | None]:
         buffer = bytearray(1 << 20)
         view = memoryview(buffer)
         for i in range(start, len(paths), threads):
+            fd = _open_regular(paths[i])
+            if fd is None:
+                continue
             try:
-                with open(paths[i], "rb", buffering=0) as f:
+                with open(fd, "rb", buffering=0) as f:
                     digest = hashlib.sha256()
                     while n := f.readinto(buffer):
                         digest.update(view[:n])
