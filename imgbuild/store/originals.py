@@ -485,7 +485,10 @@ def _write_new(path: str, data: bytes) -> None:
         with out:
             out.write(data)
     except BaseException:  # a full disk, an interrupt: no half-written file nobody names
-        os.remove(path)
+        try:
+            os.remove(path)
+        except OSError:
+            pass  # the write's own error is the one to report
         raise
 
 
