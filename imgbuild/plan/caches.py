@@ -161,6 +161,12 @@ def plan_inputs(project_file: Path, state_dir: Path) -> tuple[dict[Path, str], d
         return None
 
 
+def stamp_of(st: os.stat_result) -> list[int]:
+    """A file's stamp as the stat cache keys it. ctime too: os.utime can put an edited file's
+    mtime back, but not its ctime."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
 class StatCache:
     """sha256 of output files keyed by (size, mtime_ns, inode, ctime_ns)."""
 
@@ -192,8 +198,7 @@ class StatCache:
         except OSError:
             return None
         key = str(path)
-        # ctime too: os.utime can put an edited file's mtime back, but not its ctime
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        stamp = stamp_of(st)
         known = self.entry(key)
         if known is not None and known[:4] == stamp:
             return known[4]
@@ -213,7 +218,7 @@ class StatCache:
                 st = os.stat(path)
             except OSError:
                 continue
-            stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+            stamp = stamp_of(st)
             known = self.entry(path)
             if known is not None and known[:4] == stamp:
                 self._checked.add(path)
@@ -240,7 +245,7 @@ class StatCache:
             st = os.stat(path)
         except OSError:
             return
-        self.entries[str(path)] = _packed([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns], digest)
+        self.entries[str(path)] = _packed(stamp_of(st), digest)
         self.dirty = True
 
     def save(self) -> None:

@@ -111,6 +111,7 @@ def _locked_outputs(project_file: Path, lock_path: Path) -> list[str]:
 
 
 def _hash(paths: list[str]) -> dict[str, list[Any]]:
+    from imgbuild.plan.caches import stamp_of
     from imgbuild.store.atomic import sha256_files
 
     stamps = {}
@@ -119,7 +120,7 @@ def _hash(paths: list[str]) -> dict[str, list[Any]]:
             st = os.stat(path)
         except OSError:
             continue
-        stamps[path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        stamps[path] = stamp_of(st)
     # one thread: the parent has the other core
     digests = sha256_files(list(stamps), threads=1)
     return {path: [*stamp, digest] for (path, stamp), digest in zip(stamps.items(), digests) if digest is not None}
