@@ -169,7 +169,7 @@ def load_project(path: Path) -> Project:
 
 def _load_document(path: Path, kind: str, problems: list[Problem],
                    read: dict[str, str]) -> SpecFile | None:
-    from imgbuild.spec import yamlio
+    from imgbuild.spec import schemagate, yamlio
 
     display = display_path(path)
     try:
@@ -182,6 +182,8 @@ def _load_document(path: Path, kind: str, problems: list[Problem],
     if not isinstance(data, dict):
         problems.append(Problem(display, 1, 1, "", "the file must hold a mapping (key: value pairs)"))
         return None
+    if schemagate.fits(kind, data):  # most documents: jsonschema is not even imported
+        return SpecFile(path, display, data)
     found = [_to_problem(display, data, err) for err in _validator(kind).iter_errors(data)]
     problems.extend(p for group in found for p in group)
     return SpecFile(path, display, data) if not found else None
