@@ -106,3 +106,70 @@ def test_a_partial_read_on_the_fast_path_is_recorded_like_jinjas(tmp_path: Path)
     assert renderer._compiled == {}  # nothing compiled
     assert project.read_files[str(tmp_path.resolve() / "templates" / "p.j2")] == \
         hashlib.sha256(b"partial {{ a }}\n").hexdigest()
+
+
+def _partial_outcome(root: Path, text: str, fast: bool) -> tuple[str, str, dict[str, str]]:
+    """(rendered, error type, files recorded) with a new project and renderer, through the fast
+    path or through Jinja's own loader."""
+    project = load_project((root / "imgbuild.yaml").resolve())
+    renderer = _Renderer(project)
+    try:
+        if fast:
+            out = renderer.render(text, CONTEXT)
+        else:
+            template = renderer.env.from_string(text)
+            out = "".join(template.root_render_func(template.new_context(
+                {**renderer._globals, **CONTEXT}, shared=True)))
+    except Exception as e:  # noqa: BLE001 - the comparison is of outcomes
+        return "", type(e).__name__, dict(project.read_files)
+    return out, "", dict(project.read_files)
+
+
+def test_partials_are_found_refused_and_recorded_as_jinjas_loader_does(tmp_path: Path) -> None:
+    """The fast path reads partials itself (so that Jinja need not be imported): every name
+    must give what Jinja's loader gives, the same text or the same failure, and record the same
+    file with the same digest (the plan cache and `watch` go by that record)."""
+    outside = tmp_path / "outside.j2"
+    outside.write_text("secret {{ a }}")
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    (root / "templates" / "sub").mkdir(parents=True)
+    (root / "templates" / "crlf.j2").write_bytes(b"line {{ a }}\r\nnext\r\n")
+    (root / "templates" / "sub" / "p.j2").write_text("deep {{ b }}")
+    (root / "templates" / "latin1.j2").write_bytes("caf\xe9 {{ a }}".encode("latin-1"))
+    (root / "templates" / "link.j2").symlink_to(outside)
+    (root / "templates" / "folder.j2").mkdir()
+    (root / "imgbuild.yaml").write_text("version: 1\nimages:\n  - name: a\n    prompt: An apple\n")
+    names = ["crlf.j2", "sub/p.j2", "./sub//p.j2", "sub/./p.j2", "latin1.j2", "link.j2", "folder.j2",
+             "missing.j2", "../outside.j2", "sub/../crlf.j2", "sub\\p.j2", "/crlf.j2"]
+    for name in names:
+        text = f"{{% include '{name}' %}} and {{{{ a }}}}"
+        assert _partial_outcome(root, text, fast=True) == _partial_outcome(root, text, fast=False), name
+    # the cases that render did render, and the refused ones were refused
+    assert _partial_outcome(root, "{% include 'crlf.j2' %}", fast=True)[0] == "line teal\nnext"
+    assert _partial_outcome(root, "{% include 'link.j2' %}", fast=True)[1] == "TemplateNotFound"
+
+
+def test_a_project_of_plain_substitutions_never_imports_jinja(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "style.j2").write_text("flat, {{ palette }}")
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nvars: {palette: teal}\nimages:\n"
+        "  - name: 'i-{{ c }}'\n    prompt: \"{% include 'style.j2' %} icon of {{ c }}\"\n"
+        "    matrix: {c: [a, b]}\n")
+    probe = ("import sys; from pathlib import Path; from imgbuild.spec.project import load_project; "
+             "from imgbuild.spec.expand import expand; "
+             "t = expand(load_project(Path(sys.argv[1]))); "
+             "print([x.request.prompt for x in t], 'jinja2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "imgbuild.yaml")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['flat, teal icon of a', 'flat, teal icon of b'] False"
+    (tmp_path / "imgbuild.yaml").write_text(
+        "version: 1\nimages:\n  - name: 'i-{{ c }}'\n    prompt: 'icon of {{ c|upper }}'\n"
+        "    matrix: {c: [a, b]}\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "imgbuild.yaml")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['icon of A', 'icon of B'] True"

@@ -103,6 +103,12 @@ def _sandbox_class() -> Any:
     return Sandbox
 
 
+def printable(value: Any) -> bool:
+    """May `{{ value }}` turn it into text? What the sandbox's finalize enforces, asked also
+    where a template is rendered without Jinja."""
+    return isinstance(value, str) or size_of(value) <= MAX_TEMPLATE_VALUE
+
+
 def _refused(message: str) -> Exception:
     from jinja2.exceptions import SecurityError
 
@@ -269,8 +275,8 @@ class _Guards:
         return "".join(str(v) for v in values)
 
     def _finalize(self, value: Any) -> Any:  # every {{ value }} is about to become text
-        if not isinstance(value, str):
-            _need(size_of(value), "printing that value")
+        if not printable(value):
+            raise _too_big("printing that value")
         return value
 
 
