@@ -40,6 +40,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 _TEMPLATED = ("name", "prompt", "negative_prompt", "size", "output")
 MAX_TARGETS_PER_SPEC = 100_000  # default of the project file's max_targets_per_spec
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in names or paths (NUL fails every syscall)
+_DRIVE = re.compile(r"[A-Za-z]:")  # C:... is absolute on Windows
 
 
 def derive_seed(name: str) -> int:
@@ -144,9 +145,11 @@ class _Renderer:
                 return None
             else:
                 value = context[ref]
-                if not printable(value):  # Jinja refuses it, with its message
-                    return None
-                out.append(str(value))
+                if type(value) is not str:  # most values are text: no call for them
+                    if not printable(value):  # Jinja refuses it, with its message
+                        return None
+                    value = str(value)
+                out.append(value)
         text = "".join(out)
         return text if len(text) <= MAX_TEMPLATE_VALUE else None
 
@@ -640,7 +643,7 @@ class _Expander:
                          "(NUL, newline, tab, escape…)", where=f"{label}.{field_name}")
             return None
         norm = posixpath.normpath(text.replace("\\", "/"))
-        if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or norm == ".." or norm.startswith("../"):
+        if text.startswith(("/", "\\")) or _DRIVE.match(text) or norm == ".." or norm.startswith("../"):
             self.problem(file, path, f"{field_name} '{text}' points outside output_dir", where=f"{label}.{field_name}")
             return None
         return norm
