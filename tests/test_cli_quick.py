@@ -1,9 +1,10 @@
-"""A `build` or `check` that the no-op snapshot can answer is answered before click is imported
-(`imgbuild.cli.quick`), and says byte for byte what click's path says; every other form, and a
-snapshot that cannot answer, goes to click."""
+"""A `build` that the no-op snapshot can answer, and `check` in its plain forms whatever it
+finds, run before click is imported (`imgbuild.cli.quick`), and say byte for byte what click's
+path says; every other form, and a build with work to do, goes to click."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,19 +56,32 @@ def test_noop_forms_are_answered_without_click_and_print_what_click_prints(snapp
     assert "nothing to do" in _both(["build"], snapped)[1].stderr + _both(["build"], snapped)[1].stdout
 
 
-def test_what_the_snapshot_cannot_answer_goes_to_click(snapped: Path, tmp_path: Path) -> None:
-    # drafts refused: the snapshot was made with --allow-drafts, so the full check must list them
-    fast, slow = _both(["check"], snapped)
-    assert fast.stderr.endswith("|click loaded") and fast.returncode == slow.returncode == 1
-    assert fast.stdout == slow.stdout and "draft" in fast.stdout + fast.stderr
-    # an edited spec: the snapshot no longer vouches, the full build runs
+def test_what_the_snapshot_cannot_answer_goes_to_click_for_build_and_runs_here_for_check(
+        snapped: Path, tmp_path: Path) -> None:
+    def same(args: list[str], cwd: Path, code: int, loaded: str) -> subprocess.CompletedProcess[str]:
+        fast, slow = _both(args, cwd)
+        assert fast.stderr.endswith(loaded), (args, fast.stderr)
+        assert (fast.returncode, fast.stdout, fast.stderr[: -len(loaded)]) == \
+            (code, slow.stdout, slow.stderr), (args, fast, slow)
+        return fast
+
+    # drafts refused: the snapshot was made with --allow-drafts, so the full check lists them
+    fast = same(["check"], snapped, 1, "|no click")
+    assert "draft" in fast.stdout + fast.stderr
+    # a fresh clone: no local state at all, the full check runs here
+    shutil.rmtree(snapped / ".imgbuild")
+    same(["check", "-q", "--allow-drafts"], snapped, 0, "|no click")
+    # an edited spec: the snapshot no longer vouches; the full build runs through click
     spec = next((snapped / "specs").glob("*.yaml"))
     spec.write_text(spec.read_text() + "\n# touched\n")
     fast, _ = _both(["build", "-q"], snapped)
     assert fast.stderr.endswith("|click loaded") and fast.returncode == 0
-    # no project at all: click's path reports it, with its exit code
-    fast, slow = _both(["check"], tmp_path)
-    assert fast.returncode == slow.returncode == 2 and fast.stderr.endswith("|click loaded")
+    # a broken spec, and no project at all: reported as click's path reports them
+    spec.write_text(spec.read_text() + "\nimages: [\n")
+    fast = same(["check"], snapped, 2, "|no click")
+    assert spec.name in fast.stderr
+    same(["check", "--allow-drafts"], tmp_path, 2, "|no click")
+    assert _both(["build"], tmp_path)[0].stderr.endswith("|click loaded")
 
 
 @pytest.mark.parametrize("args", [

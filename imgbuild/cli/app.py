@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from imgbuild._version import __version__
-from imgbuild.cli.reporting import isatty, reporter
+from imgbuild.cli.reporting import isatty
+from imgbuild.cli.reporting import run_verb as _run
 
 EXIT_CODES = """\b
 Exit codes:
@@ -62,30 +63,6 @@ def _where(directory: str | None, project_file: str | None) -> Any:
     from imgbuild.verbs.common import Where
 
     return Where(directory, project_file)
-
-
-def _run(command: str, output: tuple[bool, int, int], call: Callable[[Any], Any],
-         where: Any = None) -> int:
-    """Call a verb, render its result, and turn every way it can end into an exit code and a
-    closing message (with --json, a closing object on every exit code)."""
-    from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ImgbuildError
-
-    sink = reporter(*output)
-    try:
-        result = call(sink)
-    except ImgbuildError as e:
-        sink.failure(command, e, e.exit_code)
-        return e.exit_code
-    except KeyboardInterrupt as e:  # outside a build's loop (loading, planning): nothing to keep
-        sink.failure(command, e, EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 0
-    except Exception as e:
-        sink.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
-        return EXIT_INTERNAL
-    sink.result(result)
-    return int(result.exit_code)
 
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -460,35 +437,6 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:
         return 0
-
-
-def _write_crash_log(where: Any) -> str:
-    """The traceback, in the project's .imgbuild/ (else the temp folder): never the current
-    directory of someone who ran `imgbuild -C elsewhere`."""
-    import platform
-    import tempfile
-    import traceback
-    from pathlib import Path
-
-    text = (f"imgbuild {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
-            f"argv: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
-    folders = [Path(tempfile.gettempdir())]
-    try:
-        from imgbuild.spec.project import STATE_DIR, find_project_file
-
-        if where is not None:
-            folders.insert(0, find_project_file(where.directory, where.file).parent / STATE_DIR)
-    except Exception:  # no project to be found: the temp folder it is
-        pass
-    for folder in folders:
-        try:
-            folder.mkdir(exist_ok=True)
-            path = folder / "crash.log"
-            path.write_text(text, encoding="utf-8")
-            return str(path)
-        except OSError:
-            continue
-    return "(could not write a log file)"
 
 
 def render_top_help() -> str:

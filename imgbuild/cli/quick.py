@@ -1,12 +1,14 @@
-"""`imgbuild build` and `imgbuild check` with nothing to do, answered before click is imported.
+"""`imgbuild build` with nothing to do, and `imgbuild check`, run before click is imported.
 
 Most runs in pre-commit and before a site build find nothing to do, and the no-op snapshot
 (`plan.snapshot`) answers them in tens of milliseconds, of which importing click and defining
 the commands would be some twenty. This module reads only the plain forms such runs use (the
-command with -q/--quiet, -C/--directory, -f/--file, and check's --allow-drafts) and asks the
-verbs for the snapshot's answer alone. Any other form, a snapshot that cannot answer, or
-anything unusual (no project, a broken one) goes to click, which runs the command in full and
-reports what is wrong. A test runs each accepted form both ways and compares the bytes.
+command with -q/--quiet, -C/--directory, -f/--file, and check's --allow-drafts). `check` in
+those forms is run here in full, snapshot or not (a fresh clone in CI, a check after an edit),
+through the same `run_verb` as click's path. `build` is answered here only from the snapshot:
+any other form, a build with work to do, or anything unusual (no project, a broken one) goes
+to click, which runs the command in full and reports what is wrong. A test runs each accepted
+form both ways and compares the bytes.
 """
 from __future__ import annotations
 
@@ -17,22 +19,28 @@ _VALUED = {"-C": "directory", "--directory": "directory", "-f": "file", "--file"
 
 
 def answer(args: list[str]) -> int | None:
-    """The exit code after printing the snapshot's answer, or None for click to take over."""
+    """The exit code of a check run here, or of a build the snapshot answered; None for click
+    to take over."""
     parsed = _parse(args)
     if parsed is None:
         return None
     command, quiet, values, allow_drafts = parsed
-    from imgbuild.cli.reporting import reporter
+    from imgbuild.cli.reporting import reporter, run_verb
     from imgbuild.verbs.common import Where
 
     where = Where(values.get("directory"), values.get("file"))
+    if command == "check":  # what click's `check` does for these forms, click unloaded
+        from imgbuild.verbs.check import check
+
+        return run_verb("check", (False, 0, quiet), lambda sink: check(where, allow_drafts=allow_drafts, rows=False),
+                        where)
     sink = reporter(False, 0, quiet)
     try:
-        result = _unchanged(command, where, sink, allow_drafts)
+        result = _unchanged(where, sink)
     except KeyboardInterrupt as e:
         from imgbuild.errors import EXIT_INTERRUPTED
 
-        sink.failure(command, e, EXIT_INTERRUPTED)
+        sink.failure("build", e, EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - click's path runs the command again and reports it
         return None
@@ -40,19 +48,15 @@ def answer(args: list[str]) -> int | None:
         return None
     try:
         sink.result(result)
-    except BrokenPipeError:  # `imgbuild check | head -1`, as on click's path
+    except BrokenPipeError:  # `imgbuild build | head -1`, as on click's path
         return 0
     return int(result.exit_code)
 
 
-def _unchanged(command: str, where: Any, sink: Any, allow_drafts: bool) -> Any:
-    if command == "build":
-        from imgbuild.verbs.build import BuildOptions, answer_unchanged
+def _unchanged(where: Any, sink: Any) -> Any:
+    from imgbuild.verbs.build import BuildOptions, answer_unchanged
 
-        return answer_unchanged(where, sink, BuildOptions())
-    from imgbuild.verbs.check import answer_unchanged as check_unchanged
-
-    return check_unchanged(where, allow_drafts)
+    return answer_unchanged(where, sink, BuildOptions())
 
 
 def _parse(args: list[str]) -> tuple[str, int, dict[str, str], bool] | None:

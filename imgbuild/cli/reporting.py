@@ -1,9 +1,11 @@
-"""The Reporter a command writes through, made the same way on click's path (`cli.app`) and on
-the path that answers a no-op before click is imported (`cli.quick`)."""
+"""The Reporter a command writes through, and the one way a verb's end becomes an exit code:
+the same on click's path (`cli.app`) and on the path that runs `build`/`check` before click
+is imported (`cli.quick`)."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -25,3 +27,58 @@ def isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def run_verb(command: str, output: tuple[bool, int, int], call: Callable[[Any], Any],
+             where: Any = None) -> int:
+    """Call a verb, render its result, and turn every way it can end into an exit code and a
+    closing message (with --json, a closing object on every exit code)."""
+    from imgbuild.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ImgbuildError
+
+    sink = reporter(*output)
+    try:
+        result = call(sink)
+    except ImgbuildError as e:
+        sink.failure(command, e, e.exit_code)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # outside a build's loop (loading, planning): nothing to keep
+        sink.failure(command, e, EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        sink.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
+        return EXIT_INTERNAL
+    sink.result(result)
+    return int(result.exit_code)
+
+
+def _write_crash_log(where: Any) -> str:
+    """The traceback, in the project's .imgbuild/ (else the temp folder): never the current
+    directory of someone who ran `imgbuild -C elsewhere`."""
+    import platform
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    from imgbuild._version import __version__
+
+    text = (f"imgbuild {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"argv: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    folders = [Path(tempfile.gettempdir())]
+    try:
+        from imgbuild.spec.project import STATE_DIR, find_project_file
+
+        if where is not None:
+            folders.insert(0, find_project_file(where.directory, where.file).parent / STATE_DIR)
+    except Exception:  # no project to be found: the temp folder it is
+        pass
+    for folder in folders:
+        try:
+            folder.mkdir(exist_ok=True)
+            path = folder / "crash.log"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "(could not write a log file)"
