@@ -609,6 +609,8 @@ def test_a_journal_that_is_a_file_is_refused_before_anything_is_paid(
     ('{"sha256": "00"}', "has no 'key'"),
     ('{"key": 5, "sha256": "00"}', "'key' has the wrong type"),
     ('{"key": "k", "sha256": "00", "draft": "no"}', "'draft' has the wrong type"),
+    ('{"key": "k", "sha256": "00", "seed": true}', "'seed' has the wrong type"),  # a bool is no int
+    ('{"key": "k", "sha256": "00", "request": ["model"]}', "'request' has the wrong type"),
     # a pull fetches cas/sha256/<original> from the remote: a name that is not a digest is refused
     ('{"key": "k", "sha256": "00", "original": "../../ac/v1/k.json"}', "'original' is not a sha256 hex digest"),
     ('{"key": "k", "sha256": "00", "original": 7}', "'original' has the wrong type"),
