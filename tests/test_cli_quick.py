@@ -97,3 +97,22 @@ def test_the_forms_handled_are_read_as_click_reads_them() -> None:
     assert quick._parse(["check", "-q", "-C", "d", "--allow-drafts", "-q"]) == ("check", 2, {"directory": "d"}, True)
     assert quick._parse(["build", "--file=x.yaml", "-C", "a", "--directory", "b"]) == \
         ("build", 0, {"file": "x.yaml", "directory": "b"}, False)  # the last one wins, as in click
+
+
+def test_a_reader_gone_before_the_result_ends_check_quietly_on_both_paths(snapped: Path) -> None:
+    """`imgbuild check | head -1`: the reader may be gone when the rows are written. The pipe's
+    read end is closed before the command starts, so every write fails, whatever the timing.
+    click's path exits 1 then (click's own handling of EPIPE); the quick path does the same."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERM")}
+    outcomes = []
+    for code in (QUICK_MAIN, CLICK_MAIN):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = subprocess.run([sys.executable, "-c", code, "check"], cwd=snapped, stdout=write_end,
+                                  stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                                  timeout=120)
+        finally:
+            os.close(write_end)
+        outcomes.append((proc.returncode, proc.stderr))
+    assert outcomes == [(1, "|no click"), (1, "")], outcomes

@@ -25,15 +25,18 @@ def answer(args: list[str]) -> int | None:
     if parsed is None:
         return None
     command, quiet, values, allow_drafts = parsed
-    from imgbuild.cli.reporting import reporter, run_verb
+    from imgbuild.cli.reporting import reader_gone, reporter, run_verb
     from imgbuild.verbs.common import Where
 
     where = Where(values.get("directory"), values.get("file"))
     if command == "check":  # what click's `check` does for these forms, click unloaded
         from imgbuild.verbs.check import check
 
-        return run_verb("check", (False, 0, quiet), lambda sink: check(where, allow_drafts=allow_drafts, rows=False),
-                        where)
+        try:
+            return run_verb("check", (False, 0, quiet),
+                            lambda sink: check(where, allow_drafts=allow_drafts, rows=False), where)
+        except BrokenPipeError:  # `imgbuild check | head -1`
+            return reader_gone()
     sink = reporter(False, 0, quiet)
     try:
         result = _unchanged(where, sink)
@@ -48,8 +51,8 @@ def answer(args: list[str]) -> int | None:
         return None
     try:
         sink.result(result)
-    except BrokenPipeError:  # `imgbuild build | head -1`, as on click's path
-        return 0
+    except BrokenPipeError:  # `imgbuild build | head -1`
+        return reader_gone()
     return int(result.exit_code)
 
 

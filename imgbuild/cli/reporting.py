@@ -53,6 +53,18 @@ def run_verb(command: str, output: tuple[bool, int, int], call: Callable[[Any], 
     return int(result.exit_code)
 
 
+def reader_gone() -> int:
+    """The exit code when whoever read standard output went away (`imgbuild check | head -1`):
+    1, as click's path gives it, with standard output sent to /dev/null so that Python's own
+    flush at exit does not complain (the recipe of the `signal` module's documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
 def _write_crash_log(where: Any) -> str:
     """The traceback, in the project's .imgbuild/ (else the temp folder): never the current
     directory of someone who ran `imgbuild -C elsewhere`."""
