@@ -41,6 +41,8 @@ NOTHING = "none"
 
 
 _pixels = operator.attrgetter(*PIXEL_FIELDS)  # C-speed: 10k keys on every no-op build
+# json.dumps makes a new encoder on every call that passes options: half the cost of a key
+_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def generation_key(provider: str, request: Request) -> str:
@@ -49,7 +51,7 @@ def generation_key(provider: str, request: Request) -> str:
     doc = [KEY_VERSION, provider, *_pixels(request)]
     if request.inputs:  # only then: targets without inputs keep the keys they always had
         doc.append(list(request.inputs))
-    canonical = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(doc)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DERIVE_VERSION = "imgbuild-derive-1"
+# one encoder: json.dumps makes a new one on every call that passes options
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 #: every field of a Request that changes the pixels (`call` only picks an endpoint)
 PIXEL_FIELDS = ("model", "prompt", "negative_prompt", "size", "n", "seed", "prompt_extend", "watermark")
@@ -97,7 +99,7 @@ class Variant:
     def key(self, source_key: str) -> str:
         doc = [DERIVE_VERSION, source_key, self.format, self.width, self.height, self.quality,
                list(self.crop) if self.crop else None]
-        return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(_compact(doc).encode()).hexdigest()
 
     def to_list(self) -> list[Any]:
         return [self.source, self.output, self.format, self.width, self.height, self.quality,

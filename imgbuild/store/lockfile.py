@@ -84,7 +84,11 @@ class Lock:
 def _text(value: Any, level: int) -> str:
     """`value` as json.dumps(indent=2, sort_keys=True) writes it nested `level` deep (JSON text
     holds no raw newline: every one inside a string is escaped)."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).replace("\n", "\n" + "  " * level)
+    return _pretty(value).replace("\n", "\n" + "  " * level)
+
+
+# one encoder for every entry: json.dumps makes a new one on every call that passes options
+_pretty = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False).encode
 
 
 def _encode(value: Any, level: int) -> bytes:
