@@ -58,7 +58,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
 
     def record(outcome: Outcome) -> None:
         nonlocal shown
-        ctx.lock.outputs.update(outcome.entries)
+        ctx.lock.add(outcome.entries)
         run.kept += len(outcome.entries)
         for output, entry in outcome.entries.items():
             ctx.stats.remember(os.path.join(output_dir, output), entry["sha256"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ def is_draft(entry: dict[str, Any]) -> bool:
 class Lock:
     def __init__(self, outputs: dict[str, dict[str, Any]] | None = None,
                  output_dir: str | None = None) -> None:
-        self.outputs: dict[str, dict[str, Any]] = outputs or {}
+        # a dict, or the same kept on disk while a build runs (`park`)
+        self.outputs: MutableMapping[str, dict[str, Any]] = outputs or {}
         # the folder (relative to the project) the outputs were written under: when the project
         # moves output_dir, the files under the old one are still imgbuild's to clean
         self.output_dir = output_dir
@@ -53,7 +54,32 @@ class Lock:
         self.pending: dict[str, dict[str, Any]] = {}
 
     def get(self, output: str) -> dict[str, Any] | None:
-        return self.outputs.get(output)
+        """The entry of `output`, or None, to read: one parked on disk is read back and not
+        kept in memory (a change to an entry goes through `outputs`)."""
+        peek = getattr(self.outputs, "peek", None)
+        if peek is None:
+            return self.outputs.get(output)
+        try:
+            return peek(output)  # type: ignore[no-any-return]
+        except KeyError:
+            return None
+
+    def park(self, folder: Path) -> None:
+        """From now on, entries given to `add` wait on disk in `folder`, encoded as this lock
+        writes them (store/parked.py): a build holds what is in flight, not everything it made."""
+        from imgbuild.store.parked import ParkedEntries
+
+        if not isinstance(self.outputs, ParkedEntries):
+            self.outputs = ParkedEntries(dict(self.outputs), folder, lambda entry: _encode(entry, 2))
+
+    def add(self, entries: dict[str, dict[str, Any]]) -> None:
+        """The entries of a finished target."""
+        park = getattr(self.outputs, "park", None)
+        for output, entry in entries.items():
+            if park is not None:
+                park(output, entry)
+            else:
+                self.outputs[output] = entry
 
     def dumps(self) -> bytes:
         return b"".join(self.chunks())
@@ -71,10 +97,14 @@ class Lock:
         yield b"{"
         for i, name in enumerate(sorted(doc)):
             yield (",\n  " if i else "\n  ").encode() + _encode(name, 1) + b": "
-            if name == "outputs" and self.outputs:
+            if name == "outputs" and not self.outputs:
+                yield b"{}"  # what json.dumps writes for an empty dict (this may be a ParkedEntries)
+            elif name == "outputs":
+                raw = getattr(self.outputs, "raw", None)  # parked entries: their bytes as they are
                 for j, output in enumerate(sorted(self.outputs)):
-                    yield ((",\n    " if j else "{\n    ") + _text(output, 2) + ": "
-                           + _text(self.outputs[output], 2)).encode("utf-8")
+                    head = ((",\n    " if j else "{\n    ") + _text(output, 2) + ": ").encode("utf-8")
+                    parked = raw(output) if raw is not None else None
+                    yield head + (parked if parked is not None else _encode(self.outputs[output], 2))
                 yield b"\n  }"
             else:
                 yield _encode(doc[name], 1)

@@ -123,6 +123,7 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
     # A moved output_dir leaves the old tree behind: remember its files with the hashes the
     # lock has now, before this build replaces entries of the same name with new ones.
     moved = lockfile.retire(project.state_dir, lock, project_folder(project), [])
+    lock.park(project.state_dir)  # what generation makes waits on disk until the lock is written
     try:
         execute.generate(ctx, todo, run)
         if run.interruption is None:

@@ -1,0 +1,157 @@
+"""Lock entries that wait on disk, already encoded, until the lock is written.
+
+A first build of 50k targets held every new lock entry as a dict until the end: ~1 KB each (an
+11-key dict, its request dict, two sha256 strings), the largest share of its peak memory. A
+build now hands each finished target's entries to `ParkedEntries.park`, which encodes them as
+the lock will write them and appends the bytes to an unnamed temporary file in the project's
+`.imgbuild/` (deleted by the system when the build ends, however it ends). What stays in memory
+is the output's name and one integer: where its bytes are.
+
+It is a mapping of output -> entry like the dict it replaces, so the lock's readers are
+unchanged:
+- `mapping[output]` and `get` bring an entry back into memory for good, so that a change made
+  to it (an accepted pick's fields) is what the lock writes;
+- iterating `items()` and `values()` reads entries from disk without keeping them (a build
+  looks at every entry once or twice after generating: it must not end holding them all);
+  a change made to such an entry is not kept;
+- `raw(output)` is the bytes as parked, which the lock writer copies as they are.
+If the file cannot be made or written (a read-only checkout, a full disk), entries stay in
+memory, as before.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
+from pathlib import Path
+from typing import Any
+
+Entry = dict[str, Any]
+_SHIFT = 32  # an entry's bytes: (offset << 32) | length, one int per output
+
+
+class ParkedEntries(MutableMapping[str, Entry]):
+    def __init__(self, entries: dict[str, Entry], folder: Path, encode: Callable[[Entry], bytes]) -> None:
+        self._held = entries  # in memory: read from the lock, brought back, or not parkable
+        self._parked: dict[str, int] = {}
+        self._folder = folder
+        self._encode = encode
+        self._fd = -1  # opened on the first park
+        self._end = 0
+        self._broken = False
+
+    def park(self, output: str, entry: Entry) -> None:
+        """Record `entry` for `output`, kept on disk if possible."""
+        data = self._encode(entry)
+        fd = self._file()
+        if fd >= 0:
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.pwrite(fd, data[written:], self._end + written)
+            except OSError:
+                self._broken = True
+            else:
+                self._held.pop(output, None)
+                self._parked[output] = self._end << _SHIFT | len(data)
+                self._end += len(data)
+                return
+        self._parked.pop(output, None)
+        self._held[output] = entry
+
+    def raw(self, output: str) -> bytes | None:
+        """The bytes parked for `output`; None when its entry is in memory."""
+        where = self._parked.get(output)
+        if where is None:
+            return None
+        length = where & ((1 << _SHIFT) - 1)
+        data = os.pread(self._fd, length, where >> _SHIFT)
+        if len(data) != length:  # the file is ours alone: this is a bug, not a user's mistake
+            raise OSError(f"parked lock entry of {output}: {len(data)} of {length} bytes read back")
+        return data
+
+    def peek(self, output: str) -> Entry:
+        """The entry of `output`, read from disk if parked there, not kept in memory."""
+        if output in self._held:
+            return self._held[output]
+        data = self.raw(output)
+        if data is None:
+            raise KeyError(output)
+        entry: Entry = json.loads(data)
+        return entry
+
+    def _file(self) -> int:
+        if self._fd < 0 and not self._broken:
+            try:  # O_TMPFILE: no name, removed when closed (or when the process dies)
+                self._fd = os.open(self._folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+            except (OSError, AttributeError):  # no such folder, read-only, not Linux
+                self._broken = True
+        return -1 if self._broken else self._fd
+
+    def close(self) -> None:
+        """Bring every parked entry back into memory and drop the file (only tests need this)."""
+        for output in list(self._parked):
+            self[output]
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # --- the mapping --------------------------------------------------------------------------
+
+    def __getitem__(self, output: str) -> Entry:
+        entry = self._held.get(output)
+        if entry is None:
+            entry = self.peek(output)  # KeyError when absent
+            del self._parked[output]
+            self._held[output] = entry
+        return entry
+
+    def __setitem__(self, output: str, entry: Entry) -> None:
+        self._parked.pop(output, None)
+        self._held[output] = entry
+
+    def __delitem__(self, output: str) -> None:
+        if output in self._held:
+            del self._held[output]
+        else:
+            del self._parked[output]
+
+    def __contains__(self, output: object) -> bool:
+        return output in self._held or output in self._parked
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._held)
+        yield from list(self._parked)
+
+    def __len__(self) -> int:
+        return len(self._held) + len(self._parked)
+
+    def items(self) -> ItemsView[str, Entry]:
+        return _PeekedItems(self)
+
+    def values(self) -> ValuesView[Entry]:
+        return _PeekedValues(self)
+
+
+class _PeekedItems(ItemsView[str, Entry]):
+    _mapping: ParkedEntries
+
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
+        for output in self._mapping:
+            yield output, self._mapping.peek(output)
+
+
+class _PeekedValues(ValuesView[Entry]):
+    _mapping: ParkedEntries
+
+    def __iter__(self) -> Iterator[Entry]:
+        for output in self._mapping:
+            yield self._mapping.peek(output)
