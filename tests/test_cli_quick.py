@@ -116,3 +116,15 @@ def test_a_reader_gone_before_the_result_ends_check_quietly_on_both_paths(snappe
             os.close(write_end)
         outcomes.append((proc.returncode, proc.stderr))
     assert outcomes == [(1, "|no click"), (1, "")], outcomes
+    # a build streaming --json: the first line already fails; the same ending, and a lock
+    shutil.rmtree(snapped / "assets" / "generated")  # work to do: the outputs come back from the cache
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CLICK_MAIN, "build", "--json"], cwd=snapped,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "Exception" not in proc.stderr, proc
+    assert (snapped / "imgbuild.lock").is_file()

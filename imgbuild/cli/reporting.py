@@ -44,19 +44,23 @@ def run_verb(command: str, output: tuple[bool, int, int], call: Callable[[Any], 
     except KeyboardInterrupt as e:  # outside a build's loop (loading, planning): nothing to keep
         sink.failure(command, e, EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # `imgbuild build --json | head -1`: the stream's reader left
+        return reader_gone()
     except Exception as e:
         sink.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
         return EXIT_INTERNAL
-    sink.result(result)
+    try:
+        sink.result(result)
+    except BrokenPipeError:  # `imgbuild check | head -1`
+        return reader_gone()
     return int(result.exit_code)
 
 
 def reader_gone() -> int:
     """The exit code when whoever read standard output went away (`imgbuild check | head -1`):
-    1, as click's path gives it, with standard output sent to /dev/null so that Python's own
-    flush at exit does not complain (the recipe of the `signal` module's documentation)."""
+    1, as click gives it for the output it writes itself, with standard output sent to
+    /dev/null so that Python's own flush at exit does not complain (the recipe of the `signal`
+    module's documentation)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
