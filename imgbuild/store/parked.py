@@ -42,13 +42,16 @@ class ParkedEntries(MutableMapping[str, Entry]):
 
     def park(self, output: str, entry: Entry) -> None:
         """Record `entry` for `output`, kept on disk if possible."""
-        data = self._encode(entry)
         fd = self._file()
         if fd >= 0:
+            data = self._encode(entry)
             try:
                 written = 0
                 while written < len(data):
-                    written += os.pwrite(fd, data[written:], self._end + written)
+                    n = os.pwrite(fd, data[written:], self._end + written)
+                    if n <= 0:
+                        raise OSError("no progress writing a parked lock entry")
+                    written += n
             except OSError:
                 self._broken = True
             else:
