@@ -25,7 +25,7 @@ def answer(args: list[str]) -> int | None:
     if parsed is None:
         return None
     command, quiet, values, allow_drafts = parsed
-    from imgbuild.cli.reporting import reader_gone, reporter, run_verb
+    from imgbuild.cli.reporting import reporter, run_verb, show
     from imgbuild.verbs.common import Where
 
     where = Where(values.get("directory"), values.get("file"))
@@ -44,13 +44,7 @@ def answer(args: list[str]) -> int | None:
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - click's path runs the command again and reports it
         return None
-    if result is None:
-        return None
-    try:
-        sink.result(result)
-    except BrokenPipeError:  # `imgbuild build | head -1`
-        return reader_gone()
-    return int(result.exit_code)
+    return None if result is None else show(sink, result)
 
 
 def _unchanged(where: Any, sink: Any) -> Any:

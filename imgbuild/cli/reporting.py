@@ -49,9 +49,14 @@ def run_verb(command: str, output: tuple[bool, int, int], call: Callable[[Any], 
     except Exception as e:
         sink.failure(command, e, EXIT_INTERNAL, crash_log=_write_crash_log(where))
         return EXIT_INTERNAL
+    return show(sink, result)
+
+
+def show(sink: Any, result: Any) -> int:
+    """Print a verb's result; its exit code (1 when the reader left: `imgbuild check | head -1`)."""
     try:
         sink.result(result)
-    except BrokenPipeError:  # `imgbuild check | head -1`
+    except BrokenPipeError:
         return reader_gone()
     return int(result.exit_code)
 
@@ -64,6 +69,7 @@ def reader_gone() -> int:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     except (OSError, ValueError):
         pass
     return 1

@@ -56,11 +56,11 @@ class Lock:
     def get(self, output: str) -> dict[str, Any] | None:
         """The entry of `output`, or None, to read: one parked on disk is read back and not
         kept in memory (a change to an entry goes through `outputs`)."""
-        peek = getattr(self.outputs, "peek", None)
-        if peek is None:
-            return self.outputs.get(output)
+        outputs = self.outputs
+        if type(outputs) is dict:  # not parked: the plan asks this 10k times on a no-op
+            return outputs.get(output)
         try:
-            return peek(output)  # type: ignore[no-any-return]
+            return outputs.peek(output)  # type: ignore[attr-defined,no-any-return]
         except KeyError:
             return None
 

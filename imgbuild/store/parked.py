@@ -91,14 +91,6 @@ class ParkedEntries(MutableMapping[str, Entry]):
                 self._broken = True
         return -1 if self._broken else self._fd
 
-    def close(self) -> None:
-        """Bring every parked entry back into memory and drop the file (only tests need this)."""
-        for output in list(self._parked):
-            self[output]
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
     def __del__(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
