@@ -10,6 +10,10 @@ Per size N (a multiple of 100; projects from bench/gen_project.py, graphs from b
 * first build: a fresh project, an empty cache, placeholder drafts, `build -q -j JOBS`; wall time
   and the peak RSS of that one process (its own rusage from wait4, not the maximum over every
   child this bench started). With --reuse an already built project is kept and not measured.
+  Beside it, the peak RSS of ninja making every output of the equivalent graph from nothing;
+  with two sizes or more measured, a last line gives what each adds per target (per edge). A
+  ninja edge here holds two paths, an imgbuild target its whole rendered request: ninja's
+  figure is a floor, not an equal.
 * no-op build and warm check: `build -q`, `check -q --allow-drafts` after one warm-up of each,
   median of RUNS whole processes.
 * fresh-clone check: the project's files, lock and outputs copied to a new folder (no
@@ -40,19 +44,37 @@ CHECK = [*IMGBUILD, "check", "-q", "--allow-drafts"]
 BUILD = [*IMGBUILD, "build", "-q"]
 
 
-def first_build(project: Path, env: dict[str, str], jobs: int) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of the build that makes every image."""
+def peak(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*BUILD, "-j", str(jobs)], cwd=project, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     err = proc.stderr.read()  # drain first: a full pipe would block the child
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"first build of {project} exited {proc.returncode}: {err.decode()[-2000:]}")
+        raise SystemExit(f"{' '.join(cmd)} in {cwd} exited {proc.returncode}: {err.decode()[-2000:]}")
     return wall, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def first_build(project: Path, env: dict[str, str], jobs: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of the build that makes every image."""
+    return peak([*BUILD, "-j", str(jobs)], project, env)
+
+
+def ninja_first_build(root: Path, n: int, env: dict[str, str], jobs: int) -> float:
+    """Peak RSS in MiB of ninja making every output of the N-output graph from nothing."""
+    graph = make_graph(root, n)
+    fresh = root / f"ninja-first-{n}"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.copytree(graph / "specs", fresh / "specs")
+    shutil.copy(graph / "build.ninja", fresh / "build.ninja")
+    (fresh / "out").mkdir()
+    try:
+        return peak([tool("ninja"), "-j", str(jobs)], fresh, env)[1]
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def built_project(root: Path, n: int, env: dict[str, str], jobs: int, reuse: bool) -> tuple[Path, str, str]:
@@ -103,7 +125,8 @@ def measure(root: Path, n: int, env: dict[str, str], args: argparse.Namespace) -
     warm_up(project, env)
     print(f"timing {n:,}...", file=sys.stderr, flush=True)
     graph = make_graph(root, n)
-    row: dict[str, object] = {"n": n, "first_wall": first_wall, "first_rss": first_rss}
+    row: dict[str, object] = {"n": n, "first_wall": first_wall, "first_rss": first_rss,
+                              "ninja_rss": ninja_first_build(root, n, env, args.jobs)}
     row["build"] = timed(BUILD, project, args.runs, env=env)
     row["check"] = timed(CHECK, project, args.runs, env=env)
     row["fresh"] = fresh_clone_check(project, root, env, max(3, args.runs // 2) if args.runs > 1 else 1)
@@ -112,16 +135,32 @@ def measure(root: Path, n: int, env: dict[str, str], args: argparse.Namespace) -
     return row
 
 
-HEADER = ("| targets | first build s | first build peak RSS MB | no-op build s | check s "
-          "| fresh-clone check s | ninja s | make -q s | build × ninja | check × ninja "
-          "| fresh check × ninja |\n" + "|---|" * 11).replace("||", "|")
+HEADER = ("| targets | first build s | first build peak RSS MiB | ninja first build peak RSS MiB "
+          "| no-op build s | check s | fresh-clone check s | ninja s | make -q s | build × ninja "
+          "| check × ninja | fresh check × ninja |\n" + "|---|" * 12).replace("||", "|")
 
 
 def table_row(r: dict[str, object]) -> str:
     ninja = float(r["ninja"])  # type: ignore[arg-type]
-    return (f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['build']:.3f} | {r['check']:.3f} "
+    return (f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['ninja_rss']:.0f} "
+            f"| {r['build']:.3f} | {r['check']:.3f} "
             f"| {r['fresh']:.3f} | {ninja:.3f} | {r['make']:.3f} | {float(r['build']) / ninja:.1f} "  # type: ignore[arg-type]
             f"| {float(r['check']) / ninja:.1f} | {float(r['fresh']) / ninja:.1f} |")  # type: ignore[arg-type]
+
+
+def per_target(rows: list[dict[str, object]]) -> str:
+    """What one more target adds to the first build's peak RSS, between the smallest and the
+    largest size measured, beside what one more edge adds to ninja's."""
+    measured = [r for r in rows if r["first_rss"] != "(reused)"]
+    if len(measured) < 2:
+        return ""
+    a, b = measured[0], measured[-1]
+    span = int(b["n"]) - int(a["n"])  # type: ignore[call-overload]
+    ours = (float(b["first_rss"]) - float(a["first_rss"])) * 2**20 / span  # type: ignore[arg-type]
+    ninja = (float(b["ninja_rss"]) - float(a["ninja_rss"])) * 2**20 / span  # type: ignore[arg-type]
+    ratio = f" ({ours / ninja:.1f}×)" if ninja > 0 else ""
+    return (f"\nfirst build, peak RSS added per target from {int(a['n']):,} to {int(b['n']):,}: "  # type: ignore[call-overload]
+            f"imgbuild {ours:.0f} B, ninja {ninja:.0f} B per edge{ratio}")
 
 
 def footer(runs: int) -> str:
@@ -148,9 +187,11 @@ def main() -> None:
     for name in ("DASHSCOPE_API_KEY", "PYTHONDONTWRITEBYTECODE", "IMGBUILD_REMOTE"):
         env.pop(name, None)
     print(HEADER, flush=True)
+    rows = []
     for n in sizes:  # each row as soon as it is measured: a long 50k run keeps the smaller ones
-        print(table_row(measure(root, n, env, args)), flush=True)
-    print(footer(args.runs))
+        rows.append(measure(root, n, env, args))
+        print(table_row(rows[-1]), flush=True)
+    print(per_target(rows) + footer(args.runs))
 
 
 if __name__ == "__main__":
