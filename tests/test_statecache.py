@@ -131,9 +131,9 @@ def test_stamps_kept_packed_read_and_save_as_the_lists_they_stand_for(tmp_path: 
     digest = hashlib.sha256(b"pixels").hexdigest()
     stats = caches.StatCache(tmp_path)
     stats.remember(str(image), digest)
-    assert isinstance(stats.entries[str(image)], bytes)
     st = os.stat(image)
     assert stats.entry(str(image)) == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+    assert isinstance(stats.entries[str(image)], bytes)
     monkeypatch.setattr(caches, "sha256_file", lambda path: pytest.fail("hashed although the stamp holds"))
     assert stats.sha256(str(image)) == digest
     stats.save()
@@ -142,3 +142,63 @@ def test_stamps_kept_packed_read_and_save_as_the_lists_they_stand_for(tmp_path: 
     monkeypatch.undo()
     image.write_bytes(b"edited")
     assert stats.sha256(str(image)) == hashlib.sha256(b"edited").hexdigest()
+
+
+def _stamped(path: Path, data: bytes) -> tuple[str, str, list[object]]:
+    import hashlib
+
+    path.write_bytes(data)
+    st = os.stat(path)
+    digest = hashlib.sha256(data).hexdigest()
+    return str(path), digest, [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+
+
+def test_what_a_run_stamps_waits_on_disk_until_asked_or_saved(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first build stamps every image it writes: those stamps are not held in memory, yet
+    a lookup answers them and `save` writes them, across the reads of the spill file."""
+    from imgbuild.plan import caches
+
+    monkeypatch.setattr(caches, "_SPILL_READ", 300)  # records cross read boundaries
+    monkeypatch.setattr(caches, "_SLICE", 7)  # and slices
+    (tmp_path / "state").mkdir()
+    files = [_stamped(tmp_path / f"{'n' * (i % 40)}{i}.png", b"x" * i) for i in range(50)]
+    stats = caches.StatCache(tmp_path / "state")
+    for path, digest, _ in files:
+        stats.remember(path, digest)
+    assert stats.entries == {}  # nothing per image in memory
+    stats.save()
+    again = caches.StatCache(tmp_path / "state")
+    assert again.entries == {path: stamp for path, _, stamp in files}
+    # a lookup brings them in, once
+    assert stats.entry(files[3][0]) == files[3][2]
+    assert {p: caches._unpacked(v) for p, v in stats.entries.items()} == again.entries
+
+
+def test_a_path_stamped_twice_keeps_its_last_stamp(tmp_path: Path) -> None:
+    from imgbuild.plan import caches
+
+    image = tmp_path / "a.png"
+    path, first, _ = _stamped(image, b"one")
+    stats = caches.StatCache(tmp_path)
+    stats.remember(path, first)
+    _, second, stamp = _stamped(image, b"second")
+    stats.remember(path, second)
+    stats.save()
+    assert caches.StatCache(tmp_path).entries == {path: stamp}  # saved: the last one
+    assert stats.entry(path) == stamp  # looked up: the last one
+    # a stamp that cannot be packed is held in memory, and still comes after the spilled one
+    stats = caches.StatCache(tmp_path)
+    stats.remember(path, first)
+    stats.remember(path, "not-a-sha256")
+    assert stats.entry(path)[4] == "not-a-sha256"  # type: ignore[index]
+
+
+def test_with_no_folder_to_spill_to_stamps_stay_in_memory(tmp_path: Path) -> None:
+    from imgbuild.plan import caches
+
+    path, digest, stamp = _stamped(tmp_path / "a.png", b"pixels")
+    stats = caches.StatCache(tmp_path / "missing")
+    stats.remember(path, digest)
+    assert caches._unpacked(stats.entries[path]) == stamp
+    assert stats.entry(path) == stamp

@@ -26,6 +26,7 @@ from typing import Any
 from imgbuild._version import __version__
 from imgbuild.store import gcpause
 from imgbuild.store.atomic import atomic_write_chunks, sha256_file, sha256_files
+from imgbuild.store.parked import Spill
 from imgbuild.spec.types import Input, Request, Target, Variant
 
 PLAN_FILE = "plan-cache.json"
@@ -185,10 +186,41 @@ class StatCache:
         self.dirty = False
         # paths whose entry `prefetch` found true a moment ago: not stat'ed again in this run
         self._checked: set[str] = set()
+        # What `remember` stamped waits on disk until a lookup or `save` wants it: a first
+        # build of 50k images held ~220 bytes per image here (path, packed stamp, slot) for
+        # a file it reads only at the end. Each record: path length, path, packed stamp.
+        self._folder = state_dir
+        self._written = Spill(state_dir)
 
     def entry(self, path: str) -> list[Any] | None:
         """[size, mtime_ns, inode, ctime_ns, sha256] of `path`, or None."""
-        return _unpacked(self.entries.get(path))
+        found = self.entries.get(path)
+        if found is None and self._written.end:
+            self._fold()
+            found = self.entries.get(path)
+        return _unpacked(found)
+
+    def _fold(self) -> None:
+        """Bring what `remember` stamped into `entries` (a later record of a path wins)."""
+        self.entries.update(self._written_records())
+        self._written = Spill(self._folder)
+
+    def _written_records(self) -> Iterator[tuple[str, bytes]]:
+        """(path, packed stamp) as `remember` spilled them, in order, read a block at a time."""
+        spill, offset = self._written, 0
+        while offset < spill.end:
+            data = spill.read(offset, min(_SPILL_READ, spill.end - offset))
+            pos = 0
+            while pos + _NAME_LEN.size <= len(data):
+                (n,) = _NAME_LEN.unpack_from(data, pos)
+                end = pos + _NAME_LEN.size + n + _PACKED.size
+                if end > len(data):
+                    break  # the record goes on in the next block
+                yield os.fsdecode(data[pos + _NAME_LEN.size:end - _PACKED.size]), data[end - _PACKED.size:end]
+                pos = end
+            if pos == 0:  # the file is ours alone and holds whole records: a bug, not a user's mistake
+                raise OSError(f"stat cache spill: no whole record at {offset} of {spill.end}")
+            offset += pos
 
     def sha256(self, path: str | Path) -> str | None:
         if path in self._checked:
@@ -240,13 +272,22 @@ class StatCache:
 
     def remember(self, path: str | Path, digest: str) -> None:
         """Record a file we just wrote, so the next run need not read it back."""
-        self._checked.discard(str(path))
+        key = str(path)
+        self._checked.discard(key)
         try:
-            st = os.stat(path)
+            st = os.stat(key)
         except OSError:
             return
-        self.entries[str(path)] = _packed(stamp_of(st), digest)
         self.dirty = True
+        packed = _packed(stamp_of(st), digest)
+        if isinstance(packed, bytes):
+            name = os.fsencode(key)
+            if len(name) < 1 << 16 and self._written.append(_NAME_LEN.pack(len(name)) + name + packed) is not None:
+                self.entries.pop(key, None)  # one place for a path: the spill is read after entries
+                return
+        if self._written.end:
+            self._fold()  # an older record of this path must not come after this one
+        self.entries[key] = packed
 
     def save(self) -> None:
         if not self.dirty:
@@ -263,6 +304,12 @@ class StatCache:
                 rows = {k: _unpacked(v) if isinstance(v, bytes) else v for k, v in part.items()}
                 yield (sep + encode(rows)[1:-1]).encode("utf-8")
                 sep = ","
+            # after entries, as `_fold` would put them; a path remembered twice is written
+            # twice, and json keeps the last (documented), as `_fold` does
+            records = self._written_records()
+            while part := list(islice(records, _SLICE)):
+                yield (sep + encode({k: _unpacked(v) for k, v in part})[1:-1]).encode("utf-8")
+                sep = ","
             yield b"}}"
 
         try:  # disposable state, not fsynced: a file a crash cut short does not parse, and is made again
@@ -274,6 +321,8 @@ class StatCache:
 
 
 _PACKED = struct.Struct("<QqQq32s")  # size, mtime_ns, inode, ctime_ns, sha256
+_NAME_LEN = struct.Struct("<H")  # a spilled record's path length
+_SPILL_READ = 1 << 18  # bytes of spilled records read at a time
 
 
 def _packed(stamp: list[int], digest: str) -> bytes | list[Any]:

@@ -30,58 +30,45 @@ Entry = dict[str, Any]
 _SHIFT = 32  # an entry's bytes: (offset << 32) | length, one int per output
 
 
-class ParkedEntries(MutableMapping[str, Entry]):
-    def __init__(self, entries: dict[str, Entry], folder: Path, encode: Callable[[Entry], bytes]) -> None:
-        self._held = entries  # in memory: read from the lock, brought back, or not parkable
-        self._parked: dict[str, int] = {}
+class Spill:
+    """Bytes appended to an unnamed temporary file in `folder` and read back by position; the
+    system removes the file when it is closed or the process ends, however it ends. `append`
+    answers None when there is no such file (no folder, read-only, not Linux, a full disk):
+    the caller then keeps its data in memory, as it did before."""
+
+    def __init__(self, folder: Path) -> None:
         self._folder = folder
-        self._encode = encode
-        self._fd = -1  # opened on the first park
-        self._end = 0
+        self._fd = -1  # opened on the first append
+        self.end = 0
         self._broken = False
 
-    def park(self, output: str, entry: Entry) -> None:
-        """Record `entry` for `output`, kept on disk if possible."""
+    def usable(self) -> bool:
+        """Whether there is a file to append to (made on the first ask)."""
+        return self._file() >= 0
+
+    def append(self, data: bytes) -> int | None:
+        """Where `data` now starts, or None if it could not be written."""
         fd = self._file()
-        if fd >= 0:
-            data = self._encode(entry)
-            try:
-                written = 0
-                while written < len(data):
-                    n = os.pwrite(fd, data[written:], self._end + written)
-                    if n <= 0:
-                        raise OSError("no progress writing a parked lock entry")
-                    written += n
-            except OSError:
-                self._broken = True
-            else:
-                self._held.pop(output, None)
-                self._parked[output] = self._end << _SHIFT | len(data)
-                self._end += len(data)
-                return
-        self._parked.pop(output, None)
-        self._held[output] = entry
-
-    def raw(self, output: str) -> bytes | None:
-        """The bytes parked for `output`; None when its entry is in memory."""
-        where = self._parked.get(output)
-        if where is None:
+        if fd < 0:
             return None
-        length = where & ((1 << _SHIFT) - 1)
-        data = os.pread(self._fd, length, where >> _SHIFT)
-        if len(data) != length:  # the file is ours alone: this is a bug, not a user's mistake
-            raise OSError(f"parked lock entry of {output}: {len(data)} of {length} bytes read back")
-        return data
+        try:
+            written = 0
+            while written < len(data):
+                n = os.pwrite(fd, data[written:], self.end + written)
+                if n <= 0:
+                    raise OSError("no progress writing to a spill file")
+                written += n
+        except OSError:
+            self._broken = True
+            return None
+        start, self.end = self.end, self.end + len(data)
+        return start
 
-    def peek(self, output: str) -> Entry:
-        """The entry of `output`, read from disk if parked there, not kept in memory."""
-        if output in self._held:
-            return self._held[output]
-        data = self.raw(output)
-        if data is None:
-            raise KeyError(output)
-        entry: Entry = json.loads(data)
-        return entry
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:  # the file is ours alone: this is a bug, not a user's mistake
+            raise OSError(f"spill file: {len(data)} of {length} bytes read back at {offset}")
+        return data
 
     def _file(self) -> int:
         if self._fd < 0 and not self._broken:
@@ -98,6 +85,43 @@ class ParkedEntries(MutableMapping[str, Entry]):
                 os.close(fd)
             except OSError:
                 pass
+
+
+class ParkedEntries(MutableMapping[str, Entry]):
+    def __init__(self, entries: dict[str, Entry], folder: Path, encode: Callable[[Entry], bytes]) -> None:
+        self._held = entries  # in memory: read from the lock, brought back, or not parkable
+        self._parked: dict[str, int] = {}
+        self._spill = Spill(folder)
+        self._encode = encode
+
+    def park(self, output: str, entry: Entry) -> None:
+        """Record `entry` for `output`, kept on disk if possible."""
+        if self._spill.usable():  # encoded only when there is somewhere to put the bytes
+            data = self._encode(entry)
+            start = self._spill.append(data)
+            if start is not None:
+                self._held.pop(output, None)
+                self._parked[output] = start << _SHIFT | len(data)
+                return
+        self._parked.pop(output, None)
+        self._held[output] = entry
+
+    def raw(self, output: str) -> bytes | None:
+        """The bytes parked for `output`; None when its entry is in memory."""
+        where = self._parked.get(output)
+        if where is None:
+            return None
+        return self._spill.read(where >> _SHIFT, where & ((1 << _SHIFT) - 1))
+
+    def peek(self, output: str) -> Entry:
+        """The entry of `output`, read from disk if parked there, not kept in memory."""
+        if output in self._held:
+            return self._held[output]
+        data = self.raw(output)
+        if data is None:
+            raise KeyError(output)
+        entry: Entry = json.loads(data)
+        return entry
 
     # --- the mapping --------------------------------------------------------------------------
 
