@@ -30,8 +30,8 @@ def tool(name: str) -> str:
     environment's scripts folder first, then PATH. Missing is an error, never a silent skip."""
     found = shutil.which(name, path=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
     if found is None:
-        raise SystemExit(f"`{name}` not found: the comparison needs it "
-                         "(ninja: pip install -e '.[test]' brings it; make: apt-get install make)")
+        raise SystemExit(f"`{name}` not found: the comparison needs it (ninja: pip install -e "
+                         "'.[test]' brings it; make, GNU time: apt-get install make time)")
     return found
 
 

@@ -25,7 +25,8 @@ NUMBER = r"\d+\.\d+"
 def need(name: str) -> None:
     path = os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")])
     if shutil.which(name, path=path) is None:
-        message = f"`{name}` is not installed (ninja: pip install -e '.[test]'; make: apt-get install make)"
+        message = (f"`{name}` is not installed (ninja: pip install -e '.[test]'; make, GNU time: "
+                   "apt-get install make time)")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -59,6 +60,7 @@ def test_noop(tmp_path: Path) -> None:
 def test_scale(tmp_path: Path) -> None:
     need("ninja")
     need("make")
+    need("time")
     out = bench("scale.py", "--sizes", "100,200", "--runs", "1", "--workdir", str(tmp_path))
     for n in (100, 200):
         cells = row(out, rf"^\| {n} \|(.*)\|$").group(1).split("|")
