@@ -17,6 +17,9 @@ unchanged:
 - `raw(output)` is the bytes as parked, which the lock writer copies as they are.
 If the file cannot be made or written (a read-only checkout, a full disk), entries stay in
 memory, as before.
+
+The unnamed file itself is a `Spill`, which the stat cache uses too (plan/caches.py) for the
+stamps of the files a build writes.
 """
 from __future__ import annotations
 
