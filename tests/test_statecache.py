@@ -173,6 +173,12 @@ def test_what_a_run_stamps_waits_on_disk_until_asked_or_saved(tmp_path: Path,
     # a lookup brings them in, once
     assert stats.entry(files[3][0]) == files[3][2]
     assert {p: caches._unpacked(v) for p, v in stats.entries.items()} == again.entries
+    # what is stamped after that waits on disk again, and is saved beside what came back
+    late = _stamped(tmp_path / "late.png", b"late")
+    stats.remember(late[0], late[1])
+    assert late[0] not in stats.entries
+    stats.save()
+    assert caches.StatCache(tmp_path / "state").entries == {**again.entries, late[0]: late[2]}
 
 
 def test_a_path_stamped_twice_keeps_its_last_stamp(tmp_path: Path) -> None:
