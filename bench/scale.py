@@ -84,16 +84,18 @@ def ninja_first_build(root: Path, n: int, env: dict[str, str], jobs: int) -> flo
         report.unlink(missing_ok=True)
 
 
-def built_project(root: Path, n: int, env: dict[str, str], jobs: int, reuse: bool) -> tuple[Path, str, str]:
+def built_project(root: Path, n: int, env: dict[str, str], jobs: int,
+                  reuse: bool) -> tuple[Path, float | None, float | None]:
+    """The built project, and its first build's (wall seconds, peak RSS MiB); None when reused."""
     project = root / f"imgbuild-{n}"
     if reuse and (project / "imgbuild.lock").exists():
-        return project, "(reused)", "(reused)"
+        return project, None, None
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(root / f"cache-{n}", ignore_errors=True)
     generate(project, n)
     print(f"first build of {n:,} placeholder images...", file=sys.stderr, flush=True)
-    wall, peak = first_build(project, {**env, "IMGBUILD_CACHE_DIR": str(root / f"cache-{n}")}, jobs)
-    return project, f"{wall:.1f}", f"{peak:.0f}"
+    wall, rss = first_build(project, {**env, "IMGBUILD_CACHE_DIR": str(root / f"cache-{n}")}, jobs)
+    return project, wall, rss
 
 
 def warm_up(project: Path, env: dict[str, str]) -> None:
@@ -149,7 +151,9 @@ HEADER = ("| targets | first build s | first build peak RSS MiB | ninja first bu
 
 def table_row(r: dict[str, object]) -> str:
     ninja = float(r["ninja"])  # type: ignore[arg-type]
-    return (f"| {r['n']:,} | {r['first_wall']} | {r['first_rss']} | {r['ninja_rss']:.0f} "
+    wall, rss = r["first_wall"], r["first_rss"]
+    return (f"| {r['n']:,} | {'(reused)' if wall is None else f'{wall:.1f}'} "
+            f"| {'(reused)' if rss is None else f'{rss:.0f}'} | {r['ninja_rss']:.0f} "
             f"| {r['build']:.3f} | {r['check']:.3f} "
             f"| {r['fresh']:.3f} | {ninja:.3f} | {r['make']:.3f} | {float(r['build']) / ninja:.1f} "  # type: ignore[arg-type]
             f"| {float(r['check']) / ninja:.1f} | {float(r['fresh']) / ninja:.1f} |")  # type: ignore[arg-type]
@@ -158,7 +162,7 @@ def table_row(r: dict[str, object]) -> str:
 def per_target(rows: list[dict[str, object]]) -> str:
     """What one more target adds to the first build's peak RSS, between the smallest and the
     largest size measured, beside what one more edge adds to ninja's."""
-    measured = [r for r in rows if r["first_rss"] != "(reused)"]
+    measured = [r for r in rows if r["first_rss"] is not None]
     if len(measured) < 2:
         return ""
     a, b = measured[0], measured[-1]
