@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, TextIO
 
 from imgbuild.errors import Failure, Problem
@@ -25,6 +25,30 @@ STATE_LABEL = {
     "draft": "draft",
     "up_to_date": "up to date",
 }
+
+
+_ROWS_AT_ONCE = 1000
+_summary = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # what json.dumps(...) makes
+
+
+def json_pieces(result: Any) -> Iterator[str]:
+    """`result`'s --json document, the text `json.dumps(result.to_dict(), sort_keys=True,
+    ensure_ascii=False)` makes, in pieces: a result with one row per output gives its rows
+    apart (`json_head`), and they are turned into dicts and text a slice at a time."""
+    head = getattr(result, "json_head", None)
+    if head is None:
+        yield _summary(result.to_dict())
+        return
+    from imgbuild.verbs.results import ROWS_LATER
+
+    doc, rows = head()
+    # exactly once: a string value holding these characters would have its quotes escaped
+    before, after = _summary(doc).split('"targets": ' + _summary(ROWS_LATER), 1)
+    yield before + '"targets": ['
+    for start in range(0, len(rows), _ROWS_AT_ONCE):
+        part = _summary([r.to_dict() for r in rows[start:start + _ROWS_AT_ONCE]])[1:-1]
+        yield (", " + part) if start else part
+    yield "]" + after
 
 
 class Reporter:
@@ -135,7 +159,10 @@ class Reporter:
             self.error(text)
             text = ""
         if self.json_mode:
-            self._print(json.dumps(result.to_dict(), sort_keys=True, ensure_ascii=False))
+            for piece in json_pieces(result):
+                self.out.write(piece)
+            self.out.write("\n")
+            self.out.flush()
         elif text and (self.verbosity >= 0 or loud):
             self._print(text)
         interrupted = getattr(result, "interrupted", None)
