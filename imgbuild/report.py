@@ -28,7 +28,10 @@ STATE_LABEL = {
 
 
 _ROWS_AT_ONCE = 1000
-_summary = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # what json.dumps(...) makes
+# One encoder each, made once: json.dumps makes a new one on every call that passes options
+# (a build with --json writes an event per output and state). Same text as json.dumps.
+_summary = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_event = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def json_pieces(result: Any) -> Iterator[str]:
@@ -82,8 +85,8 @@ class Reporter:
         if self.json_mode:
             t = round(time.monotonic() - self.started, 3)
             for output in outputs:
-                print(json.dumps({"event": "state", "name": name, "output": output, "state": state,
-                                  "t": t}, ensure_ascii=False), file=self.out, flush=True)
+                print(_event({"event": "state", "name": name, "output": output, "state": state,
+                              "t": t}), file=self.out, flush=True)
         elif self._status is not None:
             self._status.update(name, state)
 
@@ -191,7 +194,7 @@ class Reporter:
                 doc["problems"] = [p.to_dict() for p in error.problems]
             if crash_log is not None:
                 doc["crash_log"] = crash_log
-            self._print(json.dumps(doc, sort_keys=True, ensure_ascii=False))
+            self._print(_summary(doc))
 
 
 class LiveStatus:
