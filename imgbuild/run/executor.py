@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,19 +134,21 @@ class Executor:
         return sum(1 for step in self._active.values()
                    if step.action != RESTORE and self._states.get(id(step)) in (SUBMITTING, DOWNLOADING))
 
-    async def run(self, steps: list[Step]) -> list[Outcome]:
+    async def run(self, steps: deque[Step]) -> None:
         """Steps come in dependency order (the plan's), so a step waiting on its inputs only
-        waits on steps some worker already took: no deadlock, whatever `jobs` is."""
+        waits on steps some worker already took: no deadlock, whatever `jobs` is.
+
+        `steps` is used up: a worker takes each step out of it, and once its outcome is handed
+        to `on_outcome` nothing here refers to the step any more. A build of 50k targets then
+        does not hold every finished step (and its target's request) to its end."""
         board = inputs.Board(steps)
-        queue: asyncio.Queue[Step] = asyncio.Queue()
         for step in steps:
-            queue.put_nowait(step)
             self._emit(step, QUEUED)
-        outcomes: list[Outcome] = []
+        workers = min(self.jobs, len(steps)) or 1
 
         async def worker() -> None:
-            while not queue.empty():
-                step = queue.get_nowait()
+            while steps:
+                step = steps.popleft()
                 blocked = await board.wait(step) if step.sources else None
                 if blocked is not None:
                     outcome = Outcome(step, SKIPPED, failure=blocked)
@@ -154,13 +157,11 @@ class Executor:
                 else:
                     outcome = await self._guarded(step)
                 board.finish(step, outcome.status)
-                outcomes.append(outcome)
                 self._emit(step, FINAL_STATE[outcome.status])
                 self._states.pop(id(step), None)  # nothing asks a finished step's state again
                 self.on_outcome(outcome)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.jobs, len(steps)) or 1)))
-        return outcomes
+        await asyncio.gather(*(worker() for _ in range(workers)))
 
     async def _guarded(self, step: Step) -> Outcome:
         """`_one` as its own task, so that interrupt()/cancel() can stop this target alone."""

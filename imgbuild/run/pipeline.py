@@ -7,7 +7,8 @@ keeps it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -20,9 +21,16 @@ DEFAULT_JOBS = 4  # -j without DashScope (drafts, cache restores): bound by CPU 
 _HANDED_OVER: Mapping[str, Any] = MappingProxyType({})
 
 
+def _ignore(outcome: Any) -> None:
+    pass
+
+
 @dataclass
 class Run:
-    outcomes: list[Any] = field(default_factory=list)  # run.executor.Outcome
+    # Each run.executor.Outcome, once the lock holds its entries: the verb keeps what its summary
+    # needs of it. Outcomes are not collected here, so a finished target's step, request and
+    # outcome are let go as the build goes on, not held to its end.
+    on_outcome: Callable[[Any], None] = _ignore
     derived: list[Any] = field(default_factory=list)  # run.derivatives.VariantOutcome
     interruption: Any = None  # verbs.results.Interruption
     derived_fresh: int = 0  # variants already up to date (not counting those still waiting)
@@ -40,8 +48,9 @@ def sweep(project: Any, targets: Iterable[Any]) -> None:
     sweep_temp_files({project.state_dir / "journal"}, prefixes=(".tmp-",))
 
 
-def generate(ctx: Any, todo: list[Any], run: Run) -> None:
-    """Run the executor over `todo` (a no-op build never imports asyncio or the executor)."""
+def generate(ctx: Any, todo: deque[Any], run: Run) -> None:
+    """Run the executor over `todo`, which it uses up (a no-op build never imports asyncio or
+    the executor)."""
     if not todo:
         return
     from imgbuild.run.executor import Executor, Outcome
@@ -64,7 +73,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
             ctx.stats.remember(os.path.join(output_dir, output), entry["sha256"])
         if outcome.status != "failed":  # handed over to the lock; a partial failure's rows still read them
             outcome.entries = _HANDED_OVER
-        run.outcomes.append(outcome)
+        run.on_outcome(outcome)
         if outcome.status == "skipped" and executor.interrupted:
             return  # after Ctrl-C, one closing line says what was kept, not one per target
         shown += len(outcome.step.target.outputs)
@@ -80,7 +89,7 @@ def generate(ctx: Any, todo: list[Any], run: Run) -> None:
                         limiter=limiter, on_stored=getattr(ctx, "on_stored", None),
                         on_event=lambda step, state: sink.event(step.target.name, step.target.outputs, state))
     executor.root = project.root
-    sink.start_progress([(s.target.name, s.target.request.n) for s in todo])
+    sink.start_progress((s.target.name, s.target.request.n) for s in todo)
     try:
         stop = run_executor(executor, todo, sink, on_close=provider.close if provider else None)
     finally:

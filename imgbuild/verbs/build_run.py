@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,9 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
 
             return plan_result(ctx, plan, selected, estimate)
         _enforce_limits(estimate, choice.name != "placeholder", options)
-        result = _run(ctx, plan, targets, selected, estimate)
+        work = Work.of(plan)
+        del plan  # the executor uses up work.todo: each step is let go once it has finished
+        result = _run(ctx, work, targets, selected, estimate)
     if result.nothing_to_do and remote is None and not options.patterns and not options.force:
         remember_noop(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
                       targets, stats)
@@ -108,24 +111,41 @@ def _plan(ctx: Context, selected: list[Any]) -> Any:
     return plan
 
 
-def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
+@dataclass
+class Work:
+    """The plan as a build runs it."""
+
+    todo: deque[Step]  # to generate or restore: the executor takes each one out as it starts
+    fresh: list[Step]  # up to date: the summary's up-to-date rows are made from them
+    waiting: list[Step]  # left pending a pick: the lock's pending records and their rows
+    orphans: list[str]
+
+    @classmethod
+    def of(cls, plan: Any) -> Work:
+        steps = plan.steps
+        return cls(deque(s for s in steps if s.action != NOTHING),
+                   [s for s in steps if s.action == NOTHING and s.state != PENDING],
+                   [s for s in steps if s.state == PENDING], plan.orphans)
+
+
+def _run(ctx: Context, work: Work, targets: list[Any], selected: list[Any],
          estimate: dict[str, Any]) -> BuildResult:
     from imgbuild.run import pipeline as execute
 
     project, lock = ctx.project, ctx.lock
-    prune = [] if ctx.options.patterns or ctx.options.shard else plan.orphans
-    todo = [s for s in plan.steps if s.action != NOTHING]
-    fresh = [s for s in plan.steps if s.action == NOTHING and s.state != PENDING]
+    prune = [] if ctx.options.patterns or ctx.options.shard else work.orphans
+    ran = bool(work.todo)
     pending_before = json.dumps(lock.pending, sort_keys=True)
     picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
-    run = execute.Run()
-    execute.sweep(project, (s.target for s in todo))
+    tally = Tally(estimate, paid=ctx.choice.name != "placeholder")
+    run = execute.Run(on_outcome=tally.add)
+    execute.sweep(project, (s.target for s in work.todo))
     # A moved output_dir leaves the old tree behind: remember its files with the hashes the
     # lock has now, before this build replaces entries of the same name with new ones.
     moved = lockfile.retire(project.state_dir, lock, project_folder(project), [])
     lock.park(project.state_dir)  # what generation makes waits on disk until the lock is written
     try:
-        execute.generate(ctx, todo, run)
+        execute.generate(ctx, work.todo, run)
         if run.interruption is None:
             execute.derive(ctx, as_made(selected, lock), run)
     finally:
@@ -134,18 +154,18 @@ def _run(ctx: Context, plan: Any, targets: list[Any], selected: list[Any],
         for orphan in prune:
             lock.outputs.pop(orphan, None)
         if any(t.candidates > 1 for t in selected) or lock.pending:
-            record_pending(plan.steps, selected, lock, ctx.cache, project, ctx.sink.notice)
+            record_pending(work.waiting, selected, lock, ctx.cache, project, ctx.sink.notice)
         # serialising a 10k-entry lock costs ~0.3 s: not on a no-op (unless this project
         # file's entries still live in the folder's shared imgbuild.lock)
-        if (todo or run.derived or prune or moved or lock.adopted_from is not None
+        if (ran or run.derived or prune or moved or lock.adopted_from is not None
                 or json.dumps(lock.pending, sort_keys=True) != pending_before):
             lockfile.write(project.lock_path, lock)
         execute.write_manifest(project, targets, lock)
         ctx.stats.save()
         if ctx.options.shard:
             remote_verbs.write_fragment(project, lock, selected, ctx.options.shard)
-    result = _result(ctx, run, fresh, prune, estimate, nothing=not (todo or prune or run.derived))
-    result.changed.extend(pending_rows(plan.steps))
+    result = _result(ctx, run, tally, work.fresh, prune, nothing=not (ran or prune or run.derived))
+    result.changed.extend(pending_rows(work.waiting))
     result.nothing_to_do = result.nothing_to_do and not any(r.status == PENDING for r in result.changed)
     result.pending_fails = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if run.interruption is None:  # derivation ran: the fresh ones and the ones it touched
@@ -164,35 +184,65 @@ def pending_rows(steps: list[Step]) -> list[Row]:
     return rows
 
 
-def _result(ctx: Context, run: Any, fresh: list[Step], prune: list[str], estimate: dict[str, Any],
+class Tally:
+    """What the summary needs of each target the executor finished, taken as its outcome
+    comes (in the same order as before, so money adds up to the same floats): rows, calls,
+    images and money. The outcomes, with their steps and requests, are not kept."""
+
+    def __init__(self, estimate: dict[str, Any], paid: bool) -> None:
+        self.rows: list[Row] = []
+        self.paid, self.region = paid, estimate["region"]
+        # Money counted once, where it was spent: images billed in this run; tasks paid in an
+        # earlier run and collected now as `resumed`; restores as saved. Drafts cost nothing.
+        self.money = Money(estimate["currency"])
+        self.provider_calls = self.images_bought = self.images_resumed = self.possibly_paid = 0
+        self.stopped: Any = None  # errors.Failure
+
+    def add(self, outcome: Any) -> None:
+        step = outcome.step
+        if not step.candidate or outcome.status == "failed":  # candidates: one pending row per target
+            reason = "; ".join(step.reasons)
+            for output in step.target.outputs:
+                if outcome.status == "failed" and output in outcome.entries:
+                    # partial success (n>1): this image was written and is in the lock
+                    self.rows.append(Row(step.target.name, output, "built", "kept from a partial result"))
+                else:
+                    self.rows.append(Row(step.target.name, output, outcome.status, reason,
+                                         failure=outcome.failure))
+        # what stopped submissions: a target never started for it. A dependant skipped because
+        # its input failed (InputFailed) was not stopped by anything but that input: not the reason.
+        failure = outcome.failure
+        if (self.stopped is None and outcome.status == "skipped" and failure
+                and failure.code not in ("Interrupted", "InputFailed")):
+            self.stopped = failure
+        if step.action == GENERATE and outcome.status != "skipped":
+            self.provider_calls += 1
+        self.possibly_paid += failure.possibly_paid if failure else outcome.possibly_paid
+        if self.paid:
+            self._spend(outcome)
+
+    def _spend(self, outcome: Any) -> None:
+        step, money = outcome.step, self.money
+        price = cost.unit_price(step.target.request.model, self.region) or 0.0  # unknown: not counted
+        if outcome.resumed:
+            self.images_resumed += outcome.images_bought
+            money.resumed += outcome.images_bought * price
+        else:
+            self.images_bought += outcome.images_bought
+            money.spent += outcome.images_bought * price
+        if outcome.status == "restored" and is_final(step.provider):  # a restored draft saved nothing
+            money.saved_by_cache += step.target.request.n * price
+
+
+def _result(ctx: Context, run: Any, tally: Tally, fresh: list[Step], prune: list[str],
             nothing: bool) -> BuildResult:
-    rows: list[Row] = []
-    for d in run.derived:
-        rows.append(Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
-                        d.error or d.step.reason, kind="derived"))
-    for outcome in run.outcomes:
-        reason = "; ".join(outcome.step.reasons)
-        if outcome.step.candidate and outcome.status != "failed":
-            continue  # candidates are summed up in one pending row per target
-        for output in outcome.step.target.outputs:
-            if outcome.status == "failed" and output in outcome.entries:
-                # partial success (n>1): this image was written and is in the lock
-                rows.append(Row(outcome.step.target.name, output, "built", "kept from a partial result"))
-            else:
-                rows.append(Row(outcome.step.target.name, output, outcome.status, reason, failure=outcome.failure))
-    # what stopped submissions: a target never started for it. A dependant skipped because its
-    # input failed (InputFailed) was not stopped by anything but that input: not the reason.
-    stopped = next((o.failure for o in run.outcomes if o.status == "skipped" and o.failure
-                    and o.failure.code not in ("Interrupted", "InputFailed")), None)
-    paid = ctx.choice.name != "placeholder"
+    rows = tally.rows
+    rows[:0] = [Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
+                    d.error or d.step.reason, kind="derived") for d in run.derived]
     return BuildResult(
-        provider=ctx.identity, changed=rows, fresh=fresh,
-        provider_calls=sum(1 for o in run.outcomes if o.step.action == GENERATE and o.status != "skipped"),
-        images_bought=sum(o.images_bought for o in run.outcomes if not o.resumed) if paid else 0,
-        images_resumed=sum(o.images_bought for o in run.outcomes if o.resumed) if paid else 0,
-        possibly_paid=sum(o.failure.possibly_paid if o.failure else o.possibly_paid
-                          for o in run.outcomes),
-        pruned=prune, money=_money(run.outcomes, estimate, paid), stopped=stopped,
+        provider=ctx.identity, changed=rows, fresh=fresh, provider_calls=tally.provider_calls,
+        images_bought=tally.images_bought, images_resumed=tally.images_resumed,
+        possibly_paid=tally.possibly_paid, pruned=prune, money=tally.money, stopped=tally.stopped,
         interrupted=run.interruption, nothing_to_do=nothing, notices=ctx.notices,
         remote=_remote_summary(ctx), shard=ctx.options.shard)
 
@@ -202,24 +252,6 @@ def _remote_summary(ctx: Context) -> Any:
         return None
     ctx.link.say_new_faults(ctx.sink)  # failed uploads, said once each
     return ctx.link.summary()
-
-
-def _money(outcomes: list[Any], estimate: dict[str, Any], paid: bool) -> Money:
-    """Money counted once, where it was spent: images billed in this run; tasks paid in an
-    earlier run and collected now as `resumed`; restores as saved. Drafts cost nothing."""
-    money = Money(estimate["currency"])
-    if not paid:
-        return money
-    region = estimate["region"]
-    for o in outcomes:
-        price = cost.unit_price(o.step.target.request.model, region) or 0.0  # unknown: not counted
-        if o.resumed:
-            money.resumed += o.images_bought * price
-        else:
-            money.spent += o.images_bought * price
-        if o.status == "restored" and is_final(o.step.provider):  # a restored draft saved nothing
-            money.saved_by_cache += o.step.target.request.n * price
-    return money
 
 
 def _enforce_limits(estimate: dict[str, Any], paid: bool, options: Any) -> None:

@@ -3,6 +3,7 @@ no API key and no provider call, then derive what is missing. For a fresh clone 
 that keeps generated images out of git. Holds the build mutex: it writes outputs and the lock."""
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from imgbuild.plan.states import GENERATE, MISSING, MODIFIED, NOTHING, RESTORE, make_plan
@@ -36,21 +37,22 @@ def _pull(where: Where, sink: Any, jobs: int | None, remote_required: bool) -> P
         ctx = Context(project, providers.Choice("placeholder", None), "placeholder", lock, cache,
                       stat_cache(project), sink, BuildOptions(jobs=jobs, keep_going=True), link=link)
         plan = _plan(ctx, targets)
-        todo = [s for s in plan.steps if s.action == RESTORE]
-        run = pipeline.Run()
+        todo = deque(s for s in plan.steps if s.action == RESTORE)
+        restores, outcomes = len(todo), []
+        run = pipeline.Run(on_outcome=outcomes.append)
         pipeline.sweep(project, (s.target for s in todo))
         try:
             pipeline.generate(ctx, todo, run)
             if run.interruption is None:
                 pipeline.derive(ctx, targets, run)
         finally:
-            if todo or run.derived:
+            if restores or run.derived:
                 lockfile.write(project.lock_path, lock)
             pipeline.write_manifest(project, targets, lock)
             ctx.stats.save()
     if link is not None:
         link.say_new_faults(sink)
-    return PullResult(_rows(plan, run), remote=link.summary() if link is not None else None)
+    return PullResult(_rows(plan, outcomes, run), remote=link.summary() if link is not None else None)
 
 
 def _plan(ctx: Any, targets: list[Any]) -> Any:
@@ -65,7 +67,7 @@ def _plan(ctx: Any, targets: list[Any]) -> Any:
     return plan
 
 
-def _rows(plan: Any, run: Any) -> list[Row]:
+def _rows(plan: Any, outcomes: list[Any], run: Any) -> list[Row]:
     rows = [Row(s.target.name, o, "up_to_date") for s in plan.steps if s.action == NOTHING
             for o in s.target.outputs]
     for s in plan.steps:
@@ -73,7 +75,7 @@ def _rows(plan: Any, run: Any) -> list[Row]:
             damaged = s.state in (MISSING, MODIFIED)
             status, reason = ("failed", NOT_FOUND) if damaged else ("stale", NOT_PINNED)
             rows.extend(Row(s.target.name, o, status, reason) for o in s.target.outputs)
-    for o in run.outcomes:
+    for o in outcomes:
         reason = o.failure.message if o.failure else ""
         rows.extend(Row(o.step.target.name, out, o.status, reason, failure=o.failure)
                     for out in o.step.target.outputs)
