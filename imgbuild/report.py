@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TextIO
 
 from imgbuild.errors import Failure, Problem
@@ -75,9 +75,10 @@ class Reporter:
 
     # --- progress while a build runs ------------------------------------------------------
 
-    def start_progress(self, targets: Sequence[tuple[str, int]]) -> None:
-        """A build is about to run these (name, images) targets."""
-        if self.live and targets:
+    def start_progress(self, targets: Iterable[tuple[str, int]]) -> None:
+        """A build is about to run these (name, images) targets (read only for a live status
+        line: a build that prints none makes no pair per target)."""
+        if self.live:
             self._status = LiveStatus(self.err, targets)
 
     def event(self, name: str, outputs: Sequence[str], state: str) -> None:
@@ -209,7 +210,7 @@ class LiveStatus:
     LABEL: ClassVar[dict[str, str]] = {"waiting": "waiting on task"}
     FINAL = ("done", "restored", "failed", "skipped")
 
-    def __init__(self, stream: TextIO, targets: Sequence[tuple[str, int]], *,
+    def __init__(self, stream: TextIO, targets: Iterable[tuple[str, int]], *,
                  interval: float = 0.1, clock: Any = time.monotonic) -> None:
         self.stream = stream
         self.images = dict(targets)
