@@ -280,10 +280,14 @@ class _Expander:
         self.repeats: dict[tuple[str, int, int, str], list[Any]] = {}  # -> [index, count, where]
         self.renderer = _Renderer(project)
         self.targets: list[Target] = []
-        self.names: dict[str, str] = {}  # name -> where first defined
+        # Claims live until every spec is expanded. Their values are shared, not made per target
+        # (a "file:line" per spec, a target's own name): 50k targets' claims held ~160 bytes of
+        # text each, and the holes they left outlasted them in the build's memory.
+        self.names: dict[str, str] = {}  # name -> where first defined ("file:line")
         # (index in targets, file, spec path, label, [(item index, rendered item)]): `inputs:`
         self.links: list[tuple[int, SpecFile, list[Any], str, list[tuple[int, str]], Any]] = []
-        self.paths: dict[str, str] = {}  # output -> "name (file:line)"
+        self.paths: dict[str, str] = {}  # output -> name of the target that writes it
+        self._wheres: dict[tuple[str, int], str] = {}
         self._sizes: dict[tuple[str, str | None], tuple[str | None, str | None, tuple[str, ...]]] = {}
         self._lines: dict[tuple[str, int], int] = {}
         settings = project.settings
@@ -305,6 +309,18 @@ class _Expander:
         if line is None:
             line = self._lines[key] = yamlio.locate(file.data, base)[0]
         return line
+
+    def where_of(self, file: SpecFile, line: int) -> str:
+        key = (file.display, line)
+        text = self._wheres.get(key)
+        if text is None:
+            text = self._wheres[key] = f"{file.display}:{line}"
+        return text
+
+    def owner(self, output: str) -> str | None:
+        """Who already writes `output`: "images[name] (file:line)", or None."""
+        name = self.paths.get(output)
+        return None if name is None else f"images[{name}] ({self.names[name]})"
 
     def problem(self, file: SpecFile, path: list[Any], message: str, *, where: str | None = None,
                 key: bool = False, at: tuple[int, int] | None = None) -> None:
@@ -573,11 +589,11 @@ class _Expander:
         if name in self.names:
             other = self.names[name]
             hint = ("; a matrix spec's name must use its matrix variables"
-                    if other == f"{file.display}:{line}" else "")
+                    if other == self.where_of(file, line) else "")
             self.problem(file, base + ["name"], f"duplicate name '{name}' (also defined at {other}){hint}",
                          where=label)
             return None
-        self.names[name] = f"{file.display}:{line}"
+        self.names[name] = self.where_of(file, line)
         return name, line
 
     def render_variants(self, file: SpecFile, base: list[Any], spec: Any, defaults: dict[str, Any],
@@ -627,13 +643,13 @@ class _Expander:
                     self.problem(file, path, f"derivative '{norm}' must end in {FORMAT_EXT[v.format]} "
                                  f"for format {v.format}", where=f"{label}.outputs")
                     return None
-                owner = self.paths.get(norm)
+                owner = self.owner(norm)
                 if owner is not None or norm in outputs:
                     self.problem(file, path, f"derivative '{norm}' is also written by "
                                  f"{owner or 'this image'}; use {{{{ width }}}} and {{{{ ext }}}} in outputs",
                                  where=f"{label}.outputs")
                     return None
-                self.paths[norm] = f"{label} ({file.display}:{self.line_of(file, base)})"
+                self.paths[norm] = context["name"]
                 variants.append(Variant(v.source, norm, v.format, v.width, v.height, v.quality, v.crop))
         return tuple(variants), tuple(notes)
 
@@ -671,13 +687,13 @@ class _Expander:
                 self.problem(file, path, f"every image of n={n} renders to '{norm}'; "
                              "use {{ index }} in output", where=f"{label}.output")
                 return None
-            owner = self.paths.get(norm)
+            owner = self.owner(norm)
             if owner is not None:
                 self.problem(file, path, f"output '{norm}' is also written by {owner}", where=f"{label}.output")
                 return None
             outputs.append(norm)
         for norm in outputs:
-            self.paths[norm] = f"{label} ({file.display}:{self.line_of(file, base)})"
+            self.paths[norm] = context["name"]
         return tuple(outputs)
 
 
