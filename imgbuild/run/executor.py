@@ -140,7 +140,7 @@ class Executor:
 
         `steps` is used up: a worker takes each step out of it, and once its outcome is handed
         to `on_outcome` nothing here refers to the step any more. A build of 50k targets then
-        does not hold every finished step (and its target's request) to its end."""
+        does not hold every finished step to its end, nor an edit's attached input images."""
         board = inputs.Board(steps)
         for step in steps:
             self._emit(step, QUEUED)

@@ -28,8 +28,8 @@ def _ignore(outcome: Any) -> None:
 @dataclass
 class Run:
     # Each run.executor.Outcome, once the lock holds its entries: the verb keeps what its summary
-    # needs of it. Outcomes are not collected here, so a finished target's step, request and
-    # outcome are let go as the build goes on, not held to its end.
+    # needs of it. Outcomes are not collected here, so a finished target's step and outcome
+    # (and an edit's attached input images) are let go as the build goes on, not held to its end.
     on_outcome: Callable[[Any], None] = _ignore
     derived: list[Any] = field(default_factory=list)  # run.derivatives.VariantOutcome
     interruption: Any = None  # verbs.results.Interruption
