@@ -142,8 +142,7 @@ class Executor:
         to `on_outcome` nothing here refers to the step any more. A build of 50k targets then
         does not hold every finished step to its end, nor an edit's attached input images."""
         board = inputs.Board(steps)
-        for step in steps:
-            self._emit(step, QUEUED)
+        self._queued(steps)  # not a loop here: its variable would keep the last step alive
         workers = min(self.jobs, len(steps)) or 1
 
         async def worker() -> None:
@@ -162,6 +161,10 @@ class Executor:
                 self.on_outcome(outcome)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
+
+    def _queued(self, steps: deque[Step]) -> None:
+        for step in steps:
+            self._emit(step, QUEUED)
 
     async def _guarded(self, step: Step) -> Outcome:
         """`_one` as its own task, so that interrupt()/cancel() can stop this target alone."""
