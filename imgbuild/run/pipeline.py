@@ -21,16 +21,12 @@ DEFAULT_JOBS = 4  # -j without DashScope (drafts, cache restores): bound by CPU 
 _HANDED_OVER: Mapping[str, Any] = MappingProxyType({})
 
 
-def _ignore(outcome: Any) -> None:
-    pass
-
-
 @dataclass
 class Run:
     # Each run.executor.Outcome, once the lock holds its entries: the verb keeps what its summary
     # needs of it. Outcomes are not collected here, so a finished target's step and outcome
     # (and an edit's attached input images) are let go as the build goes on, not held to its end.
-    on_outcome: Callable[[Any], None] = _ignore
+    on_outcome: Callable[[Any], None]
     derived: list[Any] = field(default_factory=list)  # run.derivatives.VariantOutcome
     interruption: Any = None  # verbs.results.Interruption
     derived_fresh: int = 0  # variants already up to date (not counting those still waiting)
