@@ -1,6 +1,6 @@
 """A build lets each target's step go once the target is done (issue 17: first-build memory).
 
-The plan makes one step per target (its request, key and reasons); the executor runs them, and
+The plan makes one step per target (its generation key and reasons); the executor runs them, and
 the summary needs only a row per output and a few sums. Holding every step, and an outcome for
 each, to the end of the build cost ~330 bytes per target at its peak."""
 from __future__ import annotations
