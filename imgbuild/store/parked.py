@@ -73,6 +73,10 @@ class Spill:
             raise OSError(f"spill file: {len(data)} of {length} bytes read back at {offset}")
         return data
 
+    def read_upto(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer at the end of the file)."""
+        return os.pread(self._fd, length, offset)
+
     def _file(self) -> int:
         if self._fd < 0 and not self._broken:
             try:  # O_TMPFILE: no name, removed when closed (or when the process dies)
