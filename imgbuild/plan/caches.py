@@ -27,7 +27,7 @@ from imgbuild._version import __version__
 from imgbuild.store import gcpause
 from imgbuild.store.atomic import atomic_write_chunks, sha256_file, sha256_files
 from imgbuild.store.parked import Spill
-from imgbuild.spec.types import Input, Request, Target, Variant
+from imgbuild.spec.types import Target
 
 PLAN_FILE = "plan-cache.json"
 STAT_FILE = "stat-cache.json"
@@ -75,10 +75,7 @@ def _load_plan(project_file: Path, state_dir: Path) -> tuple[dict[str, Any], lis
     # directory, as loading the specs shows them: `check -C dir` from anywhere reuses one cache
     root = project_file.parent
     shown: dict[str, str] = {}
-    targets = [Target(t[0], Request.from_dict(t[1]), tuple(t[2]), _shown(shown, root, t[3]), t[4], t[5],
-                      tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
-                      tuple(Input(*i) for i in t[10]))
-               for t in doc["targets"]]
+    targets = [Target.from_row(t, _shown(shown, root, t[3])) for t in doc["targets"]]
     if not _plausible(project_file, settings, targets):
         return None
     return settings, targets, doc["inputs"]
@@ -135,11 +132,10 @@ def save_plan(project_file: Path, state_dir: Path, settings: dict[str, Any],
         # In slices of targets: the whole document as one string (and its bytes) was the peak
         # of a 50k-target build's memory.
         yield (encode(head)[:-1] + ',"targets":[').encode("utf-8")
-        for start in range(0, len(targets), _SLICE):
-            rows = [[t.name, t.request.to_dict(), list(t.outputs), _stored(memo, root, t.file), t.line,
-                     t.seed_derived, [v.to_list() for v in t.variants], t.alt, list(t.notes), t.candidates,
-                     [i.to_list() for i in t.inputs]] for t in targets[start:start + _SLICE]]
+        todo, start = iter(targets), 0  # a build's targets may be a spool (store/spool.py): no slicing
+        while rows := [t.to_row(_stored(memo, root, t.file)) for t in islice(todo, _SLICE)]:
             yield (("," if start else "") + encode(rows)[1:-1]).encode("utf-8")
+            start += len(rows)
         yield b"]}"
 
     try:

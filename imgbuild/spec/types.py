@@ -128,6 +128,20 @@ class Target:
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
+    def to_row(self, file: str) -> list[Any]:
+        """The target as a JSON list, its spec file given as `file` (the plan cache stores it
+        relative to the project, a build's spool as shown)."""
+        return [self.name, self.request.to_dict(), list(self.outputs), file, self.line, self.seed_derived,
+                [v.to_list() for v in self.variants], self.alt, list(self.notes), self.candidates,
+                [i.to_list() for i in self.inputs]]
+
+    @classmethod
+    def from_row(cls, t: list[Any], file: str) -> Target:
+        """The inverse of `to_row`; a row of another shape raises (TypeError/KeyError/IndexError)."""
+        return cls(t[0], Request.from_dict(t[1]), tuple(t[2]), file, t[4], t[5],
+                   tuple(Variant.from_list(v) for v in t[6]), t[7], tuple(t[8]), t[9],
+                   tuple(Input(*i) for i in t[10]))
+
 
 
 
