@@ -27,6 +27,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
     monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    if os.environ.get("IMGBUILD_TEST_SPOOL_ALL"):  # every build in this process spools every target
+        from imgbuild.verbs import build_run
+
+        monkeypatch.setattr(build_run, "SPOOL_MARGIN", 0)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from helpers import run
 
 import imgbuild.report
 from imgbuild.plan.states import Step
-from imgbuild.spec.types import Request
+from imgbuild.spec.types import Request, Target
+from imgbuild.verbs import build_run
 
 TARGETS = 40
 
@@ -33,6 +34,11 @@ images:
 def live_steps() -> int:
     gc.collect()
     return sum(1 for o in gc.get_objects() if type(o) is Step)
+
+
+def live_targets() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is Target)
 
 
 def live_attached_images() -> int:
@@ -58,6 +64,7 @@ def test_finished_steps_are_let_go_during_the_build(project: Path, capsys: pytes
         progress(self, done, total, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(imgbuild.report.Reporter, "progress", counting)
+    monkeypatch.setattr(build_run, "SPOOL_MARGIN", 1000)  # steps in memory: counted here
     r = run(capsys, "build", "-C", str(project), "-j", "2", "--json")
     assert r.code == 0, r
     # When the first target is done, the others still wait to run; when the last is, only
@@ -106,3 +113,71 @@ images:
     assert r.code == 0, r
     assert r.json["built"] == EDITS
     assert seen[EDITS] <= 1, seen  # the last edit's own input, still an argument of this call
+
+
+KEEP = 5
+
+
+def test_a_first_build_holds_no_more_targets_than_its_margin(project: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SPOOL_MARGIN (more than the lock has entries), targets and the steps that make them
+    wait on disk from expansion until they run: a first build holds a few, not one per target."""
+    seen: dict[str, int] = {}
+    progress = imgbuild.report.Reporter.progress
+    make_plan = build_run.make_plan
+
+    def planning(*args: object, **kwargs: object) -> object:
+        seen["before plan"] = live_targets()
+        plan = make_plan(*args, **kwargs)  # type: ignore[arg-type]
+        seen["after plan"] = live_targets()
+        return plan
+
+    def counting(self: object, done: int, total: int, *args: object) -> None:
+        if done in (1, total):
+            seen[f"done {done}"] = live_targets()
+            seen[f"steps {done}"] = live_steps()
+        progress(self, done, total, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imgbuild.report.Reporter, "progress", counting)
+    monkeypatch.setattr(build_run, "make_plan", planning)
+    monkeypatch.setattr(build_run, "SPOOL_MARGIN", KEEP)
+    r = run(capsys, "build", "-C", str(project), "-j", "2", "--json")
+    assert r.code == 0, r
+    # the first KEEP targets (and steps) in memory, and the one or two being worked on
+    assert seen["before plan"] <= KEEP + 1, seen
+    assert seen["after plan"] <= 2 * KEEP + 2, seen  # its KEEP targets and the KEEP steps' own
+    assert seen["done 1"] <= 2 * KEEP + 4 and seen["steps 1"] <= KEEP + 3, seen
+    assert seen[f"done {TARGETS}"] <= KEEP + 2, seen
+    assert r.json["built"] == TARGETS
+
+
+def test_a_spooled_build_writes_what_a_build_in_memory_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same project built twice, every target and step spooled or none: the same lock, byte
+    for byte, the same images and manifest, the same summary."""
+    spec = PROJECT + """  - name: wide
+    size: "16:9"
+    prompt: "A wide one, with ünïcode and a \\"quote\\""
+    negative_prompt: "nothing blurry"
+    seed: 7
+    alt: "a wide picture"
+    formats: [webp, jpeg]
+    widths: [64, 128]
+"""
+    results = {}
+    for margin in (0, 1000):
+        folder = tmp_path / f"m{margin}"
+        folder.mkdir()
+        (folder / "imgbuild.yaml").write_text(spec, encoding="utf-8")
+        monkeypatch.setattr(build_run, "SPOOL_MARGIN", margin)
+        monkeypatch.setenv("IMGBUILD_CACHE_DIR", str(tmp_path / f"cache-{margin}"))  # both generate
+        r = run(capsys, "build", "-C", str(folder), "-j", "2", "--json")
+        assert r.code == 0, r
+        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+                 if p.is_file() and ".imgbuild" not in p.parts}
+        doc = r.json
+        doc.pop("elapsed_s", None)
+        results[margin] = files, sorted(map(str, doc["targets"])), doc["built"], doc["provider_calls"]
+    assert {"imgbuild.lock", "out/manifest.json", "out/wide.png"} <= results[0][0].keys(), sorted(results[0][0])
+    assert len([f for f in results[0][0] if f.endswith((".webp", ".jpg"))]) == 4
+    assert results[0] == results[1000]

@@ -14,7 +14,7 @@ import operator
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -100,9 +100,57 @@ class Source:
         return f"{self.ref}@{'key' if self.kind == graph.TARGET else 'sha256'}:{self.key}"
 
 
+class Work:
+    """The plan as a build runs it, sorted as make_plan makes each step (its `into`): what to
+    generate or restore (`todo`: past the first `keep` steps they wait on disk in `folder`,
+    store/spool.py, and the executor takes each out as it starts it), what is up to date
+    (`fresh`, for the summary), what waits for a pick (`waiting`, for the lock's records)."""
+
+    def __init__(self, folder: Path | None, keep: int) -> None:
+        from imgbuild.store.spool import Spool
+
+        self.todo: Spool[Step] = Spool(folder, _encode_step, _step_decoder(), keep)
+        self.fresh: list[Step] = []
+        self.waiting: list[Step] = []
+        self.orphans: list[str] = []
+
+    def append(self, step: Step) -> None:
+        if step.action != NOTHING:
+            self.todo.append(step)
+        elif step.state != PENDING:
+            self.fresh.append(step)
+        if step.state == PENDING:  # a candidate to generate is in both
+            self.waiting.append(step)
+
+    def extend(self, steps: Iterable[Step]) -> None:
+        for step in steps:
+            self.append(step)
+
+
+def _encode_step(s: Step) -> bytes:
+    t = s.target
+    return _canonical([t.to_row(t.file), s.state, s.action, s.key, s.provider, list(s.reasons), s.draft,
+                       dict(s.damage), dict(s.locked), s.candidate,
+                       [[x.kind, x.ref, x.key] for x in s.sources]]).encode("utf-8")
+
+
+def _step_decoder() -> Callable[[bytes], Step]:
+    # steps share their reasons (read only), so the summary rows made from them do too
+    reasons: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def decode(data: bytes) -> Step:
+        row = json.loads(data)
+        why = tuple(row[5])
+        return Step(Target.from_row(row[0], row[0][3]), row[1], row[2], row[3], row[4],
+                    reasons.setdefault(why, why), row[6], row[7] or _EMPTY, row[8] or _EMPTY, row[9],
+                    tuple(Source(*x) for x in row[10]))
+
+    return decode
+
+
 @dataclass
 class Plan:
-    steps: list[Step]
+    steps: list[Step]  # or the `into` make_plan was given
     orphans: list[str]  # lock entries no spec produces any more
     # name -> the request of each target that reads images, with their identities (so its key
     # as the plan computed it): what `accept` compares a pending record with
@@ -117,32 +165,39 @@ Hasher = Callable[[str], "str | None"]
 
 def make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
               provider_draft: bool, cache: CacheView | None, force: bool = False,
-              hasher: Hasher = sha256_file, root: Path | None = None) -> Plan:
+              hasher: Hasher = sha256_file, root: Path | None = None, into: Any = None) -> Plan:
     """Steps, inputs before the targets that read them. `root` (the project root) is needed
-    only when a target reads a repository file."""
+    only when a target reads a repository file. The steps are appended to `into` when given
+    (a build sorts them as they come, its steps to run waiting on disk), else to a list."""
     with gcpause.paused():  # a step per target, no cycles (store/gcpause.py)
         return _make_plan(targets, lock, output_dir, provider=provider, provider_draft=provider_draft,
-                          cache=cache, force=force, hasher=hasher, root=root)
+                          cache=cache, force=force, hasher=hasher, root=root,
+                          steps=[] if into is None else into)
 
 
 def _make_plan(targets: list[Target], lock: Lock, output_dir: Path, *, provider: str,
                provider_draft: bool, cache: CacheView | None, force: bool, hasher: Hasher,
-               root: Path | None) -> Plan:
+               root: Path | None, steps: Any) -> Plan:
     requests: dict[str, Request] = {}
     if not any(t.inputs for t in targets):  # the common case: no graph, no reordering
-        steps = [_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher)
-                 for t in targets if t.candidates == 1]
-        if len(steps) != len(targets):
-            steps += [s for t in targets if t.candidates > 1
-                      for s in _candidates(t, lock, output_dir, provider, provider_draft, cache, force, hasher)]
+        later = []  # targets with candidates: their steps come after the others', as they always did
+        for t in targets:
+            if t.candidates == 1:
+                steps.append(_step(t, lock, output_dir, provider, provider_draft, cache, force, hasher))
+            else:
+                later.append(t)
+        for t in later:
+            steps.extend(_candidates(t, lock, output_dir, provider, provider_draft, cache, force, hasher))
     else:
-        steps = _graph_steps(targets, lock, output_dir, provider, provider_draft, cache, force,
-                             hasher, root or output_dir, requests)
-    produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
-    if lock.adopted_from is not None:  # the shared lock's other entries are other files'
-        for other in [o for o in lock.outputs if o not in produced]:
-            del lock.outputs[other]
-    orphans = sorted(o for o in lock.outputs if o not in produced)
+        steps.extend(_graph_steps(targets, lock, output_dir, provider, provider_draft, cache, force,
+                                  hasher, root or output_dir, requests))
+    orphans: list[str] = []
+    if lock.outputs:  # else nothing is orphaned: not a pass over every target's outputs
+        produced = {o for t in targets for o in (*t.outputs, *(v.output for v in t.variants))}
+        if lock.adopted_from is not None:  # the shared lock's other entries are other files'
+            for other in [o for o in lock.outputs if o not in produced]:
+                del lock.outputs[other]
+        orphans = sorted(o for o in lock.outputs if o not in produced)
     return Plan(steps, orphans, requests)
 
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from imgbuild.errors import (
     CACHE_DAMAGED,
@@ -66,6 +65,17 @@ class Outcome:
 
 
 INTERRUPTED_FAILURE = Failure(INTERRUPTED_CODE, "interrupted")
+
+
+class StepQueue(Protocol):
+    """Where the executor takes its steps from: a deque, or a build's spool (store/spool.py),
+    whose steps past the first few wait on disk until taken."""
+
+    def popleft(self) -> Step: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Step]: ...
 
 
 class Executor:
@@ -134,7 +144,7 @@ class Executor:
         return sum(1 for step in self._active.values()
                    if step.action != RESTORE and self._states.get(id(step)) in (SUBMITTING, DOWNLOADING))
 
-    async def run(self, steps: deque[Step]) -> None:
+    async def run(self, steps: StepQueue) -> None:
         """Steps come in dependency order (the plan's), so a step waiting on its inputs only
         waits on steps some worker already took: no deadlock, whatever `jobs` is.
 
@@ -162,7 +172,7 @@ class Executor:
 
         await asyncio.gather(*(worker() for _ in range(workers)))
 
-    def _queued(self, steps: deque[Step]) -> None:
+    def _queued(self, steps: StepQueue) -> None:
         for step in steps:
             self._emit(step, QUEUED)
 

@@ -10,7 +10,6 @@ KeyboardInterrupt and the caller still writes the lock.
 """
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,7 +38,7 @@ class Interruption:
 INTERRUPT_GRACE = 5.0  # seconds in-flight requests, downloads and writes get after a Ctrl-C
 
 
-def run_executor(executor: Any, steps: deque[Any], sink: Sink, *,
+def run_executor(executor: Any, steps: Any, sink: Sink, *,
                  on_close: Callable[[], Any] | None = None,
                  grace: float = INTERRUPT_GRACE) -> Interruption | None:
     """Run `executor.run(steps)` to the end (it uses `steps` up); None unless it was interrupted."""

@@ -7,7 +7,6 @@ keeps it."""
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,9 +43,9 @@ def sweep(project: Any, targets: Iterable[Any]) -> None:
     sweep_temp_files({project.state_dir / "journal"}, prefixes=(".tmp-",))
 
 
-def generate(ctx: Any, todo: deque[Any], run: Run) -> None:
-    """Run the executor over `todo`, which it uses up (a no-op build never imports asyncio or
-    the executor)."""
+def generate(ctx: Any, todo: Any, run: Run) -> None:
+    """Run the executor over `todo` (run.executor.StepQueue), which it uses up (a no-op build
+    never imports asyncio or the executor)."""
     if not todo:
         return
     from imgbuild.run.executor import Executor, Outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import json
 import math
 import os
 import posixpath
@@ -25,6 +26,7 @@ from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
 from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox, printable
 from imgbuild.spec.types import Input, Request, Target, Variant
+from imgbuild.store.spool import Spool
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -274,12 +276,13 @@ def _line_in_block(file: SpecFile, path: list[Any], text: str, message: str) -> 
 
 
 class _Expander:
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, into: Any = None) -> None:
         self.project = project
         self.problems: list[Problem] = []
         self.repeats: dict[tuple[str, int, int, str], list[Any]] = {}  # -> [index, count, where]
         self.renderer = _Renderer(project)
-        self.targets: list[Target] = []
+        # a list, or a build's spool (store/spool.py): past its first few, targets wait on disk
+        self.targets: Any = [] if into is None else into
         # Claims live until every spec is expanded. Their values are shared, not made per target
         # (a "file:line" per spec, a target's own name): 50k targets' claims held ~160 bytes of
         # text each, and the holes they left outlasted them in the build's memory.
@@ -290,6 +293,7 @@ class _Expander:
         self._wheres: dict[tuple[str, int], str] = {}
         self._sizes: dict[tuple[str, str | None], tuple[str | None, str | None, tuple[str, ...]]] = {}
         self._lines: dict[tuple[str, int], int] = {}
+        self._index: dict[str, int] | None = None  # name -> position in targets, once inputs are linked
         settings = project.settings
         self.project_vars = dict(settings.get("vars", {}))
         self.project_defaults = dict(settings.get("defaults", {}))
@@ -354,6 +358,8 @@ class _Expander:
 
     def link(self) -> None:
         """Resolve each rendered input to a target or a repository file; refuse cycles."""
+        if not self.links:  # no target reads another: no cycle to look for
+            return
         where: dict[str, tuple[SpecFile, list[Any], str]] = {}
         for index, file, base, label, items, model in self.links:
             inputs = [self.resolve_input(file, base + ["inputs", j], f"{label}.inputs[{j}]", text,
@@ -371,7 +377,9 @@ class _Expander:
     def resolve_input(self, file: SpecFile, path: list[Any], label: str, text: str,
                       model: Any) -> Input | None:
         if text in self.names:
-            upstream = next((t for t in self.targets if t.name == text), None)
+            if self._index is None:  # made once: a scan per input is quadratic in a spool
+                self._index = {t.name: i for i, t in enumerate(self.targets)}
+            upstream = self.targets[self._index[text]] if text in self._index else None
             rule = model.input_rule
             why = (rule.check("PNG", upstream.request.width, upstream.request.height, 0)
                    if rule is not None and upstream is not None else None)
@@ -704,10 +712,27 @@ def _rounding_note(model: models.Model, written: str | None, size: str) -> tuple
             f"{model.size_rule.multiple}, the grid of every documented size",)
 
 
-def expand(project: Project) -> list[Target]:
-    expander = _Expander(project)
+def expand(project: Project, spill: tuple[Path, int] | None = None) -> list[Target]:
+    """The project's targets. With `spill` (folder, keep), a build's: those after the first
+    `keep` wait on disk in folder until read (store/spool.py), so that a first build of 50k
+    targets does not hold them all."""
+    expander = _Expander(project, None if spill is None else _spool(*spill))
     targets = expander.run()
     expander.count_repeats()
     if expander.problems:
         raise SpecError(expander.problems)
     return targets
+
+
+def _spool(folder: Path, keep: int) -> Spool[Target]:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:  # a read-only checkout: the spool keeps its targets in memory
+        pass
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+    def decode(data: bytes) -> Target:
+        row = json.loads(data)
+        return Target.from_row(row, row[3])
+
+    return Spool(folder, lambda t: encode(t.to_row(t.file)).encode("utf-8"), decode, keep)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from imgbuild import providers
 from imgbuild.errors import ImgbuildError, LimitExceeded
 from imgbuild.plan import cost
-from imgbuild.plan.states import GENERATE, NOTHING, PENDING, UP_TO_DATE, Step, make_plan
+from imgbuild.plan.states import GENERATE, PENDING, UP_TO_DATE, Step, Work, make_plan
 from imgbuild.store import lockfile
 from imgbuild.store.lockfile import is_final
 from imgbuild.verbs import remote as remote_verbs
@@ -21,6 +20,7 @@ from imgbuild.verbs.common import (
     adopt,
     as_made,
     load,
+    lock_path,
     lock_stamp,
     named,
     open_cache,
@@ -50,8 +50,18 @@ class Context:
     on_stored: Any = None  # the executor's write-through to it (uploads each paid original)
 
 
+# Targets (and steps to run) a build keeps in memory beyond as many as its lock has entries:
+# the rest wait on disk, so a first build's memory does not grow with its number of targets
+# (store/spool.py). A build whose lock is full holds its targets, as its lock's entries.
+SPOOL_MARGIN = 1000
+
+
 def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult:
-    project, targets = load(where)
+    # The lock before the specs: how much it holds is how many targets stay in memory.
+    locked, lock, damaged = _read_lock(where)
+    project, targets = load(where, keep=len(lock.outputs) + SPOOL_MARGIN)
+    if damaged is not None:  # the specs' own mistakes are said first, as they always were
+        raise damaged
     if options.candidates:  # for the targets named, not for those they read (their inputs)
         from dataclasses import replace
 
@@ -62,8 +72,6 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
-    locked = lock_stamp(project)
-    lock = lockfile.read(project.lock_path)
     targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
     remote = None
@@ -78,16 +86,19 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
         ctx = Context(project, choice, identity, lock, cache, stats, sink, options, link=remote,
                       on_stored=remote_verbs.write_through(remote, identity))
         plan = _plan(ctx, selected)
-        if choice.notice and any(s.action == GENERATE for s in plan.steps):
+        # a dry run's plan is a list of steps; a build's, its Work, whose todo is what it runs
+        steps = plan.steps if options.dry_run else plan.steps.todo
+        if choice.notice and any(s.action == GENERATE for s in steps):
             sink.notice(choice.notice)
-        estimate = cost.estimate(plan.steps, project.settings.get("region", cost.DEFAULT_REGION))
+        estimate = cost.estimate(steps, project.settings.get("region", cost.DEFAULT_REGION))
         if options.dry_run:
             from imgbuild.verbs.plan import plan_result
 
             return plan_result(ctx, plan, selected, estimate)
         _enforce_limits(estimate, choice.name != "placeholder", options)
-        work = Work.of(plan)
-        del plan  # the executor uses up work.todo: each step is let go once it has finished
+        work = plan.steps
+        work.orphans = plan.orphans
+        del plan, steps  # the executor uses up work.todo: each step is let go once it has finished
         result = _run(ctx, work, targets, selected, estimate)
     if result.nothing_to_do and remote is None and not options.patterns and not options.force:
         remember_noop(project, "build", lock, locked, {"provider": identity, "count": result.counts[UP_TO_DATE]},
@@ -95,40 +106,38 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
     return result
 
 
+def _read_lock(where: Where) -> tuple[Any, lockfile.Lock, ImgbuildError | None]:
+    """(its stamp, the lock, None), the stamp taken before it is read; a damaged lock gives
+    (stamp, an empty lock, its error)."""
+    path = lock_path(where)
+    stamp = lock_stamp(path)
+    try:
+        return stamp, lockfile.read(path), None
+    except ImgbuildError as e:
+        return stamp, lockfile.Lock(), e
+
+
 def _plan(ctx: Context, selected: list[Any]) -> Any:
     """The plan; with a remote, what the plan would pay for is first looked up there (and,
     once verified, put into the local cache, from which the plan then restores it)."""
     def planned() -> Any:
+        into = None if ctx.options.dry_run else Work(ctx.project.state_dir, len(ctx.lock.outputs) + SPOOL_MARGIN)
         return make_plan(selected, ctx.lock, ctx.project.output_dir, provider=ctx.identity,
                          provider_draft=ctx.choice.name == "placeholder", cache=ctx.cache,
-                         force=ctx.options.force, hasher=ctx.stats.sha256, root=ctx.project.root)
+                         force=ctx.options.force, hasher=ctx.stats.sha256, root=ctx.project.root,
+                         into=into)
 
     plan = planned()
-    if ctx.link is not None and any(s.action == GENERATE for s in plan.steps):
-        if remote_verbs.fetch_for(ctx.link, plan.steps, ctx.lock, ctx.cache, ctx.sink,
+    steps = plan.steps if ctx.options.dry_run else plan.steps.todo
+    if ctx.link is not None and any(s.action == GENERATE for s in steps):
+        if remote_verbs.fetch_for(ctx.link, steps, ctx.lock, ctx.cache, ctx.sink,
                                   then="falls back to the next source"):
+            del steps
             plan = planned()
     return plan
 
 
-@dataclass
-class Work:
-    """The plan as a build runs it."""
-
-    todo: deque[Step]  # to generate or restore: the executor takes each one out as it starts
-    fresh: list[Step]  # up to date: the summary's up-to-date rows are made from them
-    waiting: list[Step]  # left pending a pick: the lock's pending records and their rows
-    orphans: list[str]
-
-    @classmethod
-    def of(cls, plan: Any) -> Work:
-        steps = plan.steps
-        return cls(deque(s for s in steps if s.action != NOTHING),
-                   [s for s in steps if s.action == NOTHING and s.state != PENDING],
-                   [s for s in steps if s.state == PENDING], plan.orphans)
-
-
-def _run(ctx: Context, work: Work, targets: list[Any], selected: list[Any],
+def _run(ctx: Context, work: Any, targets: list[Any], selected: list[Any],
          estimate: dict[str, Any]) -> BuildResult:
     from imgbuild.run import pipeline as execute
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from imgbuild.errors import UsageError
@@ -18,8 +19,9 @@ class Where:
     file: str | None = None  # -f
 
 
-def load(where: Where) -> tuple[Project, list[Target]]:
-    """The project and its expanded targets; from the plan cache when no input changed."""
+def load(where: Where, keep: int | None = None) -> tuple[Project, list[Target]]:
+    """The project and its expanded targets; from the plan cache when no input changed.
+    With `keep`, targets expanded after the first `keep` wait on disk (store/spool.py)."""
     from imgbuild.plan import caches
     from imgbuild.spec.expand import expand
 
@@ -30,7 +32,7 @@ def load(where: Where) -> tuple[Project, list[Target]]:
         settings, targets, inputs = cached
         return Project(file=path, root=path.parent, settings=settings, files=[], read_files=inputs), targets
     project = load_project(path)
-    targets = expand(project)
+    targets = expand(project, spill=None if keep is None else (state_dir, keep))
     caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
     # Nothing after expansion reads the parsed spec documents (a plan from the cache has none):
     # with the position of every key and value, they outweigh the targets made from them.
@@ -113,10 +115,18 @@ def unchanged(where: Where, kind: str) -> dict[str, Any] | None:
     return snapshot.load(path, path.parent / STATE_DIR, kind)
 
 
-def lock_stamp(project: Project) -> Any:
+def lock_stamp(project: Project | Path) -> Any:
+    """Taken before the lock is read (a project's, or the lockfile at a path)."""
     from imgbuild.plan import snapshot
 
-    return snapshot.lock_stamp(project.lock_path)
+    return snapshot.lock_stamp(project if isinstance(project, Path) else project.lock_path)
+
+
+def lock_path(where: Where) -> Any:
+    """The project's lockfile, found before its specs are loaded."""
+    from imgbuild.spec.project import lock_path_for
+
+    return lock_path_for(find_project_file(where.directory, where.file))
 
 
 def remember_noop(project: Project, kind: str, lock: Any, locked: Any, entry: dict[str, Any],
