@@ -80,3 +80,41 @@ def test_json_lists_every_located_problem(case: Path, command: str, tmp_path: Pa
     rendered = [f"{p['file']}:{p['line']}:{p['col']}: {p['where']}: {p['message']}" if p["where"]
                 else f"{p['file']}:{p['line']}:{p['col']}: {p['message']}" for p in doc["problems"]]
     assert any(expected in line for line in rendered), (expected, rendered)
+
+
+INCLUDED = {
+    # an expansion problem (a size) in the first file, a schema problem in the second: the
+    # schema's alone are said, as ever, though a build reads and expands the files in turn
+    "schema": {"a.yaml": "images:\n  - name: x\n    prompt: p\n    size: '9*9'\n",
+               "b.yaml": "images:\n  - name: y\n    prompt: p\n    colour: red\n",
+               "c.yaml": "images:\n  - name: z\n    prompt: p\n    seed: -1\n"},
+    # no schema problem: every file's expansion problems, a name claimed in another file too
+    "expansion": {"a.yaml": "images:\n  - name: x\n    prompt: '{{ nope }}'\n",
+                  "b.yaml": "images:\n  - name: y\n    prompt: p\n    size: '9*9'\n  - name: w\n    prompt: p\n",
+                  "c.yaml": "images:\n  - name: w\n    prompt: again\n"},
+    "yaml": {"a.yaml": "images:\n  - name: x\n    prompt: '{{ nope }}'\n",
+             "b.yaml": "images:\n  - name: y\n   prompt: p\n"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(INCLUDED))
+def test_a_build_says_of_included_files_what_validate_says(case: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build reads, checks and expands its spec files one at a time (so that it does not hold
+    them all); validate reads them all first. Both find the same problems, in the same order."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "imgbuild.yaml").write_text("version: 1\ninclude: ['specs/*.yaml']\n")
+    for name, text in INCLUDED[case].items():
+        (tmp_path / "specs" / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    said = {}
+    for command in ("validate", "build"):
+        r = run(capsys, command, "--json")
+        assert r.code == 2, r
+        said[command] = r.json["problems"]
+    assert said["build"] == said["validate"]
+    files = {p["file"] for p in said["build"]}
+    assert files == ({"specs/b.yaml", "specs/c.yaml"} if case == "schema" else
+                     {"specs/a.yaml", "specs/b.yaml", "specs/c.yaml"} if case == "expansion" else {"specs/b.yaml"})
+    assert not (tmp_path / "generated").exists()

@@ -23,7 +23,7 @@ from imgbuild.spec import catalogue as models
 from imgbuild.spec import graph, yamlio
 from imgbuild.images.derive import DEFAULT_OUTPUTS, FORMAT_EXT, plan_variants
 from imgbuild.errors import Problem, SpecError
-from imgbuild.spec.project import Project, SpecFile, describe_path, display_path
+from imgbuild.spec.project import Project, SpecFile, describe_path, display_path, load_document
 from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox, printable
 from imgbuild.spec.types import Input, Request, Target, Variant
 from imgbuild.store.spool import Spool
@@ -346,13 +346,20 @@ class _Expander:
                                                f"matrix row{'s' if count > 2 else ''})", p.message, p.hint)
 
     def run(self) -> list[Target]:
+        refused: list[Problem] = []  # by the schema, in files read here (load_project's defer)
         for file in self.project.files:
             is_main = file is self.project.files[0]
+            if file.data is None:  # read, checked and, once expanded, let go
+                file = load_document(file.path, "specfile", refused, self.project.read_files)
+            if file is None or refused:  # as before: no expansion once the schema refuses a file
+                continue
             file_vars = {**self.project_vars, **({} if is_main else dict(file.data.get("vars", {})))}
             defaults = {**BUILTIN_DEFAULTS, **self.project_defaults,
                         **({} if is_main else dict(file.data.get("defaults", {})))}
             for i, spec in enumerate(file.data.get("images", [])):
                 self.expand_spec(file, i, spec, file_vars, defaults)
+        if refused:  # the schema's problems alone, as when every file was checked first
+            raise SpecError(refused)
         self.link()
         return self.targets
 

@@ -150,16 +150,24 @@ def _validator(kind: str) -> Any:
     return Draft202012Validator({"$ref": root["$id"] + "#/$defs/specfile"}, registry=registry)
 
 
-def load_project(path: Path) -> Project:
+def load_project(path: Path, defer: bool = False) -> Project:
+    """The project file, checked, and its included spec files. With `defer`, an included file
+    is only listed (its `data` None) when the project file is sound: the expansion reads and
+    checks each in turn and lets it go (spec/expand.py), so that a build does not hold the
+    documents of every spec file at once."""
     problems: list[Problem] = []
     read: dict[str, str] = {}
-    main = _load_document(path, "project", problems, read)
+    main = load_document(path, "project", problems, read)
     if main is None:
         raise SpecError(problems)
     project = Project(file=path, root=path.parent, settings=main.data, files=[main], read_files=read)
     _check_folders(project, problems)
-    for inc in _included_paths(project, problems):
-        spec = _load_document(inc, "specfile", problems, read)
+    includes = _included_paths(project, problems)
+    if defer and not problems:
+        project.files.extend(SpecFile(inc, display_path(inc), None) for inc in includes)
+        return project
+    for inc in includes:
+        spec = load_document(inc, "specfile", problems, read)
         if spec is not None:
             project.files.append(spec)
     if problems:
@@ -167,8 +175,10 @@ def load_project(path: Path) -> Project:
     return project
 
 
-def _load_document(path: Path, kind: str, problems: list[Problem],
-                   read: dict[str, str]) -> SpecFile | None:
+def load_document(path: Path, kind: str, problems: list[Problem],
+                  read: dict[str, str]) -> SpecFile | None:
+    """The file's document if it is YAML that fits the schema of `kind`; else None, and what
+    is wrong with it in `problems`. The sha256 of its bytes goes in `read`."""
     from imgbuild.spec import schemagate, yamlio
 
     display = display_path(path)

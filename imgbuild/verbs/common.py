@@ -31,7 +31,7 @@ def load(where: Where, keep: int | None = None) -> tuple[Project, list[Target]]:
     if cached is not None:
         settings, targets, inputs = cached
         return Project(file=path, root=path.parent, settings=settings, files=[], read_files=inputs), targets
-    project = load_project(path)
+    project = load_project(path, defer=keep is not None)  # a build reads each spec file in turn
     targets = expand(project, spill=None if keep is None else (state_dir, keep))
     caches.save_plan(path, state_dir, _plain(project.settings), project.read_files, targets)
     # Nothing after expansion reads the parsed spec documents (a plan from the cache has none):
