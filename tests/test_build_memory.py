@@ -15,6 +15,7 @@ import imgbuild.report
 from imgbuild.plan.states import Step
 from imgbuild.spec.types import Request, Target
 from imgbuild.verbs import build_run
+from imgbuild.verbs.results import Row
 
 TARGETS = 40
 
@@ -34,6 +35,11 @@ images:
 def live_steps() -> int:
     gc.collect()
     return sum(1 for o in gc.get_objects() if type(o) is Step)
+
+
+def live_rows() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is Row)
 
 
 def live_targets() -> int:
@@ -136,6 +142,7 @@ def test_a_first_build_holds_no_more_targets_than_its_margin(project: Path, caps
         if done in (1, total):
             seen[f"done {done}"] = live_targets()
             seen[f"steps {done}"] = live_steps()
+            seen[f"rows {done}"] = live_rows()
         progress(self, done, total, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(imgbuild.report.Reporter, "progress", counting)
@@ -148,7 +155,11 @@ def test_a_first_build_holds_no_more_targets_than_its_margin(project: Path, caps
     assert seen["after plan"] <= 2 * KEEP + 2, seen  # its KEEP targets and the KEEP steps' own
     assert seen["done 1"] <= 2 * KEEP + 4 and seen["steps 1"] <= KEEP + 3, seen
     assert seen[f"done {TARGETS}"] <= KEEP + 2, seen
-    assert r.json["built"] == TARGETS
+    assert seen[f"rows {TARGETS}"] <= KEEP + 1, seen  # the summary's rows too, past the first KEEP
+    doc = r.json  # ...and they are all in the summary
+    assert doc["built"] == TARGETS
+    assert sorted(t["output"] for t in doc["targets"]) == sorted(f"tile-{i}.png" for i in range(TARGETS))
+    assert {(t["status"], t["reason"]) for t in doc["targets"]} == {("built", "not built yet")}
 
 
 def test_a_spooled_build_writes_what_a_build_in_memory_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str],

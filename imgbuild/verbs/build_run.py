@@ -30,7 +30,7 @@ from imgbuild.verbs.common import (
     select,
     stat_cache,
 )
-from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row
+from imgbuild.verbs.results import BuildResult, Money, PlanResult, Row, Rows, row_spool
 
 
 @dataclass
@@ -146,7 +146,8 @@ def _run(ctx: Context, work: Any, targets: list[Any], selected: list[Any],
     ran = bool(work.todo)
     pending_before = json.dumps(lock.pending, sort_keys=True)
     picks = {o: e for o, e in lock.outputs.items() if "picked_from" in e}
-    tally = Tally(estimate, paid=ctx.choice.name != "placeholder")
+    tally = Tally(estimate, paid=ctx.choice.name != "placeholder",
+                  rows=row_spool(project.state_dir, len(lock.outputs) + SPOOL_MARGIN))
     run = execute.Run(on_outcome=tally.add)
     execute.sweep(project, (s.target for s in work.todo))
     # A moved output_dir leaves the old tree behind: remember its files with the hashes the
@@ -198,8 +199,8 @@ class Tally:
     comes (in the same order as before, so money adds up to the same floats): rows, calls,
     images and money. The outcomes, with their steps and requests, are not kept."""
 
-    def __init__(self, estimate: dict[str, Any], paid: bool) -> None:
-        self.rows: list[Row] = []
+    def __init__(self, estimate: dict[str, Any], paid: bool, rows: Any) -> None:
+        self.rows = rows  # a list, or a spool (verbs.results.row_spool)
         self.paid, self.region = paid, estimate["region"]
         # Money counted once, where it was spent: images billed in this run; tasks paid in an
         # earlier run and collected now as `resumed`; restores as saved. Drafts cost nothing.
@@ -245,9 +246,8 @@ class Tally:
 
 def _result(ctx: Context, run: Any, tally: Tally, fresh: list[Step], prune: list[str],
             nothing: bool) -> BuildResult:
-    rows = tally.rows
-    rows[:0] = [Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
-                    d.error or d.step.reason, kind="derived") for d in run.derived]
+    rows = Rows([Row(d.step.target.name, d.step.variant.output, "derived" if d.error is None else "failed",
+                     d.error or d.step.reason, kind="derived") for d in run.derived], tally.rows)
     return BuildResult(
         provider=ctx.identity, changed=rows, fresh=fresh, provider_calls=tally.provider_calls,
         images_bought=tally.images_bought, images_resumed=tally.images_resumed,

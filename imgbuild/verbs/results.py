@@ -2,11 +2,15 @@
 the caller (`to_dict()` is the `--json` summary), `cli` takes the exit code from it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from imgbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure, Problem
 from imgbuild.run.loop import Interruption
+
+if TYPE_CHECKING:
+    from imgbuild.store.spool import Spool
 
 UP_TO_DATE = "up_to_date"
 # Where a document's rows go: `json_head()` leaves this in "targets" and returns the rows
@@ -35,6 +39,47 @@ class Row:
         if self.failure is not None:
             d["failure"] = self.failure.to_dict()
         return d
+
+
+class Rows:
+    """A build's rows in order: its derived files' first, then each target's as it finished
+    (past the first few, waiting on disk: store/spool.py), then those left pending. Read as
+    often as the summary needs; a first build of 50k targets does not hold 50k rows."""
+
+    def __init__(self, first: list[Row], middle: Any) -> None:
+        self.first, self.middle, self.last = first, middle, []
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        self.last.extend(rows)
+
+    def __iter__(self) -> Iterator[Row]:
+        yield from self.first
+        yield from self.middle
+        yield from self.last
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.middle) + len(self.last)
+
+
+def row_spool(folder: Any, keep: int) -> Spool[Row]:
+    """Rows, past the first `keep` on disk (a row's failure with it, field by field)."""
+    import json
+
+    from imgbuild.store.spool import Spool  # here: a no-op build never makes rows
+
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    shared: dict[str, str] = {}  # reasons repeat: "not built yet" 50k times is one string
+
+    def encoded(r: Row) -> bytes:
+        failure = None if r.failure is None else [getattr(r.failure, f.name) for f in fields(Failure)]
+        return encode([r.name, r.output, r.status, r.reason, r.action, failure, r.kind]).encode("utf-8")
+
+    def decoded(data: bytes) -> Row:
+        name, output, status, reason, action, failure, kind = json.loads(data)
+        return Row(name, output, status, shared.setdefault(reason, reason), action,
+                   None if failure is None else Failure(*failure), kind)
+
+    return Spool(folder, encoded, decoded, keep)
 
 
 def sort_rows(rows: list[Row]) -> list[Row]:
@@ -107,7 +152,7 @@ class RemoteSummary:
 @dataclass
 class BuildResult:
     provider: str
-    changed: list[Row]  # every output this run touched (built, restored, derived, failed...)
+    changed: list[Row] | Rows  # every output this run touched (built, restored, derived, failed...)
     fresh: list[Any] = field(default_factory=list)  # plan steps already up to date
     provider_calls: int = 0
     images_bought: int = 0  # billed for requests this run submitted
