@@ -149,7 +149,7 @@ def closure(chosen: list[Target], everything: list[Target]) -> list[Target]:
     """`chosen` plus every target they read, directly or not, in `everything`'s order: what
     `build TARGET` needs, as `make target`. (Here, not in spec/graph.py, so that selecting
     targets costs no import.)"""
-    if not any(t.inputs for t in chosen):
+    if chosen is everything or not any(t.inputs for t in chosen):  # all: nothing to add
         return chosen
     by_name = {t.name: t for t in everything}
     want = {t.name for t in chosen}
