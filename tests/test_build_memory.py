@@ -192,3 +192,26 @@ def test_a_spooled_build_writes_what_a_build_in_memory_writes(tmp_path: Path, ca
     assert {"imgbuild.lock", "out/manifest.json", "out/wide.png"} <= results[0][0].keys(), sorted(results[0][0])
     assert len([f for f in results[0][0] if f.endswith((".webp", ".jpg"))]) == 4
     assert results[0] == results[1000]
+
+
+def test_a_build_whose_lock_is_full_keeps_its_targets_in_memory(project: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The margin counts beyond the lock's entries: once the 40 targets are built, a build that
+    expands them again (its project file changed) keeps all 40 in memory, and reads none back
+    from disk."""
+    monkeypatch.setattr(build_run, "SPOOL_MARGIN", KEEP)
+    assert run(capsys, "build", "-C", str(project), "-j", "2").code == 0
+    seen: dict[str, int] = {}
+    make_plan = build_run.make_plan
+
+    def planning(targets: object, *args: object, **kwargs: object) -> object:
+        seen["spilled"] = targets.spilled  # type: ignore[attr-defined]
+        seen["alive"] = live_targets()
+        return make_plan(targets, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(build_run, "make_plan", planning)
+    with (project / "imgbuild.yaml").open("a") as f:
+        f.write("# a comment: the plan cache no longer matches, the specs are expanded again\n")
+    r = run(capsys, "build", "-C", str(project), "-j", "2", "--json")
+    assert r.code == 0 and r.json["up_to_date"] == TARGETS, r
+    assert seen == {"spilled": 0, "alive": TARGETS}, seen
