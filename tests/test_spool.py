@@ -88,3 +88,40 @@ def test_memory_per_spilled_item_is_one_integer(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert kept < 12 * n, kept  # 8 bytes per item in an array, and its growth
     assert s.spilled == n and s[n - 1][0] == n - 1
+
+
+def test_steps_read_back_equal_and_share_only_their_common_reasons(tmp_path: Path) -> None:
+    """A build's steps to run, spooled (plan.states.Work): every field comes back, common
+    reasons are one object again, and a reason of each step's own (a diff) is not collected."""
+    from imgbuild.plan.states import GENERATE, NEW, NOTHING, PENDING, UP_TO_DATE, Source, Step, Work
+    from imgbuild.spec.types import Input, Request, Target, Variant
+
+    def target(i: int) -> Target:
+        request = Request("qwen-image-plus", f"prompt {i} ü", "", "1328*1328", 1, i, False, False,
+                          inputs=(f"logo.png@sha256:{i:064x}",))
+        return Target(f"t-{i}", request, (f"t-{i}.png",), "specs/a.yaml", 3 + i, True,
+                      (Variant(f"t-{i}.png", f"t-{i}-64.webp", "webp", 64, 64, 80, None),), "alt", (),
+                      1, (Input("file", "logo.png"),))
+
+    work = Work(tmp_path, 0)
+    steps = [Step(target(i), NEW, GENERATE, f"{i:064x}", "placeholder",
+                  ("not built yet",) if i % 2 else (f"prompt: a -> {i}",), True,
+                  {f"t-{i}.png": "missing"} if i == 3 else {}, {}, 0,
+                  (Source("file", "logo.png", f"{i:064x}"),)) for i in range(200)]
+    for step in steps:
+        work.append(step)
+    work.append(Step(target(999), UP_TO_DATE, NOTHING, "k", "placeholder"))
+    work.append(Step(target(998), PENDING, NOTHING, "k", "placeholder"))
+    assert work.todo.spilled == 200 and len(work.fresh) == 1 and len(work.waiting) == 1
+    back = list(work.todo)
+    assert [(s.target, s.state, s.action, s.key, s.provider, tuple(s.reasons), s.draft, dict(s.damage),
+             dict(s.locked), s.candidate, tuple(s.sources)) for s in back] == \
+           [(s.target, s.state, s.action, s.key, s.provider, tuple(s.reasons), s.draft, dict(s.damage),
+             dict(s.locked), s.candidate, tuple(s.sources)) for s in steps]
+    common = {id(s.reasons) for s in back if s.reasons == ("not built yet",)}
+    assert len(common) == 1
+    again = [work.todo.popleft() for _ in range(200)]  # a second reader of the same spool
+    assert [s.reasons for s in again] == [s.reasons for s in back] and not work.todo
+    assert all(again[i].reasons is back[i].reasons for i in range(1, 200, 2))  # shared
+    # 100 reasons of their own: past the first few, each read makes its own (none is collected)
+    assert all(again[i].reasons is not back[i].reasons for i in range(150, 200, 2))

@@ -127,6 +127,9 @@ class Work:
             self.append(step)
 
 
+_SHARED_REASONS = 64  # distinct reasons shared by a spool's steps read back (the first ones seen)
+
+
 def _encode_step(s: Step) -> bytes:
     t = s.target
     return _canonical([t.to_row(t.file), s.state, s.action, s.key, s.provider, list(s.reasons), s.draft,
@@ -135,15 +138,16 @@ def _encode_step(s: Step) -> bytes:
 
 
 def _step_decoder() -> Callable[[bytes], Step]:
-    # steps share their reasons (read only), so the summary rows made from them do too
+    # Steps share their common reasons (read only: "not built yet" for 50k new targets), so
+    # the summary rows made from them do too; a reason of its own (a diff) is not kept.
     reasons: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def decode(data: bytes) -> Step:
         row = json.loads(data)
         why = tuple(row[5])
-        return Step(Target.from_row(row[0], row[0][3]), row[1], row[2], row[3], row[4],
-                    reasons.setdefault(why, why), row[6], row[7] or _EMPTY, row[8] or _EMPTY, row[9],
-                    tuple(Source(*x) for x in row[10]))
+        why = reasons.setdefault(why, why) if len(reasons) < _SHARED_REASONS else reasons.get(why, why)
+        return Step(Target.from_row(row[0], row[0][3]), row[1], row[2], row[3], row[4], why,
+                    row[6], row[7] or _EMPTY, row[8] or _EMPTY, row[9], tuple(Source(*x) for x in row[10]))
 
     return decode
 

@@ -68,7 +68,7 @@ def row_spool(folder: Any, keep: int) -> Spool[Row]:
     from imgbuild.store.spool import Spool  # here: a no-op build never makes rows
 
     encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    shared: dict[str, str] = {}  # reasons repeat: "not built yet" 50k times is one string
+    shared: dict[str, str] = {}  # reasons repeat: "not built yet" 50k times is one string (a diff does not)
 
     def encoded(r: Row) -> bytes:
         failure = None if r.failure is None else [getattr(r.failure, f.name) for f in fields(Failure)]
@@ -76,7 +76,8 @@ def row_spool(folder: Any, keep: int) -> Spool[Row]:
 
     def decoded(data: bytes) -> Row:
         name, output, status, reason, action, failure, kind = json.loads(data)
-        return Row(name, output, status, shared.setdefault(reason, reason), action,
+        reason = shared.setdefault(reason, reason) if len(shared) < 64 else shared.get(reason, reason)
+        return Row(name, output, status, reason, action,
                    None if failure is None else Failure(*failure), kind)
 
     return Spool(folder, encoded, decoded, keep)
