@@ -60,8 +60,6 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
     # The lock before the specs: how much it holds is how many targets stay in memory.
     locked, lock, damaged = _read_lock(where)
     project, targets = load(where, keep=len(lock.outputs) + SPOOL_MARGIN)
-    if damaged is not None:  # the specs' own mistakes are said first, as they always were
-        raise damaged
     if options.candidates:  # for the targets named, not for those they read (their inputs)
         from dataclasses import replace
 
@@ -72,6 +70,8 @@ def run_build(where: Where, sink: Any, options: Any) -> BuildResult | PlanResult
     # plan (a dry run) sends nothing, so it needs no key: it shows what a keyed build would do
     choice = providers.choose(options.provider, project.settings, need_key=not options.dry_run)
     identity = providers.identity(choice, project.settings)
+    if damaged is not None:  # said after the specs' mistakes and the provider's, as it always was
+        raise damaged
     targets, selected = adopt(targets, lock), adopt(selected, lock)
     stats = stat_cache(project)
     remote = None
@@ -137,7 +137,7 @@ def _plan(ctx: Context, selected: list[Any]) -> Any:
     return plan
 
 
-def _run(ctx: Context, work: Any, targets: list[Any], selected: list[Any],
+def _run(ctx: Context, work: Work, targets: list[Any], selected: list[Any],
          estimate: dict[str, Any]) -> BuildResult:
     from imgbuild.run import pipeline as execute
 
