@@ -17,7 +17,7 @@ import re
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgbuild.spec import catalogue as models
 from imgbuild.spec import graph, yamlio
@@ -26,7 +26,9 @@ from imgbuild.errors import Problem, SpecError
 from imgbuild.spec.project import Project, SpecFile, describe_path, display_path, load_document
 from imgbuild.spec.sandbox import MAX_TEMPLATE_VALUE, guarded_sandbox, printable
 from imgbuild.spec.types import Input, Request, Target, Variant
-from imgbuild.store.spool import Spool
+
+if TYPE_CHECKING:
+    from imgbuild.store.spool import Spool
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -732,6 +734,8 @@ def expand(project: Project, spill: tuple[Path, int] | None = None) -> list[Targ
 
 
 def _spool(folder: Path, keep: int) -> Spool[Target]:
+    from imgbuild.store.spool import Spool  # a build's: check and validate never spool
+
     try:
         folder.mkdir(exist_ok=True)
     except OSError:  # a read-only checkout: the spool keeps its targets in memory

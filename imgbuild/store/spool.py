@@ -16,7 +16,7 @@ the same. If the file cannot be made or written, items stay in memory, as before
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -57,7 +57,7 @@ class Spool(Generic[T]):
         self._where = array("Q")
         self._spill = None
 
-    def extend(self, items: Iterator[T] | list[T]) -> None:
+    def extend(self, items: Iterable[T]) -> None:
         for item in items:
             self.append(item)
 
